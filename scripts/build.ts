@@ -18,8 +18,8 @@ export function filterNames(): string[] {
     .sort();
 }
 
-function asc(entry: string, outFile: string, target: "release" | "debug"): void {
-  execFileSync(bin("asc"), [entry, "--config", "asconfig.json", "--target", target, "--outFile", outFile], {
+function asc(entry: string, outFile: string, target: "release" | "debug", config: string): void {
+  execFileSync(bin("asc"), [entry, "--config", config, "--target", target, "--outFile", outFile], {
     cwd: root,
     stdio: "inherit",
   });
@@ -35,16 +35,17 @@ function optimize(file: string): void {
 export function build(): { name: string; bytes: number; debugBytes: number }[] {
   mkdirSync(join(root, "build", "debug"), { recursive: true });
   const built: { name: string; bytes: number; debugBytes: number }[] = [];
-  const modules = [...filterNames().map((name) => ({ name, entry: `assembly/${name}/index.ts` }))];
+  const modules = filterNames().map((name) => ({ name, entry: `assembly/${name}/index.ts`, config: "asconfig.json" }));
+  // The kernels run in Node, not in Envoy: no proxy-wasm SDK, no WASI shim.
   if (existsSync(join(root, "assembly", "kernels", "index.ts"))) {
-    modules.push({ name: "kernels", entry: "assembly/kernels/index.ts" });
+    modules.push({ name: "kernels", entry: "assembly/kernels/index.ts", config: "asconfig.kernels.json" });
   }
-  for (const { name, entry } of modules) {
+  for (const { name, entry, config } of modules) {
     const release = join("build", `${name}.wasm`);
     const debug = join("build", "debug", `${name}.wasm`);
-    asc(entry, release, "release");
+    asc(entry, release, "release", config);
     optimize(release);
-    asc(entry, debug, "debug");
+    asc(entry, debug, "debug", config);
     built.push({
       name,
       bytes: statSync(join(root, release)).size,

@@ -1,0 +1,155 @@
+// The admission filter's configuration: parsed and checked once per configure, then shared
+// read-only by every request on the worker.
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
+import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES } from "../shared/llm-request";
+import { ModelPattern, ModelTable } from "../shared/model-table";
+import { tokenizerFamilyFromName, TokenizerFamily } from "../shared/tokens";
+
+export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
+export const DEFAULT_MAX_PROMPT_TOKENS: i64 = 128000;
+const MAX_BODY_BYTES_LIMIT: i64 = 64 * 1048576;
+const TOKEN_LIMIT: i64 = 100_000_000;
+
+const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
+const MODEL_KEYS: string[] = ["max_body_bytes", "max_prompt_tokens", "max_output_tokens", "output_limit_action", "tokenizer"];
+const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "invalid_body", "forward_headers", "hold_headers"];
+
+export enum OutputLimitAction {
+  Reject = 0,
+  Clamp,
+}
+
+/** The limits for one model, or for every model not listed (the "default" entry). */
+export class ModelLimits {
+  name: string = "default";
+  maxBodyBytes: i64 = DEFAULT_MAX_BODY_BYTES;
+  /** 0: no limit. */
+  maxPromptTokens: i64 = DEFAULT_MAX_PROMPT_TOKENS;
+  /** 0: no limit. */
+  maxOutputTokens: i64 = 0;
+  outputLimitAction: OutputLimitAction = OutputLimitAction.Reject;
+  tokenizer: TokenizerFamily = TokenizerFamily.O200K;
+}
+
+export class AdmissionConfig {
+  /** Indexed by ApiShape. */
+  apis: StaticArray<bool> = new StaticArray<bool>(API_SHAPE_NAMES.length);
+  pathNames: string[] = [];
+  pathShapes: ApiShape[] = [];
+  defaults: ModelLimits = new ModelLimits();
+  models: ModelTable<ModelLimits> = new ModelTable<ModelLimits>();
+  rejectUnknownModels: bool = true;
+  rejectInvalidBodies: bool = true;
+  forwardHeaders: bool = true;
+  /**
+   * Hold the request headers until the body is read, so the verdict can add headers and fix
+   * content-length before anything goes upstream. Needs Envoy's `allow_on_headers_stop_iteration`
+   * on the Wasm filter: without it Envoy never hands the body over and the request stalls.
+   */
+  holdHeaders: bool = false;
+  /** Whether some model's output limit is enforced by rewriting the body. */
+  mayRewriteBody: bool = false;
+  /** The most any request may buffer: the largest byte limit of any entry. */
+  maxBufferBytes: i64 = DEFAULT_MAX_BODY_BYTES;
+
+  /** The API a request path is for, if the filter applies to it. */
+  shapeFor(path: string): ApiShape {
+    let end = path.indexOf("?");
+    if (end < 0) end = path.length;
+    const clean = path.slice(0, end);
+    let shape = ApiShape.Unknown;
+    const index = this.pathNames.indexOf(clean);
+    if (index >= 0) shape = unchecked(this.pathShapes[index]);
+    else shape = apiShapeForPath(clean);
+    return unchecked(this.apis[<i32>shape]) ? shape : ApiShape.Unknown;
+  }
+
+  /** Limits for a model; null when the model is not allowed. */
+  limitsFor(model: string): ModelLimits | null {
+    const listed = this.models.find(model);
+    if (listed != null) return listed;
+    if (this.models.size > 0 && this.rejectUnknownModels) return null;
+    return this.defaults;
+  }
+}
+
+export class AdmissionConfigResult {
+  config: AdmissionConfig | null = null;
+  error: string = "";
+}
+
+function readLimits(entry: ConfigObject, name: string, base: ModelLimits): ModelLimits {
+  entry.onlyKeys(MODEL_KEYS);
+  const limits = new ModelLimits();
+  limits.name = name;
+  limits.maxBodyBytes = entry.int("max_body_bytes", base.maxBodyBytes, 1, MAX_BODY_BYTES_LIMIT);
+  limits.maxPromptTokens = entry.int("max_prompt_tokens", base.maxPromptTokens, 0, TOKEN_LIMIT);
+  limits.maxOutputTokens = entry.int("max_output_tokens", base.maxOutputTokens, 0, TOKEN_LIMIT);
+  const action = entry.oneOf("output_limit_action", ["reject", "clamp"], base.outputLimitAction == OutputLimitAction.Clamp ? "clamp" : "reject");
+  limits.outputLimitAction = action == "clamp" ? OutputLimitAction.Clamp : OutputLimitAction.Reject;
+  const tokenizer = entry.oneOf("tokenizer", ["o200k", "cl100k"], base.tokenizer == TokenizerFamily.CL100K ? "cl100k" : "o200k");
+  limits.tokenizer = <TokenizerFamily>tokenizerFamilyFromName(tokenizer);
+  return limits;
+}
+
+export function parseAdmissionConfig(text: string): AdmissionConfigResult {
+  const errors = new ConfigErrors();
+  const root = readConfigRoot(text, errors);
+  root.onlyKeys(TOP_KEYS);
+  const config = new AdmissionConfig();
+
+  const apis = root.strings("apis", ALL_APIS);
+  for (let i = 0; i < apis.length; i++) {
+    const shape = apiShapeFromName(unchecked(apis[i]));
+    if (shape == ApiShape.Unknown) errors.add("apis[" + i.toString() + "]", "unknown API \"" + unchecked(apis[i]) + "\" (known: " + ALL_APIS.join(", ") + ")");
+    else unchecked((config.apis[<i32>shape] = true));
+  }
+
+  const paths = root.object("paths");
+  if (paths != null) {
+    for (let i = 0; i < paths.value.keys.length; i++) {
+      const path = unchecked(paths.value.keys[i]);
+      const shapeName = paths.string(path, "");
+      const shape = apiShapeFromName(shapeName);
+      if (!path.startsWith("/")) errors.add(paths.fieldPath(path), "a path must start with /");
+      else if (shape == ApiShape.Unknown) errors.add(paths.fieldPath(path), "unknown API \"" + shapeName + "\" (known: " + ALL_APIS.join(", ") + ")");
+      config.pathNames.push(path);
+      config.pathShapes.push(shape);
+    }
+  }
+
+  config.rejectUnknownModels = root.oneOf("unknown_model", ["reject", "allow"], "reject") == "reject";
+  config.rejectInvalidBodies = root.oneOf("invalid_body", ["reject", "allow"], "reject") == "reject";
+  config.forwardHeaders = root.bool("forward_headers", true);
+  config.holdHeaders = root.bool("hold_headers", false);
+
+  const models = root.object("models");
+  if (models != null) {
+    const defaults = models.object("default");
+    if (defaults != null) config.defaults = readLimits(defaults, "default", new ModelLimits());
+    const entries = root.entries("models");
+    for (let i = 0; i < entries.length; i++) {
+      const entry = unchecked(entries[i]);
+      if (entry.name == "default") continue;
+      const pattern = ModelPattern.parse(entry.name);
+      if (pattern == null) {
+        errors.add(entry.config.path, "a model name may end in * (a prefix match) but contain no other *");
+        continue;
+      }
+      config.models.add(pattern, readLimits(entry.config, entry.name, config.defaults));
+    }
+  }
+
+  config.maxBufferBytes = config.defaults.maxBodyBytes;
+  config.mayRewriteBody = config.defaults.outputLimitAction == OutputLimitAction.Clamp;
+  for (let i = 0; i < config.models.values.length; i++) {
+    const limit = unchecked(config.models.values[i]).maxBodyBytes;
+    if (limit > config.maxBufferBytes) config.maxBufferBytes = limit;
+    if (unchecked(config.models.values[i]).outputLimitAction == OutputLimitAction.Clamp) config.mayRewriteBody = true;
+  }
+
+  const result = new AdmissionConfigResult();
+  if (errors.ok) result.config = config;
+  else result.error = errors.message;
+  return result;
+}

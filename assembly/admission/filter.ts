@@ -1,0 +1,144 @@
+// The admission filter's contexts: they read headers and the buffered body from Envoy, ask
+// policy.ts for a verdict, and carry it out.
+import {
+  Context,
+  FilterDataStatusValues,
+  FilterHeadersStatusValues,
+  RootContext,
+} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+import { errorBody, ApiError } from "../shared/api-errors";
+import { Logger, pluginConfiguration, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
+import { ApiShape, readLlmRequest } from "../shared/llm-request";
+import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
+import { TokenEstimator } from "../shared/tokens";
+import { AdmissionConfig, parseAdmissionConfig } from "./config";
+import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, Outcome, OUTCOME_NAMES } from "./policy";
+
+export const FILTER_NAME = "llm-admission";
+/** Filter state naming this filter's decision, for access logs and the metrics filter. */
+export const FACT_ADMISSION = "llm_mesh.admission";
+
+const logger = new Logger(FILTER_NAME);
+const NO_EXTRA_HEADERS: string[] = [];
+
+export class AdmissionRoot extends RootContext {
+  config: AdmissionConfig = new AdmissionConfig();
+  /** One estimator per worker: requests on a worker run one callback at a time. */
+  estimator: TokenEstimator = new TokenEstimator();
+
+  private warnedBodyWithheld: bool = false;
+
+  /** Once per worker: the likely cause is an Envoy that turns a header pause into a full stop. */
+  warnBodyWithheld(contextId: u32): void {
+    if (this.warnedBodyWithheld) return;
+    this.warnedBodyWithheld = true;
+    logger.warn(contextId, "hold_headers is on but Envoy never delivered the request body; set allow_on_headers_stop_iteration: true on this Wasm filter (in Istio, apply k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers to false");
+  }
+
+  createContext(context_id: u32): Context {
+    return new AdmissionStream(context_id, this);
+  }
+
+  onConfigure(configuration_size: u32): bool {
+    const parsed = parseAdmissionConfig(pluginConfiguration(configuration_size));
+    if (parsed.config == null) {
+      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
+      return false;
+    }
+    this.config = parsed.config!;
+    return true;
+  }
+}
+
+export class AdmissionStream extends Context {
+  private shape: ApiShape = ApiShape.Unknown;
+  private finished: bool = false;
+  private sawBody: bool = false;
+
+  constructor(context_id: u32, private root: AdmissionRoot) {
+    super(context_id, root);
+  }
+
+  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    stripInternalHeaders(NO_EXTRA_HEADERS);
+    const config = this.root.config;
+    const method = requestHeader(":method");
+    const path = requestHeader(":path");
+    if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
+    this.shape = config.shapeFor(path);
+    if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
+    if (end_of_stream) {
+      this.admit(new Uint8Array(0));
+      return this.finished ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
+    }
+    const declared = requestHeader("content-length");
+    if (declared != null && declared.length > 0) {
+      const length = I64.parseInt(declared);
+      const error = checkDeclaredLength(config, length);
+      if (error != null) {
+        this.reject(error);
+        return FilterHeadersStatusValues.StopIteration;
+      }
+    }
+    if (config.holdHeaders) return FilterHeadersStatusValues.StopIteration;
+    // The headers go upstream now, so a body that may be rewritten cannot keep its declared length.
+    if (config.mayRewriteBody) removeRequestHeader("content-length");
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (this.shape == ApiShape.Unknown || this.finished) return FilterDataStatusValues.Continue;
+    this.sawBody = true;
+    const error = checkReceivedLength(this.root.config, <i64>body_buffer_length);
+    if (error != null) {
+      this.reject(error);
+      return FilterDataStatusValues.StopIterationNoBuffer;
+    }
+    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    this.admit(requestBody(0, <u32>body_buffer_length));
+    return this.finished ? FilterDataStatusValues.StopIterationNoBuffer : FilterDataStatusValues.Continue;
+  }
+
+  private admit(body: Uint8Array): void {
+    const config = this.root.config;
+    const estimator = this.root.estimator;
+    let request = readLlmRequest(body, this.shape, estimator);
+    let verdict = decide(config, request, body.length);
+    const limits = verdict.limits;
+    // The body was estimated with the default tokenizer; a model on another one is estimated again.
+    if (limits != null && limits.tokenizer != estimator.family) {
+      const rescored = new TokenEstimator(limits.tokenizer);
+      request = readLlmRequest(body, this.shape, rescored);
+      verdict = decide(config, request, body.length);
+    }
+    setFilterState(FACT_ADMISSION, unchecked(OUTCOME_NAMES[<i32>verdict.outcome]));
+    if (verdict.outcome == Outcome.Rejected) {
+      this.reject(verdict.error!);
+      return;
+    }
+    if (verdict.outcome == Outcome.Clamped) {
+      const rewritten = clampedBody(body, request, verdict.clampTo);
+      replaceRequestBody(<u32>body.length, rewritten);
+      if (config.holdHeaders) setRequestHeader("content-length", rewritten.length.toString());
+      request.maxTokens = verdict.clampTo;
+      logger.debug(this.context_id, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
+    }
+    if (verdict.outcome != Outcome.PassedThrough) {
+      RequestFacts.fromRequest(request).publish(config.holdHeaders && config.forwardHeaders);
+    }
+  }
+
+  onLog(): void {
+    if (this.root.config.holdHeaders && this.shape != ApiShape.Unknown && !this.sawBody && !this.finished) {
+      this.root.warnBodyWithheld(this.context_id);
+    }
+  }
+
+  private reject(error: ApiError): void {
+    this.finished = true;
+    setFilterState(FACT_ADMISSION, "rejected:" + error.code);
+    logger.debug(this.context_id, "rejected " + error.status.toString() + " " + error.code + ": " + error.message);
+    const headers = new ResponseHeaders().add("content-type", "application/json");
+    sendResponse(error.status, FILTER_NAME + "_" + error.code, errorBody(this.shape, error), headers);
+  }
+}

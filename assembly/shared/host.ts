@@ -1,0 +1,326 @@
+// The one place that talks to the proxy-wasm host. Everything here returns a result instead of
+// throwing: the SDK's own helpers abort the VM on an unexpected host status, and a trap in a
+// request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
+import * as imports from "@gcoredev/proxy-wasm-sdk-as/assembly/imports";
+import { globalArrayBufferReference } from "@gcoredev/proxy-wasm-sdk-as/assembly/runtime";
+import { LogLevelValues, WasmResultValues } from "@gcoredev/proxy-wasm-sdk-as/assembly";
+
+export { LogLevelValues, WasmResultValues };
+
+const REQUEST_HEADERS: i32 = 0;
+const RESPONSE_HEADERS: i32 = 2;
+const REQUEST_BODY: i32 = 0;
+const RESPONSE_BODY: i32 = 1;
+const PLUGIN_CONFIGURATION: i32 = 7;
+const STREAM_REQUEST: i32 = 0;
+const STREAM_RESPONSE: i32 = 1;
+const METRIC_COUNTER: i32 = 0;
+const METRIC_GAUGE: i32 = 1;
+const METRIC_HISTOGRAM: i32 = 2;
+
+class U32Out {
+  value: u32 = 0;
+  ptr(): usize {
+    return changetype<usize>(this) + offsetof<U32Out>("value");
+  }
+}
+
+class U64Out {
+  value: u64 = 0;
+  ptr(): usize {
+    return changetype<usize>(this) + offsetof<U64Out>("value");
+  }
+}
+
+const u32Out = new U32Out();
+const u64Out = new U64Out();
+
+function takeHostBuffer(): ArrayBuffer {
+  return globalArrayBufferReference.toArrayBuffer();
+}
+
+function utf8(text: string): ArrayBuffer {
+  return String.UTF8.encode(text);
+}
+
+// ---- logging ----
+
+export function log(level: LogLevelValues, message: string): void {
+  const bytes = utf8(message);
+  imports.proxy_log(<usize>level, changetype<usize>(bytes), bytes.byteLength);
+}
+
+/** The host's current log level, so callers can skip building debug text nobody will see. */
+export function logLevel(): LogLevelValues {
+  if (imports.proxy_get_log_level(u32Out.ptr()) != WasmResultValues.Ok) return LogLevelValues.info;
+  return <LogLevelValues>u32Out.value;
+}
+
+/** Logs with the filter name and context id in front, as every llm-mesh log line starts. */
+export class Logger {
+  constructor(public filter: string) {}
+
+  line(contextId: u32, message: string): string {
+    return this.filter + "[" + contextId.toString() + "]: " + message;
+  }
+
+  debugEnabled(): bool {
+    return logLevel() <= LogLevelValues.debug;
+  }
+
+  debug(contextId: u32, message: string): void {
+    log(LogLevelValues.debug, this.line(contextId, message));
+  }
+
+  info(contextId: u32, message: string): void {
+    log(LogLevelValues.info, this.line(contextId, message));
+  }
+
+  warn(contextId: u32, message: string): void {
+    log(LogLevelValues.warn, this.line(contextId, message));
+  }
+
+  error(contextId: u32, message: string): void {
+    log(LogLevelValues.error, this.line(contextId, message));
+  }
+
+  critical(contextId: u32, message: string): void {
+    log(LogLevelValues.critical, this.line(contextId, message));
+  }
+}
+
+// ---- plugin configuration ----
+
+export function pluginConfiguration(size: u32): string {
+  if (size == 0) return "";
+  const result = imports.proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
+  if (result != WasmResultValues.Ok) return "";
+  return String.UTF8.decode(takeHostBuffer());
+}
+
+// ---- headers ----
+
+function getHeader(map: i32, name: string): string | null {
+  const key = utf8(name);
+  const result = imports.proxy_get_header_map_value(map, changetype<usize>(key), key.byteLength, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
+  if (result != WasmResultValues.Ok) return null;
+  return String.UTF8.decode(takeHostBuffer());
+}
+
+function setHeader(map: i32, name: string, value: string): bool {
+  const key = utf8(name);
+  const bytes = utf8(value);
+  return imports.proxy_replace_header_map_value(map, changetype<usize>(key), key.byteLength, changetype<usize>(bytes), bytes.byteLength) == WasmResultValues.Ok;
+}
+
+function removeHeader(map: i32, name: string): bool {
+  const key = utf8(name);
+  return imports.proxy_remove_header_map_value(map, changetype<usize>(key), key.byteLength) == WasmResultValues.Ok;
+}
+
+/** A request header's value, or null when absent (an empty value is not absent). */
+export function requestHeader(name: string): string | null {
+  return getHeader(REQUEST_HEADERS, name);
+}
+
+export function setRequestHeader(name: string, value: string): bool {
+  return setHeader(REQUEST_HEADERS, name, value);
+}
+
+export function removeRequestHeader(name: string): bool {
+  return removeHeader(REQUEST_HEADERS, name);
+}
+
+export function responseHeader(name: string): string | null {
+  return getHeader(RESPONSE_HEADERS, name);
+}
+
+export function setResponseHeader(name: string, value: string): bool {
+  return setHeader(RESPONSE_HEADERS, name, value);
+}
+
+// ---- bodies ----
+
+function bufferBytes(buffer: i32, start: u32, length: u32): Uint8Array {
+  if (length == 0) return new Uint8Array(0);
+  const result = imports.proxy_get_buffer_bytes(buffer, start, length, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
+  if (result != WasmResultValues.Ok) return new Uint8Array(0);
+  return Uint8Array.wrap(takeHostBuffer());
+}
+
+export function requestBody(start: u32, length: u32): Uint8Array {
+  return bufferBytes(REQUEST_BODY, start, length);
+}
+
+export function responseBody(start: u32, length: u32): Uint8Array {
+  return bufferBytes(RESPONSE_BODY, start, length);
+}
+
+/** Replaces the first `length` bytes of the buffered request body. */
+export function replaceRequestBody(length: u32, bytes: Uint8Array): bool {
+  return imports.proxy_set_buffer_bytes(REQUEST_BODY, 0, length, changetype<usize>(bytes.buffer) + bytes.byteOffset, bytes.byteLength) == WasmResultValues.Ok;
+}
+
+// ---- local responses ----
+
+/** Header pairs for a local response, serialized as the ABI wants them. */
+export class ResponseHeaders {
+  names: string[] = [];
+  values: string[] = [];
+
+  add(name: string, value: string): ResponseHeaders {
+    this.names.push(name);
+    this.values.push(value);
+    return this;
+  }
+
+  serialize(): ArrayBuffer {
+    const names = new Array<ArrayBuffer>(this.names.length);
+    const values = new Array<ArrayBuffer>(this.names.length);
+    let size = 4;
+    for (let i = 0; i < this.names.length; i++) {
+      unchecked((names[i] = utf8(unchecked(this.names[i]))));
+      unchecked((values[i] = utf8(unchecked(this.values[i]))));
+      size += 8 + unchecked(names[i]).byteLength + 1 + unchecked(values[i]).byteLength + 1;
+    }
+    const out = new ArrayBuffer(size);
+    const base = changetype<usize>(out);
+    store<u32>(base, this.names.length);
+    let sizes = base + 4;
+    let data = base + 4 + 8 * this.names.length;
+    for (let i = 0; i < this.names.length; i++) {
+      const name = unchecked(names[i]);
+      const value = unchecked(values[i]);
+      store<u32>(sizes, name.byteLength);
+      store<u32>(sizes + 4, value.byteLength);
+      sizes += 8;
+      memory.copy(data, changetype<usize>(name), name.byteLength);
+      data += name.byteLength;
+      store<u8>(data++, 0);
+      memory.copy(data, changetype<usize>(value), value.byteLength);
+      data += value.byteLength;
+      store<u8>(data++, 0);
+    }
+    return out;
+  }
+}
+
+/** Ends the stream with a response made here; `details` shows in Envoy's %RESPONSE_CODE_DETAILS%. */
+export function sendResponse(status: u32, details: string, body: string, headers: ResponseHeaders): bool {
+  const detailBytes = utf8(details);
+  const bodyBytes = utf8(body);
+  const headerBytes = headers.serialize();
+  return imports.proxy_send_local_response(status, changetype<usize>(detailBytes), detailBytes.byteLength,
+    changetype<usize>(bodyBytes), bodyBytes.byteLength, changetype<usize>(headerBytes), headerBytes.byteLength, -1) == WasmResultValues.Ok;
+}
+
+// ---- properties and filter state ----
+
+/** A host property by path segments; null when the host has none. */
+export function property(segments: string[]): ArrayBuffer | null {
+  const path = utf8(segments.join("\0"));
+  const result = imports.proxy_get_property(changetype<usize>(path), path.byteLength, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
+  if (result != WasmResultValues.Ok) return null;
+  return takeHostBuffer();
+}
+
+export function propertyString(segments: string[]): string | null {
+  const bytes = property(segments);
+  return bytes == null ? null : String.UTF8.decode(bytes);
+}
+
+/**
+ * Stores a value in the stream's filter state; Envoy keeps it as `wasm.<name>`, readable by later
+ * Wasm filters with `filterState(name)` and by access logs with %FILTER_STATE(wasm.<name>:PLAIN)%.
+ */
+export function setFilterState(name: string, value: string): bool {
+  const path = utf8(name);
+  const bytes = utf8(value);
+  return imports.proxy_set_property(changetype<usize>(path), path.byteLength, changetype<usize>(bytes), bytes.byteLength) == WasmResultValues.Ok;
+}
+
+export function filterState(name: string): string | null {
+  return propertyString([name]);
+}
+
+// ---- time, streams, routing ----
+
+export function nowNanos(): u64 {
+  if (imports.proxy_get_current_time_nanoseconds(u64Out.ptr()) != WasmResultValues.Ok) return 0;
+  return u64Out.value;
+}
+
+export function nowMillis(): i64 {
+  return <i64>(nowNanos() / 1_000_000);
+}
+
+/** Resumes a paused request from a tick or callback: the host needs the stream made current first. */
+export function resumeRequest(contextId: u32): bool {
+  if (imports.proxy_set_effective_context(contextId) != WasmResultValues.Ok) return false;
+  return imports.proxy_continue_stream(STREAM_REQUEST) == WasmResultValues.Ok;
+}
+
+export function resumeResponse(contextId: u32): bool {
+  if (imports.proxy_set_effective_context(contextId) != WasmResultValues.Ok) return false;
+  return imports.proxy_continue_stream(STREAM_RESPONSE) == WasmResultValues.Ok;
+}
+
+/** Makes Envoy pick the route again, after a filter changed headers the route table matches on. */
+export function clearRouteCache(): void {
+  imports.proxy_clear_route_cache();
+}
+
+export function setTickPeriod(milliseconds: u32): void {
+  imports.proxy_set_tick_period_milliseconds(milliseconds);
+}
+
+// ---- shared data ----
+
+export class SharedValue {
+  constructor(public bytes: ArrayBuffer | null, public cas: u32) {}
+}
+
+/** A process-wide shared-data entry; bytes null when the key does not exist (cas 0 then). */
+export function sharedGet(key: string): SharedValue {
+  const keyBytes = utf8(key);
+  const result = imports.proxy_get_shared_data(changetype<usize>(keyBytes), keyBytes.byteLength,
+    globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr(), u32Out.ptr());
+  if (result != WasmResultValues.Ok) return new SharedValue(null, 0);
+  const cas = u32Out.value;
+  return new SharedValue(takeHostBuffer(), cas);
+}
+
+/** Writes an entry if its CAS still matches (0: unconditionally); false on a mismatch. */
+export function sharedSet(key: string, bytes: ArrayBuffer, cas: u32): bool {
+  const keyBytes = utf8(key);
+  return imports.proxy_set_shared_data(changetype<usize>(keyBytes), keyBytes.byteLength, changetype<usize>(bytes), bytes.byteLength, cas) == WasmResultValues.Ok;
+}
+
+// ---- metrics ----
+
+function defineMetric(kind: i32, name: string): i32 {
+  const bytes = utf8(name);
+  if (imports.proxy_define_metric(kind, changetype<usize>(bytes), bytes.byteLength, u32Out.ptr()) != WasmResultValues.Ok) return -1;
+  return <i32>u32Out.value;
+}
+
+/** Metric ids, or -1 when the host refused the name; using -1 later is a no-op. */
+export function defineCounter(name: string): i32 {
+  return defineMetric(METRIC_COUNTER, name);
+}
+
+export function defineGauge(name: string): i32 {
+  return defineMetric(METRIC_GAUGE, name);
+}
+
+export function defineHistogram(name: string): i32 {
+  return defineMetric(METRIC_HISTOGRAM, name);
+}
+
+export function incrementMetric(id: i32, delta: i64): void {
+  if (id >= 0) imports.proxy_increment_metric(<u32>id, delta);
+}
+
+export function recordMetric(id: i32, value: u64): void {
+  if (id >= 0) imports.proxy_record_metric(<u32>id, value);
+}
