@@ -25,8 +25,11 @@ function asc(entry: string, outFile: string, target: "release" | "debug", config
   });
 }
 
+// The features AssemblyScript 0.27 emits by default; wasm-opt refuses the module without them.
+const WASM_FEATURES = ["--enable-bulk-memory", "--enable-bulk-memory-opt", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals"];
+
 function optimize(file: string): void {
-  execFileSync(bin("wasm-opt"), ["-O3", "--strip-debug", "--strip-producers", file, "-o", file], {
+  execFileSync(bin("wasm-opt"), ["-O3", ...WASM_FEATURES, "--strip-debug", "--strip-producers", file, "-o", file], {
     cwd: root,
     stdio: "inherit",
   });

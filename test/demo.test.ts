@@ -1,0 +1,43 @@
+// `npm start` must serve the curl line it prints. This runs the demo script on spare ports, takes
+// the first curl command from its output, and sends the same request.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { test } from "node:test";
+import { repoDir } from "./harness/envoy-bin.ts";
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test("the demo prints a curl line that works, and a refused unknown model", { timeout: 60000 }, async () => {
+  const env = { ...process.env };
+  for (const name of ["LLM_MESH_PORT", "LLM_MESH_ADMIN_PORT", "LLM_MESH_PRIMARY_PORT", "LLM_MESH_CANARY_PORT"]) env[name] = String(await freePort());
+  const demo = spawn(process.execPath, ["--import", "tsx", "scripts/demo.ts"], { cwd: repoDir, env, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  demo.stdout.on("data", (chunk) => (output += chunk));
+  demo.stderr.on("data", (chunk) => (output += chunk));
+  try {
+    const deadline = Date.now() + 45000;
+    while (!output.includes("Ctrl-C") && Date.now() < deadline && demo.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(output.includes("Ctrl-C"), output);
+    const curls = [...output.matchAll(/curl -s (\S+)((?: -H '[^']+')*) \\\s*\n\s*-d '([^']+)'|curl -s (\S+) -d '([^']+)'/g)];
+    assert.ok(curls.length >= 2, output);
+    const [first, second] = curls;
+    const ok = await fetch(first[1], { method: "POST", headers: { "content-type": "application/json" }, body: first[3] });
+    const answer = await ok.json();
+    assert.equal(ok.status, 200, JSON.stringify(answer));
+    assert.equal(answer.object, "chat.completion");
+    assert.ok(answer.usage.completion_tokens > 0);
+    const refused = await fetch(second[4], { method: "POST", body: second[5] });
+    assert.equal(refused.status, 400);
+    assert.equal((await refused.json()).error.code, "model_not_found");
+  } finally {
+    demo.kill("SIGTERM");
+    await new Promise((resolve) => (demo.exitCode !== null ? resolve(null) : demo.once("exit", resolve)));
+  }
+});

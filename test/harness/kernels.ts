@@ -1,0 +1,93 @@
+// Loads build/kernels.wasm (assembly/kernels/index.ts) into Node, so tests and benchmarks run the
+// AssemblyScript code the filters run rather than a TypeScript copy of it.
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const repoDir = resolve(fileURLToPath(new URL("../..", import.meta.url)));
+export const kernelsWasm = join(repoDir, "build", "kernels.wasm");
+
+export type Family = "o200k" | "cl100k";
+const FAMILY_IDS: Record<Family, number> = { o200k: 0, cl100k: 1 };
+
+export interface Kernels {
+  /** The estimator's prompt-token count for UTF-8 text (a string is encoded first). */
+  estimateTokens(text: string | Uint8Array, family: Family): number;
+}
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  inputBuffer(size: number): number;
+  estimateTokens(ptr: number, len: number, family: number): number;
+}
+
+function newestSource(dir: string): number {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) newest = Math.max(newest, newestSource(path));
+    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+/** True when build/kernels.wasm is missing or older than the code and config it is built from. */
+export function kernelsStale(): boolean {
+  if (!existsSync(kernelsWasm)) return true;
+  const built = statSync(kernelsWasm).mtimeMs;
+  const inputs = Math.max(
+    newestSource(join(repoDir, "assembly", "kernels")),
+    newestSource(join(repoDir, "assembly", "shared")),
+    statSync(join(repoDir, "asconfig.kernels.json")).mtimeMs,
+  );
+  return inputs > built;
+}
+
+/** Builds build/kernels.wasm the way `npm run build` does (without the wasm-opt pass) when stale. */
+export function ensureKernelsBuilt(): void {
+  if (!kernelsStale()) return;
+  execFileSync(
+    join(repoDir, "node_modules", ".bin", "asc"),
+    ["assembly/kernels/index.ts", "--config", "asconfig.kernels.json", "--target", "release", "--outFile", "build/kernels.wasm"],
+    { cwd: repoDir, stdio: ["ignore", "inherit", "inherit"] },
+  );
+}
+
+/** Reads an AssemblyScript string (UTF-16, byte length in the header before it) out of memory. */
+function readString(memory: WebAssembly.Memory, ptr: number): string {
+  if (!ptr) return "";
+  const bytes = new Uint32Array(memory.buffer, ptr - 4, 1)[0];
+  return String.fromCharCode(...new Uint16Array(memory.buffer, ptr, bytes >>> 1));
+}
+
+export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> {
+  let memory: WebAssembly.Memory | undefined;
+  const { instance } = await WebAssembly.instantiate(readFileSync(path), {
+    env: {
+      // The module's only import: AssemblyScript calls it on a failed assertion or a bad allocation.
+      abort(message: number, file: number, line: number, column: number): never {
+        const where = memory ? `${readString(memory, file)}:${line}:${column}` : `${line}:${column}`;
+        throw new Error(`kernels.wasm aborted: ${memory ? readString(memory, message) : message} at ${where}`);
+      },
+    },
+  });
+  const exports = instance.exports as unknown as Exports;
+  memory = exports.memory;
+  const encoder = new TextEncoder();
+
+  return {
+    estimateTokens(text, family) {
+      const id = FAMILY_IDS[family];
+      if (id === undefined) throw new Error(`unknown tokenizer family ${String(family)}`);
+      const bytes = typeof text === "string" ? encoder.encode(text) : text;
+      const ptr = exports.inputBuffer(bytes.length);
+      if (ptr === 0 && bytes.length > 0) throw new Error(`input of ${bytes.length} bytes is too large`);
+      // Taken after inputBuffer: growing memory replaces the ArrayBuffer behind older views.
+      new Uint8Array(exports.memory.buffer, ptr, bytes.length).set(bytes);
+      const tokens = exports.estimateTokens(ptr, bytes.length, id);
+      if (tokens < 0) throw new Error("estimateTokens rejected its arguments");
+      return tokens;
+    },
+  };
+}
