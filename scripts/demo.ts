@@ -13,7 +13,7 @@ const PRIMARY_PORT = Number(process.env.LLM_MESH_PRIMARY_PORT ?? 18000);
 const CANARY_PORT = Number(process.env.LLM_MESH_CANARY_PORT ?? 18001);
 
 // `--render` writes the same config with the same ports to build/envoy-demo.yaml and stops: it is
-// what envoy/docker-compose.yaml runs, so the Docker and the no-Docker demo cannot drift apart.
+// what envoy/docker-compose.yml runs, so the Docker and the no-Docker demo cannot drift apart.
 if (process.argv.includes("--render")) {
   const rendered = await renderScenario("demo", { LISTEN_PORT, ADMIN_PORT, UPSTREAM_PORT: PRIMARY_PORT, CANARY_PORT });
   const out = join(repoDir, "build", "envoy-demo.yaml");
