@@ -256,18 +256,23 @@ export function nowMillis(): i64 {
 
 /** Resumes a paused request from a tick or callback: the host needs the stream made current first. */
 export function resumeRequest(contextId: u32): bool {
-  if (imports.proxy_set_effective_context(contextId) != WasmResultValues.Ok) return false;
+  if (!setEffectiveContext(contextId)) return false;
   return imports.proxy_continue_stream(STREAM_REQUEST) == WasmResultValues.Ok;
 }
 
 export function resumeResponse(contextId: u32): bool {
-  if (imports.proxy_set_effective_context(contextId) != WasmResultValues.Ok) return false;
+  if (!setEffectiveContext(contextId)) return false;
   return imports.proxy_continue_stream(STREAM_RESPONSE) == WasmResultValues.Ok;
 }
 
-/** Makes Envoy pick the route again, after a filter changed headers the route table matches on. */
-export function clearRouteCache(): void {
-  imports.proxy_clear_route_cache();
+/**
+ * Makes a paused stream the current one, for work a tick does on its behalf (filter state, a local
+ * reply). There is deliberately no "clear route cache" here: Envoy 1.40 offers no such import (a
+ * module that declares it fails to load), and it re-picks the route itself when a Wasm filter
+ * changes a request header.
+ */
+export function setEffectiveContext(contextId: u32): bool {
+  return imports.proxy_set_effective_context(contextId) == WasmResultValues.Ok;
 }
 
 export function setTickPeriod(milliseconds: u32): void {

@@ -1,0 +1,210 @@
+import { UsageTracker } from "../shared/response-usage";
+import { TokenEstimator } from "../shared/tokens";
+
+function bytes(text: string): Uint8Array {
+  return Uint8Array.wrap(String.UTF8.encode(text));
+}
+
+function track(stream: bool, text: string): UsageTracker {
+  const tracker = new UsageTracker(stream);
+  tracker.onChunk(bytes(text), 100);
+  tracker.finish();
+  return tracker;
+}
+
+/** The same body fed in pieces of `size` bytes, each with its own time. */
+function trackInPieces(stream: bool, text: string, size: i32): UsageTracker {
+  const all = bytes(text);
+  const tracker = new UsageTracker(stream);
+  for (let start = 0; start < all.length; start += size) {
+    tracker.onChunk(all.subarray(start, min(all.length, start + size)), <i64>start);
+  }
+  tracker.finish();
+  return tracker;
+}
+
+function estimate(text: string): i64 {
+  const e = new TokenEstimator();
+  const b = bytes(text);
+  e.addUtf8(b);
+  return e.tokens();
+}
+
+const OPENAI_JSON = '{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-2024","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,"completion_tokens_details":{"reasoning_tokens":0}}}';
+
+const OPENAI_SSE_USAGE =
+  'data: {"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"role":"assistant","content":""}}],"usage":null}\n\n' +
+  'data: {"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" the"}}],"usage":null}\n\n' +
+  'data: {"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{"content":" mesh"}}],"usage":null}\n\n' +
+  'data: {"id":"c","model":"gpt-4o","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}\n\n' +
+  'data: {"id":"c","model":"gpt-4o","choices":[],"usage":{"prompt_tokens":21,"completion_tokens":2,"total_tokens":23}}\n\n' +
+  "data: [DONE]\n\n";
+
+const ANTHROPIC_SSE =
+  'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"claude-3-5-sonnet","content":[],"usage":{"input_tokens":30,"cache_read_input_tokens":5,"output_tokens":1}}}\n\n' +
+  'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n' +
+  'event: ping\ndata: {"type":"ping"}\n\n' +
+  'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}\n\n' +
+  'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" there"}}\n\n' +
+  'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n' +
+  'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}\n\n' +
+  'event: message_stop\ndata: {"type":"message_stop"}\n\n';
+
+describe("UsageTracker on JSON bodies", () => {
+  it("reads OpenAI usage and the model", () => {
+    const t = track(false, OPENAI_JSON);
+    expect(t.sawUsage).toBe(true);
+    expect(t.promptTokens).toBe(12);
+    expect(t.completionTokens).toBe(7);
+    expect(t.model).toBe("gpt-4o-2024");
+    expect(t.firstContentAtMs).toBe(100);
+    expect(t.bytes).toBe(OPENAI_JSON.length);
+  });
+
+  it("reads Anthropic usage, cached input included", () => {
+    const t = track(false, '{"id":"msg","type":"message","model":"claude-3-5-haiku","content":[{"type":"text","text":"Hi"}],"usage":{"input_tokens":40,"cache_creation_input_tokens":10,"cache_read_input_tokens":2,"output_tokens":3}}');
+    expect(t.sawUsage).toBe(true);
+    expect(t.promptTokens).toBe(52);
+    expect(t.completionTokens).toBe(3);
+    expect(t.model).toBe("claude-3-5-haiku");
+  });
+
+  it("reads embeddings usage: prompt only, no answer text", () => {
+    const t = track(false, '{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,-0.2,3e-5]}],"model":"text-embedding-3-small","usage":{"prompt_tokens":8,"total_tokens":8}}');
+    expect(t.promptTokens).toBe(8);
+    expect(t.sawUsage).toBe(false);
+    expect(t.completionTokens).toBe(0);
+  });
+
+  it("counts the answer text when the body reports no usage", () => {
+    const text = "The quick brown fox jumps over the lazy dog, twice.";
+    const t = track(false, '{"model":"m","choices":[{"message":{"role":"assistant","content":"' + text + '"}}]}');
+    expect(t.sawUsage).toBe(false);
+    expect(t.promptTokens).toBe(-1);
+    expect(t.completionTokens).toBe(estimate(text));
+  });
+
+  it("gives the same answer for every split of the body", () => {
+    for (let size = 1; size < 40; size += 3) {
+      const t = trackInPieces(false, OPENAI_JSON, size);
+      expect(t.promptTokens).toBe(12);
+      expect(t.completionTokens).toBe(7);
+      expect(t.model).toBe("gpt-4o-2024");
+    }
+  });
+
+  it("ignores usage-looking text inside strings and nested objects", () => {
+    const t = track(false, '{"model":"m","choices":[{"message":{"content":"\\"usage\\":{\\"completion_tokens\\":1}","usage":{"completion_tokens":2}}}]}');
+    expect(t.sawUsage).toBe(false);
+    expect(t.completionTokens).toBeGreaterThan(5);
+  });
+
+  it("drops a number the body was cut in the middle of", () => {
+    const t = track(false, '{"usage":{"prompt_tokens":12,"completion_tokens":7');
+    expect(t.sawUsage).toBe(false);
+  });
+
+  it("survives bodies that are not JSON", () => {
+    const t = track(false, "<html>502 Bad Gateway</html> }}]]\"\\");
+    expect(t.sawUsage).toBe(false);
+    expect(t.completionTokens).toBe(0);
+  });
+});
+
+describe("UsageTracker on SSE streams", () => {
+  it("takes OpenAI's final usage chunk", () => {
+    const t = track(true, OPENAI_SSE_USAGE);
+    expect(t.sawUsage).toBe(true);
+    expect(t.promptTokens).toBe(21);
+    expect(t.completionTokens).toBe(2);
+    expect(t.model).toBe("gpt-4o");
+  });
+
+  it("counts streamed delta text when the stream has no usage", () => {
+    const stream =
+      'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n' +
+      'data: {"choices":[{"delta":{"content":" the mesh"}}]}\n\n' +
+      'data: {"choices":[{"delta":{"content":" routes every request"}}]}\n\n' +
+      "data: [DONE]\n\n";
+    const t = track(true, stream);
+    expect(t.sawUsage).toBe(false);
+    expect(t.completionTokens).toBe(estimate(" the mesh routes every request"));
+  });
+
+  it("counts tool-call arguments and completions text", () => {
+    const chat = track(true, 'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"name":"get","arguments":"{\\"city\\": \\"Paris\\"}"}}]}}]}\n\n');
+    expect(chat.completionTokens).toBe(estimate('{"city": "Paris"}'));
+    const legacy = track(true, 'data: {"choices":[{"text":" hello world","index":0}]}\n\n');
+    expect(legacy.completionTokens).toBe(estimate(" hello world"));
+  });
+
+  it("reads Anthropic message_start and message_delta usage", () => {
+    const t = track(true, ANTHROPIC_SSE);
+    expect(t.sawUsage).toBe(true);
+    expect(t.promptTokens).toBe(35);
+    expect(t.completionTokens).toBe(9);
+    expect(t.model).toBe("claude-3-5-sonnet");
+  });
+
+  it("keeps the prompt count but counts text when an Anthropic stream is cut", () => {
+    const cut = ANTHROPIC_SSE.slice(0, ANTHROPIC_SSE.indexOf("event: content_block_stop"));
+    const t = track(true, cut);
+    expect(t.sawUsage).toBe(false);
+    expect(t.promptTokens).toBe(35);
+    expect(t.completionTokens).toBe(estimate("Hi there"));
+  });
+
+  it("gives the same counts for every split of the stream", () => {
+    const whole = track(true, OPENAI_SSE_USAGE);
+    const anthropic = track(true, ANTHROPIC_SSE);
+    for (let size = 1; size < 64; size++) {
+      const t = trackInPieces(true, OPENAI_SSE_USAGE, size);
+      expect(t.completionTokens).toBe(whole.completionTokens);
+      expect(t.promptTokens).toBe(whole.promptTokens);
+      const a = trackInPieces(true, ANTHROPIC_SSE, size);
+      expect(a.completionTokens).toBe(anthropic.completionTokens);
+      expect(a.promptTokens).toBe(anthropic.promptTokens);
+    }
+  });
+
+  it("counts the same text whatever the line endings and data-line layout", () => {
+    const lf = track(true, 'data: {"choices":[{"delta":{"content":"Hello"}}]}\n\ndata: {"choices":[{"delta":{"content":" world"}}]}\n\n');
+    const crlf = track(true, 'data:{"choices":[{"delta":{"content":"Hello"}}]}\r\n\r\n: comment\r\ndata: {"choices":[{"delta":\r\ndata: {"content":" world"}}]}\r\n\r\n');
+    const cr = track(true, 'data: {"choices":[{"delta":{"content":"Hello"}}]}\r\rdata: {"choices":[{"delta":{"content":" world"}}]}\r\r');
+    expect(crlf.completionTokens).toBe(lf.completionTokens);
+    expect(cr.completionTokens).toBe(lf.completionTokens);
+    expect(lf.completionTokens).toBe(estimate("Hello world"));
+  });
+
+  it("decodes escapes and multi-byte UTF-8 split across chunks", () => {
+    const text = "caf\u00e9 \u65e5\u672c \ud83d\ude00 \"q\"\n";
+    const body = 'data: {"choices":[{"delta":{"content":"caf\u00e9 \\u65e5\u672c \\ud83d\\ude00 \\"q\\"\\n"}}]}\n\n';
+    for (let size = 1; size < 8; size++) {
+      const t = trackInPieces(true, body, size);
+      expect(t.completionTokens).toBe(estimate(text));
+    }
+  });
+
+  it("records when the first answer text arrived, not the role-only chunk", () => {
+    const tracker = new UsageTracker(true);
+    tracker.onChunk(bytes('data: {"model":"m","choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'), 10);
+    expect(tracker.firstContentAtMs).toBe(-1);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'), 25);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{"content":"!"}}]}\n\n'), 40);
+    tracker.finish();
+    expect(tracker.firstContentAtMs).toBe(25);
+  });
+
+  it("ignores usage inside error events and other fields", () => {
+    const t = track(true, 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\nid: 3\nretry: 10\n\n');
+    expect(t.sawUsage).toBe(false);
+    expect(t.completionTokens).toBe(0);
+  });
+
+  it("recognises event-stream content types", () => {
+    expect(UsageTracker.isEventStream("text/event-stream; charset=utf-8")).toBe(true);
+    expect(UsageTracker.isEventStream("Text/Event-Stream")).toBe(true);
+    expect(UsageTracker.isEventStream("application/json")).toBe(false);
+    expect(UsageTracker.isEventStream(null)).toBe(false);
+  });
+});

@@ -1,0 +1,314 @@
+import { ApiShape } from "../shared/llm-request";
+import { Action, KeyKind, Limits, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
+import {
+  BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_IN_FLIGHT, F_REQUEST_CREDIT, F_TOTAL, FIELDS, formatDuration, homeSlot,
+  initRecord, isIdle, KeyHash, refresh, refusalMessage, Reservation, reservationFor, retryAfterSeconds, settle, take,
+  untake, windowUsed, waitOrder, takeTurn, endTurn, Turn,
+} from "../throttle/policy";
+
+function errorOf(text: string): string {
+  return parseThrottleConfig(text).error;
+}
+
+function configOf(text: string): ThrottleConfig {
+  const result = parseThrottleConfig(text);
+  expect(result.error).toBe("");
+  return result.config!;
+}
+
+function limits(rps: i64, tpm: i64, inFlight: i64): Limits {
+  const l = new Limits();
+  l.requestsPerSecond = rps;
+  l.tokensPerMinute = tpm;
+  l.maxInFlight = inFlight;
+  return l;
+}
+
+// A time on a bucket boundary, far from zero like the real clock.
+const T0: i64 = 1_700_000_000_000;
+
+function record(l: Limits, now: i64): StaticArray<i64> {
+  const fields = new StaticArray<i64>(FIELDS);
+  initRecord(fields, 42, l, now);
+  return fields;
+}
+
+/** refresh + evaluate + take when it fits, as store.ts does inside one CAS round. */
+function tryTake(fields: StaticArray<i64>, l: Limits, r: Reservation, now: i64): Check {
+  refresh(fields, l, now);
+  const check = evaluate(fields, l, r, now, false);
+  if (check.ok) take(fields, l, r, now);
+  return check;
+}
+
+describe("throttle config", () => {
+  it("reads a full rule", () => {
+    const c = configOf('{"rules":[{"name":"team","match":{"models":["gpt-4o","llama-*"],"apis":["openai.chat"],"paths":["/v1/*"],"headers":[{"name":"x-team","exact":"a"},{"name":"x-b","present":false}]},' +
+      '"key":["header:x-api-key","peer","model"],"limits":{"requests_per_second":20,"tokens_per_minute":1000,"max_in_flight":3},' +
+      '"action":"queue","queue":{"max_wait_ms":2000,"max_length":5},"default_output_tokens":64,"key_slots":16}],"tick_ms":20}');
+    const rule = c.rules[0];
+    expect(rule.name).toBe("team");
+    expect(rule.action).toBe(Action.Queue);
+    expect(rule.maxWaitMs).toBe(2000);
+    expect(rule.maxQueueLength).toBe(5);
+    expect(rule.key.length).toBe(3);
+    expect(rule.key[0].kind).toBe(KeyKind.Header);
+    expect(rule.key[0].header).toBe("x-api-key");
+    expect(rule.key[1].kind).toBe(KeyKind.Peer);
+    expect(rule.limits.requestsPerSecond).toBe(20);
+    expect(rule.limits.countsTokens).toBe(true);
+    expect(rule.defaultOutputTokens).toBe(64);
+    expect(rule.keySlots).toBe(16);
+    expect(c.queues).toBe(true);
+    expect(c.tickMs).toBe(20);
+    expect(rule.matchesRequest("llama-3-8b", ApiShape.OpenAIChat, "/v1/chat/completions?x=1")).toBe(true);
+    expect(rule.matchesRequest("gpt-4o-mini", ApiShape.OpenAIChat, "/v1/chat/completions")).toBe(false);
+    expect(rule.matchesRequest("gpt-4o", ApiShape.AnthropicMessages, "/v1/messages")).toBe(false);
+    expect(rule.matchesRequest("gpt-4o", ApiShape.OpenAIChat, "/v2/chat/completions")).toBe(false);
+    expect(rule.headers[0].matches("a")).toBe(true);
+    expect(rule.headers[0].matches("ab")).toBe(false);
+    expect(rule.headers[1].matches(null)).toBe(true);
+    expect(rule.headers[1].matches("")).toBe(false);
+  });
+
+  it("defaults: reject, any request, names by position", () => {
+    const c = configOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1}}]}');
+    expect(c.rules[0].name).toBe("rule-0");
+    expect(c.rules[0].action).toBe(Action.Reject);
+    expect(c.rules[0].defaultOutputTokens).toBe(1024);
+    expect(c.rules[0].matchesRequest("anything", ApiShape.AnthropicMessages, "/v1/messages")).toBe(true);
+    expect(c.queues).toBe(false);
+    expect(c.responseHeaders).toBe(true);
+    expect(configOf("").rules.length).toBe(0);
+  });
+
+  it("collects redirect headers so clients cannot forge them", () => {
+    const c = configOf('{"rules":[{"key":["model"],"limits":{"tokens_per_minute":10},"action":"redirect","redirect":{"header":"x-llm-fallback","value":"small"}}]}');
+    expect(c.redirectHeaders).toStrictEqual(["x-llm-fallback"]);
+    expect(c.rules[0].redirectValue).toBe("small");
+  });
+
+  it("names the field of each error", () => {
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"drop"}]}'))
+      .toBe('rules[0].action: must be one of reject, queue, redirect, got "drop"');
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"tokens_per_minute":-5}}]}'))
+      .toBe("rules[0].limits.tokens_per_minute: must be an integer from 1 to 1000000000000, got -5");
+    expect(errorOf('{"rules":[{"limits":{"max_in_flight":1}}]}'))
+      .toBe("rules[0].key: required: whom the limits are per (header:<name>, peer, model or global)");
+    expect(errorOf('{"rules":[{"key":[],"limits":{"max_in_flight":1}}]}'))
+      .toBe("rules[0].key: must name at least one key source (header:<name>, peer, model or global)");
+    expect(errorOf('{"rules":[{"key":["cookie"],"limits":{"max_in_flight":1}}]}'))
+      .toBe('rules[0].key[0]: unknown key source "cookie" (known: header:<name>, peer, model or global)');
+    expect(errorOf('{"rules":[{"key":["header:"],"limits":{"max_in_flight":1}}]}'))
+      .toBe('rules[0].key[0]: "header:": the header name after header: must be a lower-case HTTP header name');
+    expect(errorOf('{"rules":[{"key":["global","model"],"limits":{"max_in_flight":1}}]}'))
+      .toBe("rules[0].key[0]: global is one budget for all matching requests and cannot be combined with other key sources");
+    expect(errorOf('{"rules":[{"key":["global"]}]}'))
+      .toBe("rules[0].limits: required: set at least one of requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight");
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{}}]}'))
+      .toBe("rules[0].limits: set at least one of requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight");
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"redirect"}]}'))
+      .toBe('rules[0].redirect: required with action "redirect": {"header": ..., "value": ...}');
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"queue":{"max_length":2}}]}'))
+      .toBe('rules[0].queue: only applies with action "queue"');
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"queue","queue":{"max_wait_ms":0}}]}'))
+      .toBe("rules[0].queue.max_wait_ms: must be an integer from 1 to 300000, got 0");
+    expect(errorOf('{"rules":[{"name":"a b","key":["global"],"limits":{"max_in_flight":1}}]}'))
+      .toBe("rules[0].name: must be 1 to 64 letters, digits, _ or -");
+    expect(errorOf('{"rules":[{"name":"a","key":["global"],"limits":{"max_in_flight":1}},{"name":"a","key":["global"],"limits":{"max_in_flight":1}}]}'))
+      .toBe('rules[1].name: "a" is already the name of rules[0]');
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"match":{"apis":["openai.responses"]}}]}'))
+      .toBe('rules[0].match.apis[0]: unknown API "openai.responses" (known: openai.chat, openai.completions, openai.embeddings, anthropic.messages)');
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"match":{"headers":[{"name":"x","exact":"a","prefix":"b"}]}}]}'))
+      .toBe("rules[0].match.headers[0]: needs exactly one of exact, prefix or present");
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"match":{"models":["gpt-*-mini"]}}]}'))
+      .toBe("rules[0].match.models[0]: a model may end in * (a prefix match) but contain no other *");
+    expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1,"rpm":3}}]}'))
+      .toBe("rules[0].limits.rpm: unknown key (allowed: requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight)");
+    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers)");
+  });
+});
+
+describe("throttle policy", () => {
+  it("admits up to the requests per second, then says when the next one fits", () => {
+    const l = limits(5, 0, 0);
+    const fields = record(l, T0);
+    const r = new Reservation(10, 10);
+    for (let i = 0; i < 5; i++) expect(tryTake(fields, l, r, T0).ok).toBe(true);
+    const denied = tryTake(fields, l, r, T0);
+    expect(denied.deny).toBe(Deny.Requests);
+    expect(denied.retryAfterMs).toBe(200);
+    expect(denied.remainingRequests).toBe(0);
+    expect(tryTake(fields, l, r, T0 + 199).ok).toBe(false);
+    expect(tryTake(fields, l, r, T0 + 200).ok).toBe(true);
+  });
+
+  it("reports remaining requests after this one", () => {
+    const l = limits(3, 0, 0);
+    const fields = record(l, T0);
+    const first = tryTake(fields, l, new Reservation(), T0);
+    expect(first.remainingRequests).toBe(2);
+    expect(first.resetRequestsMs).toBe(334);
+  });
+
+  it("keeps tokens for a sliding minute and frees them bucket by bucket", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    expect(tryTake(fields, l, new Reservation(300, 300), T0).ok).toBe(true);
+    expect(tryTake(fields, l, new Reservation(200, 100), T0 + BUCKET_MS).ok).toBe(true);
+    const denied = tryTake(fields, l, new Reservation(60, 60), T0 + 2 * BUCKET_MS);
+    expect(denied.deny).toBe(Deny.Tokens);
+    // The first 600 tokens leave with their bucket, 65 s after T0; that is enough room.
+    expect(denied.retryAfterMs).toBe(<i64>BUCKETS * BUCKET_MS - 2 * BUCKET_MS);
+    expect(denied.remainingTokens).toBe(100);
+    // Still counted 60 s later: never more than the budget in any minute.
+    expect(tryTake(fields, l, new Reservation(60, 60), T0 + 60_000).ok).toBe(false);
+    const later = tryTake(fields, l, new Reservation(60, 60), T0 + <i64>BUCKETS * BUCKET_MS);
+    expect(later.ok).toBe(true);
+    expect(later.remainingTokens).toBe(1000 - 300 - 120);
+  });
+
+  it("refuses a request larger than the whole budget without a retry time", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    const check = tryTake(fields, l, new Reservation(900, 200), T0);
+    expect(check.deny).toBe(Deny.TooLarge);
+    expect(check.retryAfterMs).toBe(0);
+  });
+
+  it("limits input and output tokens separately", () => {
+    const l = new Limits();
+    l.inputTokensPerMinute = 100;
+    l.outputTokensPerMinute = 50;
+    const fields = record(l, T0);
+    expect(tryTake(fields, l, new Reservation(60, 40), T0).ok).toBe(true);
+    expect(tryTake(fields, l, new Reservation(60, 5), T0).deny).toBe(Deny.InputTokens);
+    expect(tryTake(fields, l, new Reservation(10, 20), T0).deny).toBe(Deny.OutputTokens);
+    expect(tryTake(fields, l, new Reservation(40, 10), T0).ok).toBe(true);
+  });
+
+  it("counts requests in flight and frees them when settled", () => {
+    const l = limits(0, 0, 2);
+    const fields = record(l, T0);
+    const r = new Reservation(1, 1);
+    expect(tryTake(fields, l, r, T0).ok).toBe(true);
+    expect(tryTake(fields, l, r, T0).ok).toBe(true);
+    expect(tryTake(fields, l, r, T0).deny).toBe(Deny.InFlight);
+    settle(fields, T0 / BUCKET_MS, r, r, T0 + 10);
+    expect(fields[F_IN_FLIGHT]).toBe(1);
+    expect(tryTake(fields, l, r, T0 + 10).ok).toBe(true);
+  });
+
+  it("replaces the reservation by what was used, in the bucket it was taken in", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    const reserved = new Reservation(100, 500);
+    expect(tryTake(fields, l, reserved, T0).ok).toBe(true);
+    refresh(fields, l, T0 + 2 * BUCKET_MS);
+    settle(fields, T0 / BUCKET_MS, reserved, new Reservation(90, 30), T0 + 2 * BUCKET_MS);
+    expect(windowUsed(fields, F_TOTAL)).toBe(120);
+    expect(fields[F_TOTAL + <i32>((T0 / BUCKET_MS) % BUCKETS)]).toBe(120);
+    expect(fields[F_IN_FLIGHT]).toBe(0);
+  });
+
+  it("charges an under-reservation even after its bucket left the window", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    const reserved = new Reservation(10, 10);
+    tryTake(fields, l, reserved, T0);
+    const late = T0 + 20 * BUCKET_MS;
+    refresh(fields, l, late);
+    settle(fields, T0 / BUCKET_MS, reserved, new Reservation(10, 50), late);
+    expect(windowUsed(fields, F_TOTAL)).toBe(40);
+  });
+
+  it("undoes an admission completely", () => {
+    const l = limits(2, 1000, 1);
+    const fields = record(l, T0);
+    const r = new Reservation(100, 100);
+    tryTake(fields, l, r, T0);
+    untake(fields, l, T0 / BUCKET_MS, r, T0);
+    expect(fields[F_IN_FLIGHT]).toBe(0);
+    expect(fields[F_REQUEST_CREDIT]).toBe(2000);
+    expect(windowUsed(fields, F_TOTAL)).toBe(0);
+  });
+
+  it("makes newcomers queue behind waiting requests when asked", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    fields[3] = 1;
+    expect(evaluate(fields, l, new Reservation(1, 1), T0, true).deny).toBe(Deny.Waiting);
+    expect(evaluate(fields, l, new Reservation(1, 1), T0, false).ok).toBe(true);
+  });
+
+  it("gives the turn to the oldest waiting request, on a later try, and passes it on", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    const older = waitOrder(T0, 7);
+    const younger = waitOrder(T0 + 5, 3);
+    expect(takeTurn(fields, younger, T0 + 10, 300)).toBe(Turn.Claimed);
+    expect(takeTurn(fields, older, T0 + 20, 300)).toBe(Turn.Claimed);
+    expect(takeTurn(fields, younger, T0 + 30, 300)).toBe(Turn.Other);
+    expect(takeTurn(fields, older, T0 + 70, 300)).toBe(Turn.Mine);
+    endTurn(fields, younger);
+    expect(takeTurn(fields, younger, T0 + 80, 300)).toBe(Turn.Other);
+    endTurn(fields, older);
+    expect(takeTurn(fields, younger, T0 + 90, 300)).toBe(Turn.Claimed);
+    expect(takeTurn(fields, younger, T0 + 140, 300)).toBe(Turn.Mine);
+    // A holder that stops renewing (its worker lost it) gives way.
+    const third = waitOrder(T0 + 50, 1);
+    expect(takeTurn(fields, third, T0 + 400, 300)).toBe(Turn.Other);
+    expect(takeTurn(fields, third, T0 + 441, 300)).toBe(Turn.Claimed);
+  });
+
+  it("frees a record only when nothing is in flight, waiting or counted", () => {
+    const l = limits(1, 1000, 0);
+    const fields = record(l, T0);
+    tryTake(fields, l, new Reservation(1, 1), T0);
+    expect(isIdle(fields, T0 + 3_600_000)).toBe(false);
+    settle(fields, T0 / BUCKET_MS, new Reservation(1, 1), new Reservation(1, 1), T0 + 10);
+    expect(isIdle(fields, T0 + 60_000)).toBe(false);
+    expect(isIdle(fields, T0 + 10 + <i64>BUCKETS * BUCKET_MS)).toBe(true);
+  });
+
+  it("reserves the prompt plus max_tokens, else the rule's default; nothing for embeddings output", () => {
+    const rule = new Rule();
+    rule.defaultOutputTokens = 256;
+    expect(reservationFor(rule, ApiShape.OpenAIChat, 40, 100).total).toBe(140);
+    expect(reservationFor(rule, ApiShape.OpenAIChat, 40, -1).total).toBe(296);
+    expect(reservationFor(rule, ApiShape.OpenAIEmbeddings, 40, -1).total).toBe(40);
+  });
+
+  it("words refusals like OpenAI", () => {
+    const rule = new Rule();
+    rule.name = "team";
+    rule.limits.tokensPerMinute = 1000;
+    const check = new Check();
+    check.deny = Deny.Tokens;
+    check.retryAfterMs = 1500;
+    expect(refusalMessage(rule, check, new Reservation(10, 20))).toBe("Rate limit reached for tokens per minute (llm-throttle rule `team`): limit 1000, requested 30. Please try again in 1.5s.");
+  });
+
+  it("formats durations and Retry-After", () => {
+    expect(formatDuration(0)).toBe("0ms");
+    expect(formatDuration(250)).toBe("250ms");
+    expect(formatDuration(1000)).toBe("1s");
+    expect(formatDuration(1500)).toBe("1.5s");
+    expect(formatDuration(17_280)).toBe("17.28s");
+    expect(formatDuration(360_000)).toBe("6m0s");
+    expect(formatDuration(65_005)).toBe("1m5.005s");
+    expect(retryAfterSeconds(0)).toBe(1);
+    expect(retryAfterSeconds(1000)).toBe(1);
+    expect(retryAfterSeconds(1001)).toBe(2);
+  });
+
+  it("hashes key parts so that their boundaries matter", () => {
+    const ab = new KeyHash().add("r").add("ab").add("c").fingerprint();
+    const abc = new KeyHash().add("r").add("a").add("bc").fingerprint();
+    expect(ab).not.toBe(abc);
+    expect(new KeyHash().add("r").add("ab").add("c").fingerprint()).toBe(ab);
+    expect(ab).not.toBe(0);
+    const slot = homeSlot(ab, 7);
+    expect(slot >= 0 && slot < 7).toBe(true);
+  });
+});

@@ -1,0 +1,544 @@
+// The throttle filter's contexts: they gather what a request is (from the admission filter's facts,
+// or from the body when that filter is not installed), ask store.ts and policy.ts whether it fits,
+// carry out the answer (forward, refuse, park, redirect), and settle the account from the response.
+import {
+  Context,
+  FilterDataStatusValues,
+  FilterHeadersStatusValues,
+  RootContext,
+} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+import { errorBody, rateLimited } from "../shared/api-errors";
+import {
+  defineCounter, defineGauge, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyString,
+  removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders, resumeRequest,
+  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader, setTickPeriod,
+} from "../shared/host";
+import { ApiShape, apiShapeForPath, readLlmRequest } from "../shared/llm-request";
+import { RequestFacts } from "../shared/request-facts";
+import { UsageTracker } from "../shared/response-usage";
+import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
+import { TokenEstimator } from "../shared/tokens";
+import { Action, KeyKind, parseThrottleConfig, Rule, ThrottleConfig } from "./config";
+import {
+  Check, Deny, DENY_NAMES, formatDuration, KeyHash, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
+  reservationFor, retryAfterSeconds, waitOrder,
+} from "./policy";
+import { admit, Asking, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
+
+export const FILTER_NAME = "llm-throttle";
+/** Filter state naming this filter's decision, for access logs and the metrics filter. */
+export const FACT_THROTTLE = "llm_mesh.throttle";
+const PEER_PROPERTY: string[] = ["connection", "uri_san_peer_certificate"];
+/** Stands for an absent key part, so that "no header" and an empty header are different keys. */
+const ABSENT = "\u0000";
+/** The body was too large to read; its prompt is guessed from its size, a token per 4 bytes. */
+const BYTES_PER_TOKEN: i64 = 4;
+
+const logger = new Logger(FILTER_NAME);
+
+/**
+ * Per rule, in Envoy's stats as wasmcustom.llm_throttle.<rule>.<name>. The gauges are what a
+ * request holds right now: requests in flight, requests waiting, tokens reserved and not settled.
+ */
+class RuleMetrics {
+  admitted: i32;
+  rejected: i32;
+  queued: i32;
+  queueTimeouts: i32;
+  redirected: i32;
+  tokens: i32;
+  /** Requests whose key found every slot it may use held by other active keys, and shared one. */
+  sharedSlots: i32;
+  inFlight: i32;
+  waiting: i32;
+  reserved: i32;
+
+  constructor(rule: Rule) {
+    const base = "llm_throttle." + rule.name + ".";
+    this.admitted = defineCounter(base + "admitted");
+    this.rejected = defineCounter(base + "rejected");
+    this.queued = defineCounter(base + "queued");
+    this.queueTimeouts = defineCounter(base + "queue_timeouts");
+    this.redirected = defineCounter(base + "redirected");
+    this.tokens = defineCounter(base + "tokens_used");
+    this.sharedSlots = defineCounter(base + "shared_key_slots");
+    this.inFlight = defineGauge(base + "in_flight");
+    this.waiting = defineGauge(base + "waiting");
+    this.reserved = defineGauge(base + "tokens_reserved");
+  }
+}
+
+export class ThrottleRoot extends RootContext {
+  config: ThrottleConfig = new ThrottleConfig();
+  metrics: RuleMetrics[] = [];
+  /** One estimator per worker, for bodies read here: a body is read within one callback. */
+  estimator: TokenEstimator = new TokenEstimator();
+  /** Requests of this worker parked by a queue rule, oldest first. */
+  waiting: ThrottleStream[] = [];
+
+  createContext(context_id: u32): Context {
+    return new ThrottleStream(context_id, this);
+  }
+
+  onConfigure(configuration_size: u32): bool {
+    const parsed = parseThrottleConfig(pluginConfiguration(configuration_size));
+    if (parsed.config == null) {
+      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
+      return false;
+    }
+    const config = parsed.config!;
+    this.config = config;
+    this.estimator = new TokenEstimator(config.tokenizer);
+    const metrics: RuleMetrics[] = [];
+    for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
+    this.metrics = metrics;
+    if (config.queues) setTickPeriod(<u32>config.tickMs);
+    return true;
+  }
+
+  onTick(): void {
+    this.releaseWaiting(nowMillis());
+  }
+
+  /**
+   * Admits waiting requests that now fit, oldest first, and refuses those that waited too long.
+   * A key whose oldest request still does not fit holds back its younger ones (first come, first
+   * served); other keys' requests go on being tried.
+   */
+  releaseWaiting(now: i64): void {
+    if (this.waiting.length == 0) return;
+    const blocked: string[] = [];
+    let i = 0;
+    while (i < this.waiting.length) {
+      const stream = unchecked(this.waiting[i]);
+      if (now >= stream.deadline) {
+        this.waiting.splice(i, 1);
+        stream.timeOut(now);
+        continue;
+      }
+      const key = stream.waitKey();
+      if (!blocked.includes(key)) {
+        if (stream.retry(now)) {
+          this.waiting.splice(i, 1);
+          continue;
+        }
+        blocked.push(key);
+      }
+      i++;
+    }
+  }
+
+  /** A waiting request that stopped renewing its turn for this long is taken to be gone. */
+  staleTurnMs(): i64 {
+    return 4 * this.config.tickMs + 100;
+  }
+
+  forget(stream: ThrottleStream): void {
+    const index = this.waiting.indexOf(stream);
+    if (index >= 0) this.waiting.splice(index, 1);
+  }
+}
+
+/** One matching rule's part in a request: its key, its reservation, and where it was taken. */
+class Ticket {
+  slot: SlotRef | null = null;
+  epoch: i64 = 0;
+  taken: bool = false;
+  check: Check = new Check();
+
+  constructor(public rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, public reserved: Reservation) {}
+}
+
+enum Phase {
+  Idle = 0,
+  /** No facts from an earlier filter: the body is being buffered to read them here. */
+  ReadingBody,
+  Waiting,
+  Admitted,
+  Done,
+}
+
+enum Verdict {
+  Continue = 0,
+  Pause,
+  /** A local response was sent. */
+  Stop,
+}
+
+export class ThrottleStream extends Context {
+  deadline: i64 = 0;
+
+  private phase: Phase = Phase.Idle;
+  private shape: ApiShape = ApiShape.Unknown;
+  private path: string = "";
+  private promptTokens: i64 = 0;
+  private tickets: Ticket[] = [];
+  private waitingOn: Ticket | null = null;
+  private waitSlot: SlotRef | null = null;
+  private waitingSince: i64 = 0;
+  private order: i64 = 0;
+  private lastCheck: Check = new Check();
+  private tracker: UsageTracker | null = null;
+  private status: i32 = 0;
+  /** The response body is compressed: its usage cannot be read, so the reservation stands. */
+  private opaque: bool = false;
+
+  constructor(context_id: u32, private root: ThrottleRoot) {
+    super(context_id, root);
+  }
+
+  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const config = this.root.config;
+    for (let i = 0; i < config.redirectHeaders.length; i++) removeRequestHeader(unchecked(config.redirectHeaders[i]));
+    if (config.rules.length == 0) return FilterHeadersStatusValues.Continue;
+    const method = requestHeader(":method");
+    const path = requestHeader(":path");
+    if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
+    this.path = path;
+    const facts = RequestFacts.fromFilterState();
+    if (facts != null) return headersVerdict(this.decideWith(facts));
+    this.shape = apiShapeForPath(path);
+    if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
+    if (end_of_stream) return headersVerdict(this.decideWithBody(new Uint8Array(0)));
+    // No admission filter ran before this one: read the body for the model and the prompt.
+    this.phase = Phase.ReadingBody;
+    return FilterHeadersStatusValues.StopIteration;
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (this.phase == Phase.Waiting) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (this.phase != Phase.ReadingBody) return FilterDataStatusValues.Continue;
+    const length = <i64>body_buffer_length;
+    if (length > this.root.config.maxBodyBytes) {
+      this.promptTokens = length / BYTES_PER_TOKEN;
+      return bodyVerdict(this.decide("", -1));
+    }
+    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    // An admission filter that reads the body itself publishes its facts only now.
+    const facts = RequestFacts.fromFilterState();
+    if (facts != null) return bodyVerdict(this.decideWith(facts));
+    return bodyVerdict(this.decideWithBody(requestBody(0, <u32>body_buffer_length)));
+  }
+
+  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
+    if (this.phase != Phase.Admitted) return FilterHeadersStatusValues.Continue;
+    const status = responseHeader(":status");
+    this.status = status != null ? I32.parseInt(status) : 0;
+    if (this.root.config.responseHeaders) this.addRateLimitHeaders();
+    if (this.status < 200 || this.status >= 300 || !this.countsTokens()) return FilterHeadersStatusValues.Continue;
+    const encoding = responseHeader("content-encoding");
+    if (encoding != null && encoding.length > 0 && encoding.toLowerCase() != "identity") {
+      this.opaque = true;
+    } else {
+      this.tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")), this.root.config.tokenizer);
+    }
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, _end_of_stream: bool): FilterDataStatusValues {
+    const tracker = this.tracker;
+    if (tracker != null && body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), nowMillis());
+    return FilterDataStatusValues.Continue;
+  }
+
+  onDone(): bool {
+    this.end();
+    return true;
+  }
+
+  onLog(): void {
+    this.end();
+  }
+
+  // ---- deciding ----
+
+  private decideWith(facts: RequestFacts): Verdict {
+    this.shape = facts.shape != ApiShape.Unknown ? facts.shape : apiShapeForPath(this.path);
+    this.promptTokens = <i64>facts.promptTokens;
+    return this.decide(facts.model, facts.maxTokens);
+  }
+
+  private decideWithBody(body: Uint8Array): Verdict {
+    const request = readLlmRequest(body, this.shape, this.root.estimator);
+    this.promptTokens = <i64>request.promptTokens;
+    return this.decide(request.model, request.maxTokens);
+  }
+
+  private decide(model: string, maxTokens: i64): Verdict {
+    const config = this.root.config;
+    const shadow = isShadowRequest();
+    for (let i = 0; i < config.rules.length; i++) {
+      const rule = unchecked(config.rules[i]);
+      if (shadow && !rule.countShadow) continue;
+      if (!rule.matchesRequest(model, this.shape, this.path) || !headersMatch(rule)) continue;
+      const reservation = reservationFor(rule, this.shape, this.promptTokens, maxTokens);
+      this.tickets.push(new Ticket(rule, unchecked(this.root.metrics[i]), fingerprint(rule, model), reservation));
+    }
+    if (this.tickets.length == 0) {
+      this.phase = Phase.Done;
+      return Verdict.Continue;
+    }
+    return this.attempt(nowMillis(), false);
+  }
+
+  /** Tries every matching rule; all must have room, or none keeps what it took. */
+  private attempt(now: i64, fromQueue: bool): Verdict {
+    for (let i = 0; i < this.tickets.length; i++) {
+      const ticket = unchecked(this.tickets[i]);
+      const asking = fromQueue
+        ? new Asking(false, ticket == this.waitingOn ? this.order : 0, this.root.staleTurnMs())
+        : new Asking(ticket.rule.action == Action.Queue);
+      const result = admit(ticket.rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, asking);
+      if (ticket.slot == null && result.slot.shared) {
+        incrementMetric(ticket.metrics.sharedSlots, 1);
+        logger.warn(this.context_id, "rule " + ticket.rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + ticket.rule.keySlots.toString() + ")");
+      }
+      ticket.slot = result.slot;
+      ticket.check = result.check;
+      if (result.admitted) {
+        ticket.taken = true;
+        ticket.epoch = result.epoch;
+        continue;
+      }
+      this.undo(i, now);
+      if (fromQueue) {
+        // A refusal for want of the turn says nothing about when the limits will have room.
+        if (result.check.deny != Deny.Waiting) this.lastCheck = result.check;
+        return Verdict.Pause;
+      }
+      return this.overLimit(ticket, now);
+    }
+    this.admitted(fromQueue);
+    return Verdict.Continue;
+  }
+
+  private undo(count: i32, now: i64): void {
+    for (let i = 0; i < count; i++) {
+      const ticket = unchecked(this.tickets[i]);
+      if (!ticket.taken) continue;
+      undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now);
+      ticket.taken = false;
+    }
+  }
+
+  private admitted(afterWait: bool): void {
+    this.phase = Phase.Admitted;
+    for (let i = 0; i < this.tickets.length; i++) {
+      const ticket = unchecked(this.tickets[i]);
+      incrementMetric(ticket.metrics.admitted, 1);
+      incrementMetric(ticket.metrics.inFlight, 1);
+      incrementMetric(ticket.metrics.reserved, ticket.reserved.total);
+    }
+    setFilterState(FACT_THROTTLE, afterWait ? "admitted_after_wait" : "admitted");
+  }
+
+  private overLimit(ticket: Ticket, now: i64): Verdict {
+    const rule = ticket.rule;
+    const check = ticket.check;
+    if (logger.debugEnabled()) {
+      logger.debug(this.context_id, "rule " + rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
+    }
+    if (rule.action == Action.Redirect) return this.redirect(ticket);
+    if (rule.action == Action.Queue && check.deny != Deny.TooLarge) return this.enqueue(ticket, now);
+    this.reject(ticket, refusalMessage(rule, check, ticket.reserved), check);
+    return Verdict.Stop;
+  }
+
+  private redirect(ticket: Ticket): Verdict {
+    const rule = ticket.rule;
+    // Envoy picks the route again by itself when a Wasm filter changes a request header (and has no
+    // proxy_clear_route_cache import to ask for it: a module importing it does not load).
+    setRequestHeader(rule.redirectHeader, rule.redirectValue);
+    setRoute(ROUTE_FALLBACK);
+    incrementMetric(ticket.metrics.redirected, 1);
+    setFilterState(FACT_THROTTLE, "redirected:" + rule.name);
+    this.phase = Phase.Done;
+    return Verdict.Continue;
+  }
+
+  private enqueue(ticket: Ticket, now: i64): Verdict {
+    const slot = ticket.slot!;
+    if (!joinQueue(ticket.rule, slot, now)) {
+      this.reject(ticket, queueFullMessage(ticket.rule, ticket.check), ticket.check);
+      return Verdict.Stop;
+    }
+    this.phase = Phase.Waiting;
+    this.waitingOn = ticket;
+    this.waitSlot = slot;
+    this.waitingSince = now;
+    this.order = waitOrder(now, this.context_id);
+    this.deadline = now + ticket.rule.maxWaitMs;
+    this.lastCheck = ticket.check;
+    this.root.waiting.push(this);
+    incrementMetric(ticket.metrics.queued, 1);
+    incrementMetric(ticket.metrics.waiting, 1);
+    setFilterState(FACT_THROTTLE, "waiting:" + ticket.rule.name);
+    return Verdict.Pause;
+  }
+
+  private reject(ticket: Ticket, message: string, check: Check): void {
+    const rule = ticket.rule;
+    this.phase = Phase.Done;
+    incrementMetric(ticket.metrics.rejected, 1);
+    setFilterState(FACT_THROTTLE, "rejected:" + rule.name);
+    const headers = new ResponseHeaders().add("content-type", "application/json");
+    if (check.deny == Deny.TooLarge) {
+      // The openai SDKs honour this: retrying a request bigger than the budget cannot succeed.
+      headers.add("x-should-retry", "false");
+    } else {
+      headers.add("retry-after", retryAfterSeconds(check.retryAfterMs).toString());
+    }
+    if (this.root.config.responseHeaders) appendRateLimitHeaders(headers, rule, check);
+    const code = check.deny == Deny.TooLarge ? "request_too_large_for_limit" : "rate_limit_exceeded";
+    sendResponse(429, FILTER_NAME + "_" + DENY_NAMES[<i32>check.deny], errorBody(this.shape, rateLimited(code, message)), headers);
+  }
+
+  // ---- waiting ----
+
+  /** Which key's queue this request waits in. */
+  waitKey(): string {
+    const slot = this.waitSlot;
+    return slot != null ? slot.key : "";
+  }
+
+  /** Called from the worker's tick: admits and resumes the request if it now fits. */
+  retry(now: i64): bool {
+    // Host calls from a tick act on the root context unless the stream is made current first.
+    setEffectiveContext(this.context_id);
+    if (this.attempt(now, true) != Verdict.Continue) return false;
+    this.leaveWaiting(now);
+    resumeRequest(this.context_id);
+    return true;
+  }
+
+  timeOut(now: i64): void {
+    setEffectiveContext(this.context_id);
+    const ticket = this.waitingOn!;
+    this.leaveWaiting(now);
+    incrementMetric(ticket.metrics.queueTimeouts, 1);
+    this.reject(ticket, queueTimeoutMessage(ticket.rule, this.lastCheck, now - this.waitingSince), this.lastCheck);
+  }
+
+  private leaveWaiting(now: i64): void {
+    const ticket = this.waitingOn;
+    const slot = this.waitSlot;
+    if (ticket == null || slot == null) return;
+    leaveQueue(slot, this.order, now);
+    incrementMetric(ticket.metrics.waiting, -1);
+    this.waitingOn = null;
+    this.waitSlot = null;
+  }
+
+  // ---- settling ----
+
+  /** Runs once the stream is over, however it ended: completed, failed, reset or abandoned. */
+  private end(): void {
+    if (this.phase == Phase.Waiting) {
+      // The client went away while its request waited: its place in the queue is freed.
+      this.root.forget(this);
+      this.leaveWaiting(nowMillis());
+      this.phase = Phase.Done;
+      return;
+    }
+    if (this.phase != Phase.Admitted) return;
+    this.phase = Phase.Done;
+    const now = nowMillis();
+    const tracker = this.tracker;
+    if (tracker != null) tracker.finish();
+    for (let i = 0; i < this.tickets.length; i++) {
+      const ticket = unchecked(this.tickets[i]);
+      if (!ticket.taken) continue;
+      const used = this.used(ticket);
+      settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now);
+      ticket.taken = false;
+      incrementMetric(ticket.metrics.inFlight, -1);
+      incrementMetric(ticket.metrics.reserved, -ticket.reserved.total);
+      incrementMetric(ticket.metrics.tokens, used.total);
+    }
+  }
+
+  /**
+   * What the request cost. A failed answer (no response, an error status) is not billed by the
+   * providers, so it costs nothing; otherwise the response's usage, or for a stream cut short the
+   * prompt plus the text that did arrive.
+   */
+  private used(ticket: Ticket): Reservation {
+    if (this.status < 200 || this.status >= 300) return new Reservation();
+    const tracker = this.tracker;
+    if (this.opaque || tracker == null) return ticket.reserved;
+    const prompt = tracker.promptTokens >= 0 ? tracker.promptTokens : this.promptTokens;
+    return new Reservation(prompt, tracker.completionTokens);
+  }
+
+  private countsTokens(): bool {
+    for (let i = 0; i < this.tickets.length; i++) if (unchecked(this.tickets[i]).rule.limits.countsTokens) return true;
+    return false;
+  }
+
+  /** On an admitted response: the tightest rule's state, for the requests and for the tokens. */
+  private addRateLimitHeaders(): void {
+    let requests: Ticket | null = null;
+    let tokens: Ticket | null = null;
+    for (let i = 0; i < this.tickets.length; i++) {
+      const ticket = unchecked(this.tickets[i]);
+      const check = ticket.check;
+      if (check.remainingRequests >= 0 && (requests == null || check.remainingRequests < requests.check.remainingRequests)) requests = ticket;
+      if (check.remainingTokens >= 0 && (tokens == null || check.remainingTokens < tokens.check.remainingTokens)) tokens = ticket;
+    }
+    if (requests != null) {
+      setResponseHeader("x-ratelimit-limit-requests", requests.rule.limits.requestsPerSecond.toString());
+      setResponseHeader("x-ratelimit-remaining-requests", requests.check.remainingRequests.toString());
+      setResponseHeader("x-ratelimit-reset-requests", formatDuration(requests.check.resetRequestsMs));
+    }
+    if (tokens != null) {
+      setResponseHeader("x-ratelimit-limit-tokens", tokens.rule.limits.tokensPerMinute.toString());
+      setResponseHeader("x-ratelimit-remaining-tokens", tokens.check.remainingTokens.toString());
+      setResponseHeader("x-ratelimit-reset-tokens", formatDuration(tokens.check.resetTokensMs));
+    }
+  }
+}
+
+function appendRateLimitHeaders(headers: ResponseHeaders, rule: Rule, check: Check): void {
+  if (check.remainingRequests >= 0) {
+    headers.add("x-ratelimit-limit-requests", rule.limits.requestsPerSecond.toString());
+    headers.add("x-ratelimit-remaining-requests", check.remainingRequests.toString());
+    headers.add("x-ratelimit-reset-requests", formatDuration(check.resetRequestsMs));
+  }
+  if (check.remainingTokens >= 0) {
+    headers.add("x-ratelimit-limit-tokens", rule.limits.tokensPerMinute.toString());
+    headers.add("x-ratelimit-remaining-tokens", check.remainingTokens.toString());
+    headers.add("x-ratelimit-reset-tokens", formatDuration(check.resetTokensMs));
+  }
+}
+
+function headersMatch(rule: Rule): bool {
+  for (let i = 0; i < rule.headers.length; i++) {
+    const match = unchecked(rule.headers[i]);
+    if (!match.matches(requestHeader(match.name))) return false;
+  }
+  return true;
+}
+
+/** Whom the request counts against under this rule, as a hash of the rule's key parts. */
+function fingerprint(rule: Rule, model: string): i64 {
+  const hash = new KeyHash().add(rule.name);
+  for (let i = 0; i < rule.key.length; i++) {
+    const source = unchecked(rule.key[i]);
+    let part: string | null = "";
+    if (source.kind == KeyKind.Header) part = requestHeader(source.header);
+    else if (source.kind == KeyKind.Peer) part = propertyString(PEER_PROPERTY);
+    else if (source.kind == KeyKind.Model) part = model;
+    hash.add(part != null ? part : ABSENT);
+  }
+  return hash.fingerprint();
+}
+
+function headersVerdict(verdict: Verdict): FilterHeadersStatusValues {
+  return verdict == Verdict.Continue ? FilterHeadersStatusValues.Continue : FilterHeadersStatusValues.StopIteration;
+}
+
+function bodyVerdict(verdict: Verdict): FilterDataStatusValues {
+  if (verdict == Verdict.Continue) return FilterDataStatusValues.Continue;
+  // A parked request keeps its body until it is resumed; a refused one has no use for it.
+  return verdict == Verdict.Pause ? FilterDataStatusValues.StopIterationAndBuffer : FilterDataStatusValues.StopIterationNoBuffer;
+}

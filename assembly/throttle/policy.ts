@@ -1,0 +1,405 @@
+// Throttling decisions as plain functions over one key's record (an array of i64 kept in shared
+// data, see store.ts) and the rule's limits. The record holds:
+// - a token bucket for requests per second (capacity one second's worth, refilled continuously);
+// - sliding windows for tokens per minute, made of BUCKETS buckets of BUCKET_MS: a token counts
+//   until its bucket leaves the window, between 60 and 65 s after it was spent, so no 60-second
+//   span ever admits more than the budget;
+// - requests in flight and requests waiting in a queue, which also keep the record from being
+//   handed to another key while a request still has to settle its account.
+import { ApiShape } from "../shared/llm-request";
+import { Limits, Rule } from "./config";
+
+export const BUCKET_MS: i64 = 5000;
+export const BUCKETS: i32 = 13;
+export const WINDOW_MS: i64 = BUCKET_MS * BUCKETS;
+/** A record untouched this long with nothing in flight or waiting holds no budget and may be reused. */
+export const IDLE_MS: i64 = WINDOW_MS;
+
+export const F_FINGERPRINT: i32 = 0;
+export const F_LAST_USED: i32 = 1;
+export const F_IN_FLIGHT: i32 = 2;
+export const F_WAITING: i32 = 3;
+/** Requests available, in thousandths. */
+export const F_REQUEST_CREDIT: i32 = 4;
+export const F_REQUEST_AT: i32 = 5;
+/** The epoch (now / BUCKET_MS) of the newest bucket. */
+export const F_EPOCH: i32 = 6;
+export const F_TOTAL: i32 = 7;
+export const F_INPUT: i32 = F_TOTAL + BUCKETS;
+export const F_OUTPUT: i32 = F_INPUT + BUCKETS;
+/** The arrival order of the oldest waiting request that claimed its turn (0: none), and when it last did. */
+export const F_HEAD: i32 = F_OUTPUT + BUCKETS;
+export const F_HEAD_AT: i32 = F_HEAD + 1;
+export const FIELDS: i32 = F_HEAD_AT + 1;
+
+export enum Deny {
+  None = 0,
+  Requests,
+  Tokens,
+  InputTokens,
+  OutputTokens,
+  InFlight,
+  /** Earlier requests for this key are waiting; a newcomer queues behind them. */
+  Waiting,
+  /** The request alone needs more than the budget: waiting will never help. */
+  TooLarge,
+  /** The key's record stayed contended by other workers. */
+  Busy,
+}
+
+export const DENY_NAMES: string[] = ["none", "requests", "tokens", "input_tokens", "output_tokens", "in_flight", "waiting", "too_large", "busy"];
+
+export class Reservation {
+  constructor(public input: i64 = 0, public output: i64 = 0) {}
+
+  get total(): i64 {
+    return this.input + this.output;
+  }
+}
+
+/** The state of a key as a client sees it in x-ratelimit-* headers; -1 where no limit applies. */
+export class Check {
+  deny: Deny = Deny.None;
+  retryAfterMs: i64 = 0;
+  remainingRequests: i64 = -1;
+  resetRequestsMs: i64 = 0;
+  remainingTokens: i64 = -1;
+  resetTokensMs: i64 = 0;
+
+  get ok(): bool {
+    return this.deny == Deny.None;
+  }
+}
+
+export function epochOf(now: i64): i64 {
+  return now / BUCKET_MS;
+}
+
+/** A fresh record for a key: a full request bucket, empty windows. */
+export function initRecord(fields: StaticArray<i64>, fingerprint: i64, limits: Limits, now: i64): void {
+  for (let i = 0; i < fields.length; i++) unchecked((fields[i] = 0));
+  unchecked((fields[F_FINGERPRINT] = fingerprint));
+  unchecked((fields[F_LAST_USED] = now));
+  unchecked((fields[F_REQUEST_CREDIT] = limits.requestsPerSecond * 1000));
+  unchecked((fields[F_REQUEST_AT] = now));
+  unchecked((fields[F_EPOCH] = epochOf(now)));
+}
+
+export function isIdle(fields: StaticArray<i64>, now: i64): bool {
+  return unchecked(fields[F_IN_FLIGHT]) <= 0 && unchecked(fields[F_WAITING]) <= 0 && now - unchecked(fields[F_LAST_USED]) >= IDLE_MS;
+}
+
+/** Brings the record up to `now`: refills the request bucket and drops buckets that left the window. */
+export function refresh(fields: StaticArray<i64>, limits: Limits, now: i64): void {
+  const rps = limits.requestsPerSecond;
+  const elapsed = now - unchecked(fields[F_REQUEST_AT]);
+  if (elapsed > 0) {
+    const capacity = rps * 1000;
+    // Milli-requests gained: rps per second is rps thousandths per millisecond.
+    const credit = unchecked(fields[F_REQUEST_CREDIT]) + (elapsed > 1000 ? capacity : elapsed * rps);
+    unchecked((fields[F_REQUEST_CREDIT] = credit > capacity ? capacity : credit));
+    unchecked((fields[F_REQUEST_AT] = now));
+  }
+  const epoch = epochOf(now);
+  const head = unchecked(fields[F_EPOCH]);
+  if (epoch <= head) return;
+  const steps = epoch - head >= <i64>BUCKETS ? <i64>BUCKETS : epoch - head;
+  for (let e = epoch - steps + 1; e <= epoch; e++) {
+    const slot = <i32>(e % BUCKETS);
+    unchecked((fields[F_TOTAL + slot] = 0));
+    unchecked((fields[F_INPUT + slot] = 0));
+    unchecked((fields[F_OUTPUT + slot] = 0));
+  }
+  unchecked((fields[F_EPOCH] = epoch));
+}
+
+export function windowUsed(fields: StaticArray<i64>, base: i32): i64 {
+  let sum: i64 = 0;
+  for (let i = 0; i < BUCKETS; i++) sum += unchecked(fields[base + i]);
+  return sum;
+}
+
+/**
+ * Milliseconds until the window at `base` has room for `need` more under `limit`: buckets leave
+ * the window oldest first, bucket e at (e + BUCKETS) * BUCKET_MS.
+ */
+function windowWaitMs(fields: StaticArray<i64>, base: i32, limit: i64, need: i64, now: i64): i64 {
+  const epoch = unchecked(fields[F_EPOCH]);
+  let used = windowUsed(fields, base);
+  if (used + need <= limit) return 0;
+  for (let e = epoch - BUCKETS + 1; e <= epoch; e++) {
+    used -= unchecked(fields[base + <i32>(e % BUCKETS)]);
+    if (used + need <= limit) return max<i64>(0, (e + BUCKETS) * BUCKET_MS - now);
+  }
+  return max<i64>(0, (epoch + BUCKETS) * BUCKET_MS - now);
+}
+
+/** Milliseconds until everything spent in the window has left it. */
+function windowResetMs(fields: StaticArray<i64>, base: i32, now: i64): i64 {
+  const epoch = unchecked(fields[F_EPOCH]);
+  for (let e = epoch; e > epoch - BUCKETS; e--) {
+    if (unchecked(fields[base + <i32>(e % BUCKETS)]) != 0) return max<i64>(0, (e + BUCKETS) * BUCKET_MS - now);
+  }
+  return 0;
+}
+
+function checkWindow(check: Check, deny: Deny, fields: StaticArray<i64>, base: i32, limit: i64, need: i64, now: i64): void {
+  if (limit <= 0) return;
+  if (need > limit) {
+    check.deny = Deny.TooLarge;
+    return;
+  }
+  const used = windowUsed(fields, base);
+  if (used + need <= limit) return;
+  const wait = windowWaitMs(fields, base, limit, need, now);
+  if (check.deny == Deny.None || wait > check.retryAfterMs) {
+    check.deny = deny;
+    check.retryAfterMs = wait;
+  }
+}
+
+/**
+ * Whether a request with this reservation fits now. The record must be refreshed to `now`.
+ * `queueAware`: deny with Waiting while earlier requests for the key wait in a queue.
+ */
+export function evaluate(fields: StaticArray<i64>, limits: Limits, reservation: Reservation, now: i64, queueAware: bool): Check {
+  const check = new Check();
+  checkWindow(check, Deny.Tokens, fields, F_TOTAL, limits.tokensPerMinute, reservation.total, now);
+  if (check.deny != Deny.TooLarge) checkWindow(check, Deny.InputTokens, fields, F_INPUT, limits.inputTokensPerMinute, reservation.input, now);
+  if (check.deny != Deny.TooLarge) checkWindow(check, Deny.OutputTokens, fields, F_OUTPUT, limits.outputTokensPerMinute, reservation.output, now);
+  if (check.deny == Deny.TooLarge) {
+    check.retryAfterMs = 0;
+  } else {
+    const rps = limits.requestsPerSecond;
+    if (rps > 0 && unchecked(fields[F_REQUEST_CREDIT]) < 1000) {
+      const wait = (1000 - unchecked(fields[F_REQUEST_CREDIT]) + rps - 1) / rps;
+      if (check.deny == Deny.None || wait > check.retryAfterMs) {
+        check.deny = Deny.Requests;
+        check.retryAfterMs = wait;
+      }
+    }
+    if (limits.maxInFlight > 0 && unchecked(fields[F_IN_FLIGHT]) >= limits.maxInFlight && check.deny == Deny.None) {
+      // Nothing says when a request in flight ends; a second is a fair guess for a retry.
+      check.deny = Deny.InFlight;
+      check.retryAfterMs = 1000;
+    }
+    if (queueAware && unchecked(fields[F_WAITING]) > 0 && check.deny == Deny.None) check.deny = Deny.Waiting;
+  }
+  describe(check, fields, limits, check.ok ? reservation : new Reservation(), now);
+  return check;
+}
+
+/** Fills what the x-ratelimit-* headers show, as if `reservation` were already taken. */
+function describe(check: Check, fields: StaticArray<i64>, limits: Limits, reservation: Reservation, now: i64): void {
+  const rps = limits.requestsPerSecond;
+  if (rps > 0) {
+    const credit = unchecked(fields[F_REQUEST_CREDIT]) - (check.ok ? 1000 : 0);
+    check.remainingRequests = max<i64>(0, credit / 1000);
+    check.resetRequestsMs = max<i64>(0, (rps * 1000 - max<i64>(credit, 0) + rps - 1) / rps);
+  }
+  if (limits.tokensPerMinute > 0) {
+    check.remainingTokens = max<i64>(0, limits.tokensPerMinute - windowUsed(fields, F_TOTAL) - reservation.total);
+    check.resetTokensMs = windowResetMs(fields, F_TOTAL, now);
+    if (check.resetTokensMs == 0 && reservation.total > 0) check.resetTokensMs = WINDOW_MS;
+  }
+}
+
+// ---- first come, first served across workers ----
+// Each worker keeps its own waiting requests in arrival order, but two workers can hold requests
+// for one key. The oldest of them holds the key's turn: a waiting request first claims it (when
+// none is held, when it is older than the holder, or when the holder stopped renewing it), and is
+// admitted only on a later try while it still holds it, so that an older request on another
+// worker has had one tick to claim it first.
+
+export enum Turn {
+  Mine = 0,
+  Claimed,
+  Other,
+}
+
+/** A waiting request's order: its arrival time, with low bits from its stream to tell apart ties. */
+export function waitOrder(now: i64, contextId: u32): i64 {
+  return (now << 12) | <i64>(contextId & 0xfff);
+}
+
+export function takeTurn(fields: StaticArray<i64>, order: i64, now: i64, staleMs: i64): Turn {
+  const head = unchecked(fields[F_HEAD]);
+  if (head == order) {
+    unchecked((fields[F_HEAD_AT] = now));
+    return Turn.Mine;
+  }
+  if (head == 0 || order < head || now - unchecked(fields[F_HEAD_AT]) > staleMs) {
+    unchecked((fields[F_HEAD] = order));
+    unchecked((fields[F_HEAD_AT] = now));
+    return Turn.Claimed;
+  }
+  return Turn.Other;
+}
+
+/** The request holding the turn was admitted or left: the next oldest claims it. */
+export function endTurn(fields: StaticArray<i64>, order: i64): void {
+  if (unchecked(fields[F_HEAD]) == order) unchecked((fields[F_HEAD] = 0));
+}
+
+/** Takes an admitted request's share: one request, one slot in flight, its tokens in the current bucket. */
+export function take(fields: StaticArray<i64>, limits: Limits, reservation: Reservation, now: i64): void {
+  if (limits.requestsPerSecond > 0) unchecked((fields[F_REQUEST_CREDIT] = fields[F_REQUEST_CREDIT] - 1000));
+  unchecked((fields[F_IN_FLIGHT] = fields[F_IN_FLIGHT] + 1));
+  unchecked((fields[F_LAST_USED] = now));
+  const slot = <i32>(epochOf(now) % BUCKETS);
+  unchecked((fields[F_TOTAL + slot] = fields[F_TOTAL + slot] + reservation.total));
+  unchecked((fields[F_INPUT + slot] = fields[F_INPUT + slot] + reservation.input));
+  unchecked((fields[F_OUTPUT + slot] = fields[F_OUTPUT + slot] + reservation.output));
+}
+
+function adjust(fields: StaticArray<i64>, base: i32, epoch: i64, delta: i64): void {
+  if (delta == 0) return;
+  const head = unchecked(fields[F_EPOCH]);
+  let slot: i32;
+  if (epoch > head - BUCKETS && epoch <= head) {
+    slot = <i32>(epoch % BUCKETS);
+  } else if (delta > 0) {
+    // The reservation's bucket has left the window; tokens charged late still count from now.
+    slot = <i32>(head % BUCKETS);
+  } else {
+    return;
+  }
+  const value = unchecked(fields[base + slot]) + delta;
+  unchecked((fields[base + slot] = value > 0 ? value : 0));
+}
+
+/**
+ * Settles a request taken at `epoch`: frees its slot in flight and replaces what it reserved by
+ * what it used. The record must be refreshed to `now`.
+ */
+export function settle(fields: StaticArray<i64>, epoch: i64, reserved: Reservation, used: Reservation, now: i64): void {
+  const inFlight = unchecked(fields[F_IN_FLIGHT]) - 1;
+  unchecked((fields[F_IN_FLIGHT] = inFlight > 0 ? inFlight : 0));
+  unchecked((fields[F_LAST_USED] = now));
+  adjust(fields, F_TOTAL, epoch, used.total - reserved.total);
+  adjust(fields, F_INPUT, epoch, used.input - reserved.input);
+  adjust(fields, F_OUTPUT, epoch, used.output - reserved.output);
+}
+
+/** Undoes take() for a request that another rule then refused: as if it had never been admitted. */
+export function untake(fields: StaticArray<i64>, limits: Limits, epoch: i64, reserved: Reservation, now: i64): void {
+  if (limits.requestsPerSecond > 0) {
+    const credit = unchecked(fields[F_REQUEST_CREDIT]) + 1000;
+    const capacity = limits.requestsPerSecond * 1000;
+    unchecked((fields[F_REQUEST_CREDIT] = credit > capacity ? capacity : credit));
+  }
+  settle(fields, epoch, reserved, new Reservation(), now);
+}
+
+// ---- response headers ----
+
+/** A duration as OpenAI writes its x-ratelimit-reset-* values: "250ms", "1s", "1.5s", "6m0s". */
+export function formatDuration(ms: i64): string {
+  if (ms < 0) ms = 0;
+  if (ms < 1000) return ms.toString() + "ms";
+  const minutes = ms / 60000;
+  const rest = ms % 60000;
+  let seconds = (rest / 1000).toString();
+  const millis = rest % 1000;
+  if (millis != 0) {
+    let fraction = (1000 + millis).toString().slice(1);
+    while (fraction.endsWith("0")) fraction = fraction.slice(0, fraction.length - 1);
+    seconds += "." + fraction;
+  }
+  return minutes > 0 ? minutes.toString() + "m" + seconds + "s" : seconds + "s";
+}
+
+/** Retry-After is whole seconds; rounding up keeps a client that obeys it from arriving early. */
+export function retryAfterSeconds(ms: i64): i64 {
+  return ms <= 0 ? 1 : (ms + 999) / 1000;
+}
+
+// ---- keys ----
+
+const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+const FNV_PRIME: u64 = 0x100000001b3;
+
+/**
+ * A 64-bit FNV-1a hash of the key's parts. Only this hash is stored, never a header's value: an
+ * API key used as a rate-limit key stays out of shared memory.
+ */
+export class KeyHash {
+  private state: u64 = FNV_OFFSET;
+
+  add(text: string): KeyHash {
+    let h = this.state;
+    for (let i = 0; i < text.length; i++) {
+      const unit = <u64>text.charCodeAt(i);
+      h = (h ^ (unit & 0xff)) * FNV_PRIME;
+      h = (h ^ (unit >> 8)) * FNV_PRIME;
+    }
+    // A separator, so that ("ab", "c") and ("a", "bc") differ.
+    this.state = (h ^ 0x1f) * FNV_PRIME;
+    return this;
+  }
+
+  /** Never 0: a zero fingerprint marks a record no key has claimed. */
+  fingerprint(): i64 {
+    const value = <i64>this.state;
+    return value == 0 ? 1 : value;
+  }
+}
+
+/** The slot a fingerprint tries first, and then the next PROBES - 1 after it. */
+export function homeSlot(fingerprint: i64, slots: i32): i32 {
+  return <i32>((<u64>fingerprint >> 16) % <u64>slots);
+}
+
+// ---- what a request reserves, and what a refusal says ----
+
+/** The prompt estimate plus the most the answer may cost: its max_tokens, else the rule's default. */
+export function reservationFor(rule: Rule, shape: ApiShape, promptTokens: i64, maxTokens: i64): Reservation {
+  const output = shape == ApiShape.OpenAIEmbeddings ? 0 : maxTokens >= 0 ? maxTokens : rule.defaultOutputTokens;
+  return new Reservation(max<i64>(promptTokens, 0), output);
+}
+
+function limitFor(rule: Rule, deny: Deny): i64 {
+  switch (deny) {
+    case Deny.Requests: return rule.limits.requestsPerSecond;
+    case Deny.Tokens: return rule.limits.tokensPerMinute;
+    case Deny.InputTokens: return rule.limits.inputTokensPerMinute;
+    case Deny.OutputTokens: return rule.limits.outputTokensPerMinute;
+    case Deny.InFlight: return rule.limits.maxInFlight;
+    default: return 0;
+  }
+}
+
+function retryText(check: Check): string {
+  return " Please try again in " + formatDuration(check.retryAfterMs) + ".";
+}
+
+/** The 429 message, worded like OpenAI's so people and SDK logs read it the same way. */
+export function refusalMessage(rule: Rule, check: Check, reservation: Reservation): string {
+  const where = " (llm-throttle rule `" + rule.name + "`)";
+  const limit = limitFor(rule, check.deny).toString();
+  switch (check.deny) {
+    case Deny.Requests:
+      return "Rate limit reached for requests" + where + ": limit " + limit + " per second." + retryText(check);
+    case Deny.Tokens:
+      return "Rate limit reached for tokens per minute" + where + ": limit " + limit + ", requested " + reservation.total.toString() + "." + retryText(check);
+    case Deny.InputTokens:
+      return "Rate limit reached for input tokens per minute" + where + ": limit " + limit + ", requested " + reservation.input.toString() + "." + retryText(check);
+    case Deny.OutputTokens:
+      return "Rate limit reached for output tokens per minute" + where + ": limit " + limit + ", requested " + reservation.output.toString() + "." + retryText(check);
+    case Deny.InFlight:
+      return "Too many requests in flight" + where + ": limit " + limit + "." + retryText(check);
+    case Deny.TooLarge:
+      return "Request too large for the token budget" + where + ": it needs " + reservation.total.toString() + " tokens (" +
+        reservation.input.toString() + " prompt, " + reservation.output.toString() + " output), more than the per-minute limit allows. Lower max_tokens or the prompt.";
+    default:
+      return "Rate limiter busy" + where + "." + retryText(check);
+  }
+}
+
+export function queueFullMessage(rule: Rule, check: Check): string {
+  return "Too many requests waiting (llm-throttle rule `" + rule.name + "`): the queue holds " + rule.maxQueueLength.toString() + "." + retryText(check);
+}
+
+export function queueTimeoutMessage(rule: Rule, check: Check, waitedMs: i64): string {
+  return "Rate limit reached (llm-throttle rule `" + rule.name + "`): no room under its limits after waiting " + formatDuration(waitedMs) + "." + retryText(check);
+}
