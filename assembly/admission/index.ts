@@ -1,5 +1,6 @@
 export * from "../shared/abi";
-import { registerRootContext, RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
-import { AdmissionRoot, FILTER_NAME } from "./filter";
+import { RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
+import { registerFilter } from "../shared/abi";
+import { FILTER_NAME, AdmissionRoot } from "./filter";
 
-registerRootContext((context_id: u32): RootContext => new AdmissionRoot(context_id), FILTER_NAME);
+registerFilter((context_id: u32): RootContext => new AdmissionRoot(context_id), FILTER_NAME);

@@ -224,6 +224,13 @@ export function property(segments: string[]): ArrayBuffer | null {
   return takeHostBuffer();
 }
 
+/** A numeric host property (Envoy encodes integers as 8 little-endian bytes), or -1 when absent. */
+export function propertyInt(segments: string[]): i64 {
+  const bytes = property(segments);
+  if (bytes == null || bytes.byteLength != 8) return -1;
+  return load<i64>(changetype<usize>(bytes));
+}
+
 export function propertyString(segments: string[]): string | null {
   const bytes = property(segments);
   return bytes == null ? null : String.UTF8.decode(bytes);
@@ -265,14 +272,23 @@ export function resumeResponse(contextId: u32): bool {
   return imports.proxy_continue_stream(STREAM_RESPONSE) == WasmResultValues.Ok;
 }
 
-/**
- * Makes a paused stream the current one, for work a tick does on its behalf (filter state, a local
- * reply). There is deliberately no "clear route cache" here: Envoy 1.40 offers no such import (a
- * module that declares it fails to load), and it re-picks the route itself when a Wasm filter
- * changes a request header.
- */
+/** Makes a paused stream the current one, for work a tick does on its behalf (filter state, a local reply). */
 export function setEffectiveContext(contextId: u32): bool {
   return imports.proxy_set_effective_context(contextId) == WasmResultValues.Ok;
+}
+
+const CLEAR_ROUTE_CACHE = String.UTF8.encode("clear_route_cache");
+const NO_ARGUMENTS = new ArrayBuffer(0);
+
+/**
+ * Makes Envoy pick the route again after a filter set a header the route table matches on. Under
+ * ABI 0.2.x Envoy offers this as the foreign function "clear_route_cache" (a module importing the
+ * 0.1.0 proxy_clear_route_cache fails to load). Envoy 1.40 also re-picks the route by itself when a
+ * Wasm filter changes a request header; asking explicitly keeps working where it does not.
+ */
+export function clearRouteCache(): bool {
+  return imports.proxy_call_foreign_function(changetype<usize>(CLEAR_ROUTE_CACHE), CLEAR_ROUTE_CACHE.byteLength,
+    changetype<usize>(NO_ARGUMENTS), 0, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr()) == WasmResultValues.Ok;
 }
 
 export function setTickPeriod(milliseconds: u32): void {

@@ -1,0 +1,326 @@
+// The router's contexts: they gather what a request says (headers, the model from the admission
+// filter's facts or from the body), ask policy.ts where it goes, and carry that out with the
+// routing header and a route-cache clear. At the end of each request they feed the target's guard
+// and, when asked, write the comparison record.
+import {
+  Context,
+  FilterDataStatusValues,
+  FilterHeadersStatusValues,
+  RootContext,
+} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+import {
+  clearRouteCache,
+  defineCounter,
+  filterState,
+  incrementMetric,
+  Logger,
+  nowMillis,
+  nowNanos,
+  pluginConfiguration,
+  propertyInt,
+  propertyString,
+  removeRequestHeader,
+  replaceRequestBody,
+  requestBody,
+  requestHeader,
+  responseBody,
+  responseHeader,
+  setFilterState,
+  setRequestHeader,
+} from "../shared/host";
+import { apiShapeForPath, ApiShape } from "../shared/llm-request";
+import { TaggedName } from "../shared/metric-names";
+import { headerSafe, RequestFacts } from "../shared/request-facts";
+import { UsageTracker } from "../shared/response-usage";
+import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../shared/route";
+import { stableHash } from "../shared/stable-hash";
+import { findModelField, withModel } from "./body";
+import { parseRouterConfig, RouterConfig } from "./config";
+import { Sample, SampleResult } from "./guard";
+import { recordSample, SharedHealth } from "./guard-state";
+import { decide, Decision, RequestView, RouteInput, Verdict, verdictOf } from "./policy";
+import { AnswerTracker, ComparisonRecord } from "./record";
+
+export const FILTER_NAME = "llm-router";
+/** The decision, e.g. "target=canary by=sticky rule=gpt-4o-split", for access logs. */
+export const FACT_ROUTER = "llm_mesh.router";
+/** The comparison record (record.ts), for access logs. */
+export const FACT_RECORD = "llm_mesh.record";
+
+/** Counter per target: requests routed there (after guards). */
+export const METRIC_REQUESTS = "llm_router_requests_total";
+/** Counter per target: times its guard tripped. */
+export const METRIC_GUARD_TRIPS = "llm_router_guard_trips_total";
+export const LABEL_TARGET = "llm_target";
+
+const GOLDEN_GAMMA: u64 = 0x9e3779b97f4a7c15;
+
+const logger = new Logger(FILTER_NAME);
+
+/** An integer host property (Envoy hands them over as 8 little-endian bytes); -1 when absent. */
+
+class HostRequest extends RequestView {
+  header(name: string): string | null {
+    return requestHeader(name);
+  }
+}
+
+const hostRequest = new HostRequest();
+
+export class RouterRoot extends RootContext {
+  config: RouterConfig = new RouterConfig();
+  /** Metric ids by target index; -1 (a no-op) for the trips of a target without a guard. */
+  requestsMetric: i32[] = [];
+  tripsMetric: i32[] = [];
+  private draws: u64 = 0;
+  private warnedBodyWithheld: bool = false;
+
+  createContext(context_id: u32): Context {
+    return new RouterStream(context_id, this);
+  }
+
+  onConfigure(configuration_size: u32): bool {
+    const parsed = parseRouterConfig(pluginConfiguration(configuration_size));
+    if (parsed.config == null) {
+      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
+      return false;
+    }
+    const config = parsed.config!;
+    this.config = config;
+    this.requestsMetric = [];
+    this.tripsMetric = [];
+    for (let i = 0; i < config.targets.length; i++) {
+      const target = unchecked(config.targets[i]);
+      this.requestsMetric.push(defineCounter(new TaggedName(METRIC_REQUESTS).tag(LABEL_TARGET, target.name).toString()));
+      this.tripsMetric.push(target.guard != null ? defineCounter(new TaggedName(METRIC_GUARD_TRIPS).tag(LABEL_TARGET, target.name).toString()) : -1);
+    }
+    return true;
+  }
+
+  /**
+   * Bits for a split without a sticky key. Not Math.random (it would need a seed import Envoy lacks);
+   * not the request id alone either, which a client may be able to choose.
+   */
+  entropy(requestId: string | null): u64 {
+    this.draws++;
+    const fromId = requestId != null ? stableHash(requestId) : 0;
+    return nowNanos() ^ (this.draws * GOLDEN_GAMMA) ^ fromId;
+  }
+
+  /** Once per worker: the likely cause is an Envoy that turns a header pause into a full stop. */
+  warnBodyWithheld(contextId: u32): void {
+    if (this.warnedBodyWithheld) return;
+    this.warnedBodyWithheld = true;
+    logger.warn(contextId, "the router held the request headers to read the body but Envoy never delivered it; set allow_on_headers_stop_iteration: true on this Wasm filter, or route without models and model rewrites");
+  }
+}
+
+enum Waiting {
+  Nothing = 0,
+  /** For the body's model, to decide. */
+  Decision,
+  /** For the body, to rewrite its model; the decision is made. */
+  Rewrite,
+}
+
+export class RouterStream extends Context {
+  private waiting: Waiting = Waiting.Nothing;
+  private held: bool = false;
+  private sawBody: bool = false;
+  private llm: bool = false;
+  private shadow: bool = false;
+  private clientRoute: string | null = null;
+  /** The model the client asked for; "" while unknown. */
+  private model: string = "";
+  /** The model sent upstream when this side rewrote it. */
+  private upstreamModel: string = "";
+  private rewriteTo: string = "";
+  private decision: Decision | null = null;
+  /** The guard epoch the request was routed in, for its sample; -1 when its target has no guard. */
+  private epoch: i64 = -1;
+  private startMs: i64 = 0;
+  private answeredAtMs: i64 = -1;
+  private tracker: AnswerTracker | null = null;
+
+  constructor(context_id: u32, private root: RouterRoot) {
+    super(context_id, root);
+  }
+
+  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const config = this.root.config;
+    // An earlier llm-mesh filter already chose the way (the throttle's redirect to a fallback): its
+    // header stays and its choice stands, and the targets here neither serve nor answer for it.
+    const earlier = filterState(FACT_ROUTE);
+    if (earlier != null && earlier.length > 0) {
+      setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter");
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.startMs = nowMillis();
+    // Removed before anything reads it: only a rule that trusts the client gets to see it.
+    this.clientRoute = requestHeader(config.routeHeader);
+    if (this.clientRoute != null) removeRequestHeader(config.routeHeader);
+    if (config.modelHeader.length > 0) removeRequestHeader(config.modelHeader);
+
+    const facts = RequestFacts.fromFilterState();
+    if (facts != null) {
+      this.llm = facts.shape != ApiShape.Unknown;
+      this.model = facts.model;
+    } else {
+      const method = requestHeader(":method");
+      const path = requestHeader(":path");
+      this.llm = method != null && method == "POST" && path != null && apiShapeForPath(path) != ApiShape.Unknown;
+    }
+
+    if (isShadowRequest()) {
+      this.shadow = true;
+      setRoute(ROUTE_SHADOW);
+      setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW);
+      this.rewriteTo = config.shadowRewriteModel;
+      return this.afterDecision(end_of_stream);
+    }
+    if (facts == null && this.llm && config.needsModel && !end_of_stream) return this.hold(Waiting.Decision);
+    this.route();
+    return this.afterDecision(end_of_stream);
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (this.waiting == Waiting.Nothing) return FilterDataStatusValues.Continue;
+    this.sawBody = true;
+    const config = this.root.config;
+    if (<i64>body_buffer_length > config.maxBodyBytes) {
+      // Documented pass-through: a body this large is routed without its model and not rewritten.
+      logger.debug(this.context_id, "body over max_body_bytes (" + config.maxBodyBytes.toString() + "): routing without its model");
+      if (this.waiting == Waiting.Decision) this.route();
+      this.liftModel(this.model);
+      this.waiting = Waiting.Nothing;
+      return FilterDataStatusValues.Continue;
+    }
+    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+
+    const body = requestBody(0, <u32>body_buffer_length);
+    const field = findModelField(body);
+    if (this.waiting == Waiting.Decision) {
+      this.model = field.model;
+      this.route();
+    }
+    let upstream = this.model;
+    const rewriteTo = this.rewriteTo;
+    if (rewriteTo.length > 0 && field.found) {
+      if (field.model != rewriteTo) {
+        const rewritten = withModel(body, field, rewriteTo);
+        replaceRequestBody(<u32>body_buffer_length, rewritten);
+        // The headers are still held, so the length they declare can be made true.
+        if (requestHeader("content-length") != null) setRequestHeader("content-length", rewritten.length.toString());
+      }
+      upstream = rewriteTo;
+      this.upstreamModel = rewriteTo;
+    } else if (rewriteTo.length > 0) {
+      logger.debug(this.context_id, "model not rewritten: " + field.problem);
+    }
+    this.liftModel(upstream);
+    this.waiting = Waiting.Nothing;
+    return FilterDataStatusValues.Continue;
+  }
+
+  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
+    if (this.decision == null && !this.shadow) return FilterHeadersStatusValues.Continue;
+    this.answeredAtMs = nowMillis();
+    const record = this.root.config.record;
+    if (record.enabled && this.llm) {
+      this.tracker = new AnswerTracker(UsageTracker.isEventStream(responseHeader("content-type")), record.previewChars);
+    }
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    const tracker = this.tracker;
+    if (tracker == null) return FilterDataStatusValues.Continue;
+    if (body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), nowMillis());
+    if (end_of_stream) tracker.finish();
+    return FilterDataStatusValues.Continue;
+  }
+
+  onLog(): void {
+    if (this.held && !this.sawBody && this.waiting != Waiting.Nothing) this.root.warnBodyWithheld(this.context_id);
+    if (this.decision == null && !this.shadow) return;
+    const endMs = nowMillis();
+    const status = max<i64>(propertyInt(["response", "code"]), 0);
+    const decision = this.decision;
+    if (decision != null && this.epoch >= 0) {
+      const details = propertyString(["response", "code_details"]);
+      const verdict = verdictOf(status, details != null ? details : "");
+      const latency = (this.answeredAtMs >= 0 ? this.answeredAtMs : endMs) - this.startMs;
+      if (verdict != Verdict.Unjudged) this.guard(decision, new Sample(this.epoch, latency, verdict == Verdict.Failed));
+    }
+    if (this.root.config.record.enabled && this.llm) this.writeRecord(status, endMs - this.startMs);
+  }
+
+  private hold(waiting: Waiting): FilterHeadersStatusValues {
+    this.waiting = waiting;
+    this.held = true;
+    return FilterHeadersStatusValues.StopIteration;
+  }
+
+  /** With the decision made: hold the headers for a body rewrite, or copy the model now and go. */
+  private afterDecision(end_of_stream: bool): FilterHeadersStatusValues {
+    if (this.rewriteTo.length > 0 && this.llm && !end_of_stream && this.model != this.rewriteTo) return this.hold(Waiting.Rewrite);
+    this.liftModel(this.rewriteTo.length > 0 && this.model.length > 0 ? this.rewriteTo : this.model);
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  private route(): void {
+    const root = this.root;
+    const config = root.config;
+    const input = new RouteInput();
+    input.clientRoute = this.clientRoute;
+    input.model = this.model;
+    input.random = root.entropy(requestHeader("x-request-id"));
+    const health = new SharedHealth();
+    const decision = decide(config, hostRequest, input, health);
+    this.decision = decision;
+    const target = decision.target;
+    if (target.guard != null) this.epoch = health.epoch;
+    if (health.reopened) {
+      logger.info(this.context_id, "guard of target \"" + decision.chosen.name + "\": cool-down over, sending it traffic again");
+    }
+    setRequestHeader(config.routeHeader, target.name);
+    clearRouteCache();
+    setRoute(target.name);
+    setFilterState(FACT_ROUTER, decision.describe());
+    if (target.index < root.requestsMetric.length) incrementMetric(unchecked(root.requestsMetric[target.index]), 1);
+    this.rewriteTo = target.rewriteModel;
+  }
+
+  private liftModel(model: string): void {
+    const header = this.root.config.modelHeader;
+    if (header.length > 0 && model.length > 0) setRequestHeader(header, headerSafe(model));
+  }
+
+  private guard(decision: Decision, sample: Sample): void {
+    const target = decision.target;
+    const outcome = recordSample(target, sample);
+    if (outcome.result != SampleResult.Tripped) return;
+    const config = this.root.config;
+    logger.warn(this.context_id, "guard of target \"" + target.name + "\" tripped: " + outcome.reason +
+      "; sending its traffic to \"" + config.primary.name + "\" for " + target.guard!.cooldownMs.toString() + " ms");
+    if (target.index < this.root.tripsMetric.length) incrementMetric(unchecked(this.root.tripsMetric[target.index]), 1);
+  }
+
+  private writeRecord(status: i64, latencyMs: i64): void {
+    const tracker = this.tracker;
+    if (tracker != null) tracker.finish();
+    const record = new ComparisonRecord();
+    const requestId = requestHeader("x-request-id");
+    record.requestId = requestId != null ? requestId : "";
+    const decision = this.decision;
+    record.side = decision != null ? decision.target.name : ROUTE_SHADOW;
+    record.model = this.model;
+    record.upstreamModel = this.upstreamModel;
+    record.status = status;
+    record.latencyMs = latencyMs;
+    record.tracker = tracker;
+    const json = record.toJson();
+    setFilterState(FACT_RECORD, json);
+    if (this.root.config.record.log) logger.info(this.context_id, "record " + json);
+  }
+}
