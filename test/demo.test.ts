@@ -16,7 +16,7 @@ async function freePort(): Promise<number> {
 
 test("the demo prints a curl line that works, and a refused unknown model", { timeout: 60000 }, async () => {
   const env = { ...process.env };
-  for (const name of ["LLM_MESH_PORT", "LLM_MESH_ADMIN_PORT", "LLM_MESH_PRIMARY_PORT", "LLM_MESH_CANARY_PORT"]) env[name] = String(await freePort());
+  for (const name of ["LLM_MESH_PORT", "LLM_MESH_ADMIN_PORT", "LLM_MESH_PRIMARY_PORT", "LLM_MESH_CANARY_PORT", "LLM_MESH_SHADOW_PORT", "LLM_MESH_SHADOW_LISTEN_PORT"]) env[name] = String(await freePort());
   const demo = spawn(process.execPath, ["--import", "tsx", "scripts/demo.ts"], { cwd: repoDir, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   demo.stdout.on("data", (chunk) => (output += chunk));
@@ -36,6 +36,11 @@ test("the demo prints a curl line that works, and a refused unknown model", { ti
     const refused = await fetch(second[4], { method: "POST", body: second[5] });
     assert.equal(refused.status, 400);
     assert.equal((await refused.json()).error.code, "model_not_found");
+    const beta = output.match(/curl -si (\S+) -H '([^:']+): ([^']+)' \\\s*\n\s*-d '([^']+)'/);
+    assert.ok(beta, output);
+    const canary = await fetch(beta[1], { method: "POST", headers: { [beta[2]]: beta[3] }, body: beta[4] });
+    assert.equal(canary.status, 200);
+    assert.equal(canary.headers.get("x-mock-served-by"), "canary");
   } finally {
     demo.kill("SIGTERM");
     await new Promise((resolve) => (demo.exitCode !== null ? resolve(null) : demo.once("exit", resolve)));
