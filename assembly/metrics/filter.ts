@@ -1,0 +1,260 @@
+// The metrics filter's contexts: they note what a request is when it starts, follow the response
+// for usage and the first token, and account for the request once it ends (onLog runs for every
+// stream, including those an earlier filter answered itself).
+import {
+  Context,
+  FilterDataStatusValues,
+  FilterHeadersStatusValues,
+  RootContext,
+} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+import { filterState, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
+import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shared/llm-request";
+import { LabelSlots } from "../shared/metric-labels";
+import { LABEL_NONE, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT } from "../shared/metric-names";
+import { MetricTable, NO_METRIC } from "../shared/metric-table";
+import { RequestFacts } from "../shared/request-facts";
+import { UsageTracker } from "../shared/response-usage";
+import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../shared/route";
+import { hex64, stableHash } from "../shared/stable-hash";
+import { TokenEstimator } from "../shared/tokens";
+import { MetricsConfig, parseMetricsConfig } from "./config";
+import { activeRequestsName, Ending, outcomeOf, RequestLabels, statusClass, timePerOutputToken, wasServed } from "./policy";
+
+export const FILTER_NAME = "llm-metrics";
+
+// Filter state this filter reads (written by the filters before it) and writes (its part of the
+// request record; the access log prints them with %FILTER_STATE(wasm.<name>:PLAIN)%).
+const FACT_ADMISSION = "llm_mesh.admission";
+const FACT_THROTTLE = "llm_mesh.throttle";
+export const RECORD_OUTCOME = "llm_mesh.outcome";
+export const RECORD_RESPONSE_MODEL = "llm_mesh.response_model";
+export const RECORD_USAGE_PROMPT = "llm_mesh.usage_prompt_tokens";
+export const RECORD_USAGE_COMPLETION = "llm_mesh.usage_completion_tokens";
+export const RECORD_USAGE_SOURCE = "llm_mesh.usage_source";
+export const RECORD_TTFT = "llm_mesh.ttft_ms";
+export const RECORD_TENANT = "llm_mesh.tenant";
+
+// Shared-data keys of the label slots (prefixed by plugin: Istio shares one namespace).
+const MODEL_SLOTS_KEY = "llm-metrics:label-slots:model";
+const TENANT_SLOTS_KEY = "llm-metrics:label-slots:tenant";
+
+const logger = new Logger(FILTER_NAME);
+
+export class MetricsRoot extends RootContext {
+  config: MetricsConfig = new MetricsConfig();
+  /** One estimator per worker: requests on a worker run one callback at a time. */
+  estimator: TokenEstimator = new TokenEstimator();
+  series: MetricTable = new MetricTable(0);
+  models: LabelSlots = new LabelSlots(MODEL_SLOTS_KEY, 0);
+  tenants: LabelSlots = new LabelSlots(TENANT_SLOTS_KEY, 0);
+  private warnedDropped: bool = false;
+
+  createContext(context_id: u32): Context {
+    return new MetricsStream(context_id, this);
+  }
+
+  onConfigure(configuration_size: u32): bool {
+    const parsed = parseMetricsConfig(pluginConfiguration(configuration_size));
+    if (parsed.config == null) {
+      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
+      return false;
+    }
+    const config = parsed.config!;
+    this.config = config;
+    // Metric ids stay valid for the life of the VM: a new config keeps them and only moves the cap.
+    this.series.limit = config.maxSeries;
+    this.series.defineDropped();
+    if (this.models.limit != config.maxModels) this.models = new LabelSlots(MODEL_SLOTS_KEY, config.maxModels);
+    if (this.tenants.limit != config.maxTenants) this.tenants = new LabelSlots(TENANT_SLOTS_KEY, config.maxTenants);
+    return true;
+  }
+
+  /** The label for a model: its configured name or pattern, a slot, or `other`. */
+  modelLabel(model: string, mayAdd: bool): string {
+    if (model.length == 0) return LABEL_NONE;
+    const configured = this.config.configuredLabel(model);
+    if (configured != null) return configured;
+    return this.models.label(model, mayAdd);
+  }
+
+  warnIfDropping(contextId: u32): void {
+    if (this.warnedDropped || this.series.dropped == 0) return;
+    this.warnedDropped = true;
+    logger.warn(contextId, "this worker reached max_series (" + this.series.limit.toString() + " metric series); new label combinations are not recorded (counted in llm_mesh_metric_series_dropped_total): raise max_series or lower max_models/max_tenants");
+  }
+}
+
+export class MetricsStream extends Context {
+  /** Whether this is an LLM API request; decided once, from the headers. */
+  private classified: bool = false;
+  private llm: bool = false;
+  private shape: ApiShape = ApiShape.Unknown;
+  private facts: RequestFacts | null = null;
+  private startMs: i64 = 0;
+  private readingBody: bool = false;
+  private activeId: i32 = NO_METRIC;
+  private tracker: UsageTracker | null = null;
+  private lastContentMs: i64 = 0;
+
+  constructor(context_id: u32, private root: MetricsRoot) {
+    super(context_id, root);
+  }
+
+  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.classify();
+    if (!this.llm) return FilterHeadersStatusValues.Continue;
+    if (this.facts == null && !end_of_stream && this.root.config.readBody) {
+      const declared = requestHeader("content-length");
+      this.readingBody = declared == null || declared.length == 0 || I64.parseInt(declared) <= this.root.config.maxBodyBytes;
+    }
+    if (!this.readingBody) this.startActive();
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (!this.readingBody) return FilterDataStatusValues.Continue;
+    // An earlier filter that reads bodies publishes its facts by the time the body passes on.
+    this.facts = RequestFacts.fromFilterState();
+    if (this.facts == null && <i64>body_buffer_length <= this.root.config.maxBodyBytes) {
+      if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+      const request = readLlmRequest(requestBody(0, <u32>body_buffer_length), this.shape, this.root.estimator);
+      if (request.ok) {
+        const facts = RequestFacts.fromRequest(request);
+        // No earlier llm-mesh filter published facts; later ones (and the access log) get them from here.
+        facts.publish(false);
+        this.facts = facts;
+      }
+    }
+    this.readingBody = false;
+    this.startActive();
+    return FilterDataStatusValues.Continue;
+  }
+
+  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
+    if (!this.llm) return FilterHeadersStatusValues.Continue;
+    this.tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    const tracker = this.tracker;
+    if (tracker == null) return FilterDataStatusValues.Continue;
+    const now = nowMillis();
+    if (body_buffer_length > 0) {
+      // The tracker tells when content starts, not when it last came; the text estimate growing
+      // tells that, so trailing events (finish reason, usage, [DONE]) do not stretch the per-token time.
+      const before = tracker.sawUsage ? -1 : tracker.completionTokens;
+      tracker.onChunk(responseBody(0, <u32>body_buffer_length), now);
+      const grew = !tracker.sawUsage && tracker.completionTokens != before;
+      // A chunk that brought the first content may also have brought the usage: it still holds content.
+      const first = tracker.firstContentAtMs == now && this.lastContentMs < now;
+      if (grew || first) this.lastContentMs = now;
+    }
+    if (end_of_stream) tracker.finish();
+    return FilterDataStatusValues.Continue;
+  }
+
+  onLog(): void {
+    // A stream answered by an earlier filter never reached onRequestHeaders here.
+    this.classify();
+    if (!this.llm) return;
+    const root = this.root;
+    const config = root.config;
+    const series = root.series;
+    const endMs = nowMillis();
+
+    const ending = new Ending();
+    ending.status = max<i64>(propertyInt(["response", "code"]), 0);
+    const details = propertyString(["response", "code_details"]);
+    ending.details = details != null ? details : "";
+    const outcome = outcomeOf(filterState(FACT_ADMISSION), filterState(FACT_THROTTLE), ending);
+    const served = wasServed(outcome, ending.status);
+
+    const tracker = this.tracker;
+    if (tracker != null) tracker.finish();
+    // Facts published after the headers passed here (by a filter that reads the body without holding headers).
+    if (this.facts == null) this.facts = RequestFacts.fromFilterState();
+    const facts = this.facts;
+    const requested = facts != null ? facts.model : "";
+    const answered = tracker != null ? tracker.model : "";
+
+    const labels = new RequestLabels();
+    labels.requestModel = root.modelLabel(requested, served);
+    labels.responseModel = answered.length > 0 ? root.modelLabel(answered, served) : labels.requestModel;
+    labels.api = apiShapeName(this.shape);
+    labels.route = isShadowRequest() ? ROUTE_SHADOW : currentRoute();
+    labels.statusClass = statusClass(ending.status);
+    labels.outcome = outcome;
+    const tenant = config.tenantHeader.length > 0 ? requestHeader(config.tenantHeader) : null;
+    if (config.tenantLabel) labels.tenant = tenant != null ? root.tenants.label(tenant, served) : LABEL_NONE;
+
+    series.increment(labels.requests(), 1);
+    series.record(labels.duration(), <u64>max<i64>(endMs - this.startMs, 0));
+    if (this.activeId != NO_METRIC) incrementMetric(this.activeId, -1);
+
+    let ttft: i64 = -1;
+    let promptTokens: i64 = -1;
+    let completionTokens: i64 = -1;
+    let reported = false;
+    if (tracker != null) {
+      // Time to first token is a streaming measure: a JSON answer's text arrives all at once.
+      if (tracker.stream && tracker.firstContentAtMs > 0) {
+        ttft = max<i64>(tracker.firstContentAtMs - this.startMs, 0);
+        series.record(labels.timeToFirstToken(), <u64>ttft);
+        const perToken = timePerOutputToken(tracker.firstContentAtMs, this.lastContentMs, tracker.completionTokens);
+        if (perToken >= 0) series.record(labels.timePerOutputToken(), <u64>perToken);
+      }
+      reported = tracker.sawUsage && tracker.promptTokens >= 0;
+      // Tokens count once the model did work: it reported usage or sent answer text.
+      if (tracker.sawUsage || tracker.promptTokens >= 0 || tracker.completionTokens > 0) {
+        promptTokens = tracker.promptTokens >= 0 ? tracker.promptTokens : (facts != null ? <i64>facts.promptTokens : 0);
+        completionTokens = tracker.completionTokens;
+        this.countTokens(labels, TOKEN_TYPE_INPUT, promptTokens);
+        this.countTokens(labels, TOKEN_TYPE_OUTPUT, completionTokens);
+      }
+    }
+    root.warnIfDropping(this.context_id);
+
+    if (!config.records) return;
+    setFilterState(RECORD_OUTCOME, outcome);
+    if (answered.length > 0) setFilterState(RECORD_RESPONSE_MODEL, answered);
+    if (promptTokens >= 0) {
+      setFilterState(RECORD_USAGE_PROMPT, promptTokens.toString());
+      setFilterState(RECORD_USAGE_COMPLETION, completionTokens.toString());
+      setFilterState(RECORD_USAGE_SOURCE, reported ? "upstream" : "estimated");
+    }
+    if (ttft >= 0) setFilterState(RECORD_TTFT, ttft.toString());
+    if (tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(tenant)));
+  }
+
+  private countTokens(labels: RequestLabels, tokenType: string, tokens: i64): void {
+    if (tokens < 0) return;
+    this.root.series.increment(labels.usageTokens(tokenType), tokens);
+    this.root.series.record(labels.tokenUsage(tokenType), <u64>tokens);
+  }
+
+  private classify(): void {
+    if (this.classified) return;
+    this.classified = true;
+    // Envoy's own start of the request, so time spent in earlier filters (a queue) counts too.
+    const startNs = propertyInt(["request", "time"]);
+    this.startMs = startNs > 0 ? startNs / 1_000_000 : nowMillis();
+    this.facts = RequestFacts.fromFilterState();
+    const facts = this.facts;
+    if (facts != null) {
+      this.shape = facts.shape;
+    } else {
+      const method = requestHeader(":method");
+      const path = requestHeader(":path");
+      if (method != null && method == "POST" && path != null) this.shape = apiShapeForPath(path);
+    }
+    this.llm = this.shape != ApiShape.Unknown;
+  }
+
+  /** The in-flight gauge counts from when the model is known (from facts or the body) until onLog. */
+  private startActive(): void {
+    const requested = this.facts != null ? this.facts!.model : "";
+    this.activeId = this.root.series.gauge(activeRequestsName(this.root.modelLabel(requested, false)));
+    incrementMetric(this.activeId, 1);
+  }
+}

@@ -1,0 +1,131 @@
+// What one finished request contributes to the metrics and to its access-log record, as plain
+// functions of what the other filters decided and what Envoy and the response said.
+import {
+  ACTIVE_REQUESTS, LABEL_API, LABEL_OUTCOME, LABEL_REQUEST_MODEL, LABEL_RESPONSE_MODEL, LABEL_ROUTE,
+  LABEL_STATUS_CLASS, LABEL_TENANT, LABEL_TOKEN_TYPE, REQUEST_DURATION, REQUESTS, TaggedName,
+  TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKEN_USAGE, USAGE_TOKENS,
+} from "../shared/metric-names";
+
+export const OUTCOME_ADMITTED = "admitted";
+export const OUTCOME_REJECTED = "rejected";
+export const OUTCOME_THROTTLED = "throttled";
+export const OUTCOME_QUEUED = "queued";
+export const OUTCOME_REDIRECTED = "redirected";
+export const OUTCOME_UPSTREAM_ERROR = "upstream_error";
+export const OUTCOME_CANCELLED = "cancelled";
+
+export const OUTCOMES: string[] = [OUTCOME_ADMITTED, OUTCOME_REJECTED, OUTCOME_THROTTLED, OUTCOME_QUEUED, OUTCOME_REDIRECTED, OUTCOME_UPSTREAM_ERROR, OUTCOME_CANCELLED];
+
+export const STATUS_CLASS_NONE = "none";
+
+/** "2xx" and so on; "none" when no response was sent (the client went away first). */
+export function statusClass(status: i64): string {
+  if (status < 100 || status > 599) return STATUS_CLASS_NONE;
+  return (status / 100).toString() + "xx";
+}
+
+/** What Envoy and the response say about how the request ended. */
+export class Ending {
+  /** The HTTP status sent downstream; 0 when none was. */
+  status: i64 = 0;
+  /** Envoy's %RESPONSE_CODE_DETAILS%: "via_upstream", "upstream_reset_before_response_started{...}", ... */
+  details: string = "";
+}
+
+function isUpstreamFailure(ending: Ending): bool {
+  const details = ending.details;
+  if (details.startsWith("upstream_") || details.startsWith("no_healthy_upstream")) return true;
+  return ending.status >= 500;
+}
+
+function isClientGone(ending: Ending): bool {
+  return ending.details.startsWith("downstream_") || ending.status == 0;
+}
+
+/**
+ * The request's outcome from the other filters' decisions (filter state `llm_mesh.admission`:
+ * admitted | clamped | passed_through | rejected:<code>; `llm_mesh.throttle`: admitted |
+ * admitted_after_wait | queued | waiting:<rule> | redirected:<rule> | rejected:<rule>; null when
+ * that filter is not installed or did not decide; unknown values count as let through) and its
+ * ending. A refusal by a filter wins: its local reply is the ending. Then the upstream's failure,
+ * then how the request was let through.
+ */
+export function outcomeOf(admission: string | null, throttle: string | null, ending: Ending): string {
+  const throttled = throttle != null ? throttle : "";
+  if (admission != null && admission.startsWith("rejected")) return OUTCOME_REJECTED;
+  if (throttled.startsWith("rejected")) return OUTCOME_THROTTLED;
+  // Still waiting in the throttle's queue when the stream ended: the client gave up, or Envoy did.
+  if (throttled.startsWith("waiting")) return isClientGone(ending) ? OUTCOME_CANCELLED : OUTCOME_THROTTLED;
+  if (isUpstreamFailure(ending)) return OUTCOME_UPSTREAM_ERROR;
+  if (isClientGone(ending)) return OUTCOME_CANCELLED;
+  if (throttled.startsWith("queued") || throttled == "admitted_after_wait") return OUTCOME_QUEUED;
+  if (throttled.startsWith("redirected")) return OUTCOME_REDIRECTED;
+  return OUTCOME_ADMITTED;
+}
+
+/** Whether the model answered, which is what lets a new model name take a label slot. */
+export function wasServed(outcome: string, status: i64): bool {
+  if (status < 200 || status > 299) return false;
+  return outcome == OUTCOME_ADMITTED || outcome == OUTCOME_QUEUED || outcome == OUTCOME_REDIRECTED;
+}
+
+/**
+ * Milliseconds per output token after the first: the time from the first content to the last
+ * over the tokens that followed the first, rounded. -1 when there is nothing to divide.
+ */
+export function timePerOutputToken(firstContentMs: i64, lastContentMs: i64, completionTokens: i64): i64 {
+  if (firstContentMs <= 0 || lastContentMs < firstContentMs || completionTokens < 2) return -1;
+  const span = lastContentMs - firstContentMs;
+  const tokens = completionTokens - 1;
+  return (span + tokens / 2) / tokens;
+}
+
+/** The label values of one request; each already bounded (slots, `other`, fixed vocabularies). */
+export class RequestLabels {
+  requestModel: string = "";
+  responseModel: string = "";
+  api: string = "";
+  route: string = "";
+  statusClass: string = "";
+  outcome: string = "";
+  /** Empty when tenant labels are off. */
+  tenant: string = "";
+
+  private base(name: string): TaggedName {
+    return new TaggedName(name).tag(LABEL_REQUEST_MODEL, this.requestModel).tag(LABEL_API, this.api).tag(LABEL_ROUTE, this.route);
+  }
+
+  private withTenant(name: TaggedName): string {
+    if (this.tenant.length > 0) name.tag(LABEL_TENANT, this.tenant);
+    return name.toString();
+  }
+
+  requests(): string {
+    return this.withTenant(this.base(REQUESTS).tag(LABEL_STATUS_CLASS, this.statusClass).tag(LABEL_OUTCOME, this.outcome));
+  }
+
+  duration(): string {
+    return this.base(REQUEST_DURATION).tag(LABEL_STATUS_CLASS, this.statusClass).toString();
+  }
+
+  timeToFirstToken(): string {
+    return this.base(TIME_TO_FIRST_TOKEN).toString();
+  }
+
+  timePerOutputToken(): string {
+    return this.base(TIME_PER_OUTPUT_TOKEN).toString();
+  }
+
+  tokenUsage(tokenType: string): string {
+    return this.base(TOKEN_USAGE).tag(LABEL_TOKEN_TYPE, tokenType).toString();
+  }
+
+  usageTokens(tokenType: string): string {
+    return this.withTenant(this.base(USAGE_TOKENS).tag(LABEL_RESPONSE_MODEL, this.responseModel).tag(LABEL_TOKEN_TYPE, tokenType));
+  }
+}
+
+/** The in-flight gauge is per model only: the route is chosen by a filter that runs later. */
+export function activeRequestsName(requestModel: string): string {
+  return new TaggedName(ACTIVE_REQUESTS).tag(LABEL_REQUEST_MODEL, requestModel).toString();
+}
