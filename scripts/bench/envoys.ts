@@ -1,0 +1,77 @@
+// The Envoy processes of a benchmark run: the upstream (envoy/bench-upstream.yaml) and one proxy
+// under test per scenario (envoy/bench.yaml). Both templates are complete configs on their own (the
+// proxy is bare Envoy, the upstream answers briefly), so the harness validates them like every
+// scenario; a run renders them with the harness and adds its scenario's changes (launch.ts).
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
+import { launchEnvoy, type RunningEnvoy } from "./launch.ts";
+import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
+
+const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;
+const INLINE_ANSWER = /body: \{ inline_string: .* \}(\s+# answer: (json|sse))$/gm;
+
+export interface FrontOptions {
+  concurrency?: number;
+  /** e.g. "wasm:trace" to log every host call; quiet by default so logging costs nothing. */
+  componentLogLevel?: string;
+  logLevel?: string;
+}
+
+const launchOptions = (options: FrontOptions) => ({
+  concurrency: options.concurrency ?? 1,
+  logLevel: options.logLevel ?? "warning",
+  componentLogLevel: options.componentLogLevel ?? "",
+});
+
+/** The upstream, answering with the benchmark's full chat completion and SSE stream, written into `dir`. */
+export function startUpstream(dir: string): Promise<RunningEnvoy> {
+  const files: Record<string, string> = { json: join(dir, "answer.json"), sse: join(dir, "answer.sse") };
+  writeFileSync(files.json, jsonAnswer());
+  writeFileSync(files.sse, sseAnswer());
+  const answers = (yaml: string) => yaml.replace(INLINE_ANSWER, (_, tail: string, kind: string) => `body: { filename: ${JSON.stringify(files[kind])} }${tail}`);
+  return launchEnvoy("bench-upstream", {}, answers, launchOptions({}));
+}
+
+/** A proxy with the scenario's filters before the router, in front of the upstream. */
+export function startFront(scenario: Scenario, modules: FilterModule[], upstream: RunningEnvoy, options: FrontOptions = {}): Promise<RunningEnvoy> {
+  const withFilters = (yaml: string) => {
+    const router = ROUTER_ENTRY.exec(yaml);
+    if (!router) throw new Error("envoy/bench.yaml: no '- name: envoy.filters.http.router' entry to put the filters before");
+    // JSON objects are YAML flow mappings: each filter becomes one list item at the router's indent.
+    const entries = httpFilterEntries(scenario.chain, modules).map((entry) => `${router[1]}- ${JSON.stringify(entry)}\n`);
+    return yaml.slice(0, router.index) + entries.join("") + yaml.slice(router.index);
+  };
+  return launchEnvoy("bench", { UPSTREAM_PORT: upstream.ports.LISTEN_PORT }, withFilters, launchOptions(options));
+}
+
+/** Stops an Envoy and removes its scratch directory (config and log); the harness leaves both. */
+export async function stopEnvoy(envoy: RunningEnvoy): Promise<void> {
+  await envoy.stop();
+  rmSync(envoy.tmpDir, { recursive: true, force: true });
+}
+
+export const chatUrl = (front: RunningEnvoy) => front.url(CHAT_PATH);
+export const answerHeader = (w: Workload) => (w.stream ? "sse" : "");
+
+/**
+ * One request of the workload through the proxy, checked: a benchmark of rejected requests would
+ * measure the filters' error path, not their cost on real traffic. Returns why it is unfit, or null.
+ */
+export async function checkOnce(front: RunningEnvoy, w: Workload): Promise<string | null> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (w.stream) headers["x-bench-answer"] = "sse";
+  let res: Response;
+  try {
+    res = await fetch(chatUrl(front), { method: "POST", headers, body: w.body, signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    return `request failed: ${(err as Error).message}`;
+  }
+  const text = await res.text();
+  const type = res.headers.get("content-type") ?? "";
+  const expected = w.stream ? "text/event-stream" : "application/json";
+  if (res.status !== 200) return `status ${res.status}: ${text.slice(0, 300)}`;
+  if (!type.startsWith(expected)) return `content-type ${type}, expected ${expected}`;
+  if (w.stream ? !text.endsWith("data: [DONE]\n\n") : !text.includes('"chat.completion"')) return "the answer arrived incomplete";
+  return null;
+}

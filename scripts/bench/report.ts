@@ -1,0 +1,401 @@
+// Turns the raw samples of a run into medians, ratios to bare Envoy, verdicts against the targets,
+// and the Markdown report (bench-results/<name>.md) that the README cites.
+import { type HostCallCount } from "./hostcalls.ts";
+import { type KernelResult, type ProfileEntry } from "./kernels.ts";
+import { type MemoryResult } from "./memory.ts";
+import { type ModuleSizes } from "./sizes.ts";
+import { ALL, BARE, FIRST_FILTER, type FilterModule, type Scenario } from "./scenarios.ts";
+
+export const TARGETS = {
+  /** All filters keep at least this share of bare Envoy's requests/s at 1 KB. */
+  minRpsRatio1k: 0.8,
+  /** All filters add at most this to p50 latency at 16 KB (ms). */
+  maxAddedP50Ms16k: 0.1,
+  /** Each release module at most this many bytes. */
+  maxModuleBytes: 64 * 1024,
+};
+
+export interface LoadSample {
+  rps: number;
+  p50Us: number;
+  p99Us: number;
+  /** The proxy's CPU time per request (all threads), microseconds. */
+  cpuUsPerRequest: number;
+  /** Share of one core the proxy and the upstream used during the run: near 1.0 means saturated. */
+  frontBusy: number;
+  upstreamBusy: number;
+  requests: number;
+}
+
+export interface LoneSample {
+  p50Us: number;
+  p99Us: number;
+  requests: number;
+}
+
+export interface Cell {
+  scenario: string;
+  workload: string;
+  load: LoadSample[];
+  lone: LoneSample[];
+  /** Why the cell was not measured (the check request failed), if it was not. */
+  problem?: string;
+}
+
+export interface CellSummary {
+  scenario: string;
+  workload: string;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  cpuUsPerRequest: number;
+  frontBusy: number;
+  upstreamBusy: number;
+  loneP50Ms: number;
+  loneP99Ms: number;
+  /** Ratios to bare Envoy on the same workload in this run (undefined for bare itself). */
+  vsBare?: { rps: number; p50: number; p99: number; cpu: number; loneP50: number; loneP99: number; addedLoneP50Ms: number; addedCpuUs: number };
+  /** Spread of requests/s across repetitions: (max - min) / median. */
+  rpsSpread: number;
+}
+
+export interface ScanOnceRow {
+  filter: string;
+  workload: string;
+  /** Extra proxy CPU per request when the filter runs alone and must read the body itself. */
+  aloneCpuUs: number;
+  /** Extra proxy CPU per request when it runs after admission and can read the published facts. */
+  afterFirstCpuUs: number;
+  /** The same in p50 latency of a lone request, ms. */
+  aloneLatencyMs: number;
+  afterFirstLatencyMs: number;
+}
+
+export interface Verdict {
+  target: string;
+  measured: string;
+  met: boolean | null;
+}
+
+export interface Report {
+  meta: Record<string, unknown>;
+  settings: Record<string, unknown>;
+  modules: { name: string; bytes: number; configSource: string }[];
+  skippedFilters: string[];
+  scenarios: Scenario[];
+  workloads: { id: string; description: string; bytes: number }[];
+  cells: Cell[];
+  summary: CellSummary[];
+  scanOnce: ScanOnceRow[];
+  memory: MemoryResult[];
+  memoryWorkers: number;
+  hostCalls: HostCallCount[];
+  kernels: KernelResult[];
+  kernelsMissing: string[];
+  profile: ProfileEntry[];
+  sizes: ModuleSizes[];
+  verdicts: Verdict[];
+  notes: string;
+}
+
+const median = (values: number[]) => {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+
+export function summarize(cells: Cell[]): CellSummary[] {
+  const summaries: CellSummary[] = [];
+  for (const cell of cells) {
+    if (cell.problem || cell.load.length === 0) continue;
+    const rpsValues = cell.load.map((s) => s.rps);
+    summaries.push({
+      scenario: cell.scenario,
+      workload: cell.workload,
+      rps: median(rpsValues),
+      p50Ms: median(cell.load.map((s) => s.p50Us)) / 1000,
+      p99Ms: median(cell.load.map((s) => s.p99Us)) / 1000,
+      cpuUsPerRequest: median(cell.load.map((s) => s.cpuUsPerRequest)),
+      frontBusy: median(cell.load.map((s) => s.frontBusy)),
+      upstreamBusy: median(cell.load.map((s) => s.upstreamBusy)),
+      loneP50Ms: median(cell.lone.map((s) => s.p50Us)) / 1000,
+      loneP99Ms: median(cell.lone.map((s) => s.p99Us)) / 1000,
+      rpsSpread: (Math.max(...rpsValues) - Math.min(...rpsValues)) / median(rpsValues),
+    });
+  }
+  for (const s of summaries) {
+    const bare = summaries.find((b) => b.scenario === BARE && b.workload === s.workload);
+    if (!bare || s.scenario === BARE) continue;
+    s.vsBare = {
+      rps: s.rps / bare.rps,
+      p50: s.p50Ms / bare.p50Ms,
+      p99: s.p99Ms / bare.p99Ms,
+      cpu: s.cpuUsPerRequest / bare.cpuUsPerRequest,
+      loneP50: s.loneP50Ms / bare.loneP50Ms,
+      loneP99: s.loneP99Ms / bare.loneP99Ms,
+      addedLoneP50Ms: s.loneP50Ms - bare.loneP50Ms,
+      addedCpuUs: s.cpuUsPerRequest - bare.cpuUsPerRequest,
+    };
+  }
+  return summaries;
+}
+
+/** Each later filter's own cost alone vs after admission, from the alone and pair scenarios. */
+export function scanOnce(summary: CellSummary[], scenarios: Scenario[]): ScanOnceRow[] {
+  const get = (scenario: string, workload: string) => summary.find((s) => s.scenario === scenario && s.workload === workload);
+  const rows: ScanOnceRow[] = [];
+  for (const pair of scenarios.filter((s) => s.chain.length === 2 && s.chain[0] === FIRST_FILTER)) {
+    const later = pair.chain[1];
+    for (const workload of new Set(summary.filter((s) => s.scenario === pair.id).map((s) => s.workload))) {
+      const bare = get(BARE, workload);
+      const first = get(FIRST_FILTER, workload);
+      const both = get(pair.id, workload);
+      // A repeated admission has no "alone" of its own: its second copy costs what admission alone does.
+      const alone = get(later, workload);
+      if (!bare || !first || !both || !alone) continue;
+      rows.push({
+        filter: later === FIRST_FILTER ? `${FIRST_FILTER} (second copy)` : later,
+        workload,
+        aloneCpuUs: alone.cpuUsPerRequest - bare.cpuUsPerRequest,
+        afterFirstCpuUs: both.cpuUsPerRequest - first.cpuUsPerRequest,
+        aloneLatencyMs: alone.loneP50Ms - bare.loneP50Ms,
+        afterFirstLatencyMs: both.loneP50Ms - first.loneP50Ms,
+      });
+    }
+  }
+  return rows;
+}
+
+/** The scenario that stands for "all filters": the full chain, or the only filter there is. */
+export function allFiltersScenario(scenarios: Scenario[]): Scenario | undefined {
+  return scenarios.find((s) => s.id === ALL) ?? scenarios.find((s) => s.kind === "alone");
+}
+
+export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules: FilterModule[]): Verdict[] {
+  const all = allFiltersScenario(scenarios);
+  const out: Verdict[] = [];
+  const label = all ? (all.id === ALL ? `all filters (${all.chain.join(", ")})` : `${all.id} (the only filter built)`) : "all filters";
+  const at1k = all && summary.find((s) => s.scenario === all.id && s.workload === "1k");
+  // Requests/s compares only when the bare proxy was saturated; on a small machine the load generator
+  // and the upstream can hold it back, and then the ratio of CPU per request is the proxy's true
+  // capacity ratio. The verdict takes the less favourable of the two.
+  out.push({
+    target: `${label} keep >= ${TARGETS.minRpsRatio1k * 100}% of bare Envoy's requests/s at 1 KB`,
+    measured: at1k?.vsBare
+      ? `${pct(at1k.vsBare.rps)} of req/s (${fmt(at1k.rps, 0)} vs ${fmt(at1k.rps / at1k.vsBare.rps, 0)}); ${pct(1 / at1k.vsBare.cpu)} by CPU per request (${fmt(at1k.cpuUsPerRequest, 1)} vs ${fmt(at1k.cpuUsPerRequest / at1k.vsBare.cpu, 1)} µs)`
+      : "not measured",
+    met: at1k?.vsBare ? Math.min(at1k.vsBare.rps, 1 / at1k.vsBare.cpu) >= TARGETS.minRpsRatio1k : null,
+  });
+  const at16k = all && summary.find((s) => s.scenario === all.id && s.workload === "16k");
+  out.push({
+    target: `${label} add <= ${TARGETS.maxAddedP50Ms16k} ms at p50 for a 16 KB request`,
+    measured: at16k?.vsBare ? `+${fmt(at16k.vsBare.addedLoneP50Ms, 3)} ms (p50 of a lone request ${fmt(at16k.loneP50Ms, 3)} vs ${fmt(at16k.loneP50Ms - at16k.vsBare.addedLoneP50Ms, 3)} ms); +${fmt(at16k.vsBare.addedCpuUs / 1000, 3)} ms of proxy CPU` : "not measured",
+    met: at16k?.vsBare ? at16k.vsBare.addedLoneP50Ms <= TARGETS.maxAddedP50Ms16k : null,
+  });
+  for (const m of modules) {
+    out.push({
+      target: `build/${m.name}.wasm <= ${TARGETS.maxModuleBytes / 1024} KiB`,
+      measured: `${fmt(m.bytes / 1024, 1)} KiB`,
+      met: m.bytes <= TARGETS.maxModuleBytes,
+    });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- Markdown
+
+export const fmt = (n: number | undefined, digits = 2) => (n === undefined || !Number.isFinite(n) ? "–" : n.toFixed(digits));
+const pct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "–" : `${(n * 100).toFixed(0)}%`);
+const ratio = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "1.00" : n.toFixed(2));
+const signed = (n: number | undefined, digits = 3) => (n === undefined || !Number.isFinite(n) ? "–" : `${n >= 0 ? "+" : ""}${n.toFixed(digits)}`);
+
+function table(head: string[], rows: string[][], align?: string[]): string {
+  const sep = head.map((_, i) => align?.[i] ?? "---");
+  return [head, sep, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
+}
+
+const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
+const mib = (bytes: number | undefined) => (bytes === undefined ? "–" : `${(bytes / 1048576).toFixed(2)} MiB`);
+
+function hostCallText(record: Record<string, number>): string {
+  return Object.entries(record)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, n]) => `${name.replace(/^proxy_/, "")} ${Number.isInteger(n) ? n : n.toFixed(1)}`)
+    .join(", ");
+}
+
+export function markdown(r: Report): string {
+  const s = r.settings as Record<string, number | string>;
+  const lines: string[] = [];
+  lines.push(`# llm-mesh benchmark (${r.meta.mode})`);
+  lines.push("");
+  lines.push(
+    `Generated by \`${r.meta.command}\` on ${r.meta.date} (commit ${r.meta.commit}). ` +
+      `Envoy ${r.meta.envoy}, ${s.workers} worker (\`--concurrency 1\`), wrk with 1 thread; ` +
+      `${s.connections} connections for throughput, 1 connection for lone-request latency; ` +
+      `${s.seconds} s per throughput run and ${s.loneSeconds} s per lone-request run after a ${s.warmupSeconds} s warm-up per scenario, ${s.reps} repetition(s), medians shown; CPU pinning: ${s.pinning}. ` +
+      `Machine: ${r.meta.cpus} × ${r.meta.cpu}; load average ${r.meta.loadBefore} before, ${r.meta.loadAfter} after (other work on the machine moves the figures; ` +
+      `CPU per request is the steadiest of them).`,
+  );
+  lines.push("");
+  lines.push("The upstream is a second Envoy answering with `direct_response` (a 0.9 KB chat completion, or a 108 KB stream of " +
+    "400 SSE events), so what differs between rows is the filters' work. Ratios compare with bare Envoy on the same workload in the same run.");
+  lines.push("");
+  lines.push("Rows: `bare` is Envoy with only the router; `wasm-raw` is the smallest Wasm filter Envoy runs (hand-written, no SDK: Envoy's own " +
+    "cost of a Wasm filter); `wasm-pass` and `wasm-read-body` are a reference filter on the llm-mesh SDK that " +
+    "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
+    "a filter name is that filter alone; `all` is every filter in the recommended order; `admission+x` pairs show the body scanned once.");
+  lines.push("");
+  lines.push("Workloads: " + r.workloads.map((w) => `\`${w.id}\` ${w.description} (${w.bytes} bytes)`).join("; ") + ".");
+  lines.push("");
+
+  lines.push("## Targets");
+  lines.push("");
+  lines.push(table(["target", "measured", "met"], r.verdicts.map((v) => [v.target, v.measured, v.met === null ? "not measured" : v.met ? "yes" : "**no**"])));
+  lines.push("");
+
+  lines.push("## Throughput and latency under load");
+  lines.push("");
+  lines.push(
+    `${s.connections} connections kept busy. CPU µs/req is the proxy's CPU time (all threads, from /proc) per request; proxy busy is the ` +
+      "share of one core it used: well under 100% means something else (the load generator, the upstream, other work on the machine) " +
+      "held it back, and its requests/s understates what it could do. req/s spread is (max − min) / median over the repetitions.",
+  );
+  lines.push("");
+  const loadRows: string[][] = [];
+  for (const w of r.workloads) {
+    for (const c of r.summary.filter((x) => x.workload === w.id)) {
+      loadRows.push([w.id, c.scenario, fmt(c.rps, 0), ratio(c.vsBare?.rps), fmt(c.p50Ms, 3), ratio(c.vsBare?.p50), fmt(c.p99Ms, 3), ratio(c.vsBare?.p99), fmt(c.cpuUsPerRequest, 1), ratio(c.vsBare?.cpu), pct(c.frontBusy), pct(c.rpsSpread)]);
+    }
+  }
+  lines.push(table(["workload", "scenario", "req/s", "× bare", "p50 ms", "× bare", "p99 ms", "× bare", "CPU µs/req", "× bare", "proxy busy", "req/s spread"], loadRows,
+    ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"]));
+  lines.push("");
+
+  lines.push("## Latency of a lone request");
+  lines.push("");
+  lines.push("One connection, one request at a time: the time a filter adds to a request on an idle proxy.");
+  lines.push("");
+  const loneRows: string[][] = [];
+  for (const w of r.workloads) {
+    for (const c of r.summary.filter((x) => x.workload === w.id)) {
+      loneRows.push([w.id, c.scenario, fmt(c.loneP50Ms, 3), signed(c.vsBare?.addedLoneP50Ms), ratio(c.vsBare?.loneP50), fmt(c.loneP99Ms, 3), ratio(c.vsBare?.loneP99)]);
+    }
+  }
+  lines.push(table(["workload", "scenario", "p50 ms", "added ms", "× bare", "p99 ms", "× bare"], loneRows, ["---", "---", "---:", "---:", "---:", "---:", "---:"]));
+  lines.push("");
+
+  const problems = r.cells.filter((c) => c.problem);
+  if (problems.length) {
+    lines.push("Not measured (the check request failed):");
+    lines.push("");
+    for (const c of problems) lines.push(`- ${c.scenario} / ${c.workload}: ${c.problem}`);
+    lines.push("");
+  }
+
+  lines.push("## The body is scanned once");
+  lines.push("");
+  if (r.scanOnce.length === 0) {
+    lines.push("Not measured in this run (needs the admission filter and a pair scenario).");
+  } else {
+    lines.push(
+      "What a filter after admission costs when it can read the facts admission published (filter state) compared with the same filter " +
+        "alone, where it has to read the body itself. Extra proxy CPU per request and extra p50 of a lone request, over bare Envoy (alone) " +
+        "or over admission alone (after admission).",
+    );
+    lines.push("");
+    lines.push(table(["filter", "workload", "alone: CPU µs/req", "after admission: CPU µs/req", "alone: added p50 ms", "after admission: added p50 ms"],
+      r.scanOnce.map((x) => [x.filter, x.workload, signed(x.aloneCpuUs, 1), signed(x.afterFirstCpuUs, 1), signed(x.aloneLatencyMs), signed(x.afterFirstLatencyMs)]),
+      ["---", "---", "---:", "---:", "---:", "---:"]));
+  }
+  lines.push("");
+
+  lines.push("## Modules");
+  lines.push("");
+  lines.push(table(["module", "size", "≤ 64 KiB", "benchmark config"], r.modules.map((m) => [`build/${m.name}.wasm`, kib(m.bytes), m.bytes <= TARGETS.maxModuleBytes ? "yes" : "**no**", `\`${m.configSource}\``])));
+  if (r.sizes.length) {
+    lines.push("");
+    lines.push("Where the bytes go (a release build that keeps its names, code summed by source file; the largest shares):");
+    lines.push("");
+    lines.push(table(["module", "largest shares"], r.sizes.map((m) => [m.module, m.top.map((t) => `${t.origin} ${kib(t.bytes)}`).join("; ")])));
+  }
+  if (r.skippedFilters.length) {
+    lines.push("");
+    for (const skipped of r.skippedFilters) lines.push(`- skipped ${skipped}`);
+  }
+  lines.push("");
+
+  lines.push("## Memory per Wasm VM");
+  lines.push("");
+  if (r.memory.length === 0) {
+    lines.push("Not measured in this run.");
+  } else {
+    lines.push(
+      `Envoy's resident memory with 1 and with ${r.memoryWorkers} workers after traffic on every worker (the 128 KB workload); ` +
+        `each extra worker adds one VM per module. Per VM = (difference − bare Envoy's difference) / ${r.memoryWorkers - 1} / modules. ` +
+        "wasm VMs is Envoy's own wasm.wasm_vm_count.",
+    );
+    lines.push("");
+    lines.push(table(["scenario", "modules", "RSS, 1 worker", `RSS, ${r.memoryWorkers} workers`, "wasm VMs", "per VM"],
+      r.memory.map((m) => [m.scenario, String(m.modules), mib(m.rssOneWorker), mib(m.rssManyWorkers), `${m.vmsOneWorker} → ${m.vmsManyWorkers}`, mib(m.perVm)]),
+      ["---", "---:", "---:", "---:", "---:", "---:"]));
+  }
+  lines.push("");
+
+  lines.push("## Hot code in V8 (micro-benchmarks)");
+  lines.push("");
+  if (r.kernels.length === 0) {
+    lines.push("Not measured in this run.");
+  } else {
+    lines.push(
+      `build/kernels.wasm in Node ${r.meta.node} (V8, the engine Envoy embeds). scanRequest is admission's whole body scan ` +
+        "(readLlmRequest: JSON parsing and token estimation of every message); estimateTokens is the estimator alone over the messages' text.",
+    );
+    lines.push("");
+    lines.push(table(["kernel", "input", "bytes", "tokens", "µs per call", "MB/s"],
+      r.kernels.map((k) => [k.kernel, k.input, String(k.bytes), String(k.tokens), fmt(k.usPerCall, 1), fmt(k.mbPerSecond, 1)]),
+      ["---", "---", "---:", "---:", "---:", "---:"]));
+  }
+  for (const m of r.kernelsMissing) lines.push(`\nMissing: ${m}.`);
+  lines.push("");
+  if (r.profile.length) {
+    lines.push("Where scanRequest spends its time on the 16 KB body (V8 sampling profile, self time, release code with names kept):");
+    lines.push("");
+    lines.push(table(["function", "share"], r.profile.map((p) => [`\`${p.name}\``, pct(p.share)]), ["---", "---:"]));
+    lines.push("");
+  }
+
+  lines.push("## Calls across the Wasm boundary per request");
+  lines.push("");
+  if (r.hostCalls.length === 0) {
+    lines.push("Not measured in this run.");
+  } else {
+    lines.push(
+      "Counted from Envoy's `--component-log-level wasm:trace` log over a few requests; bytes in = what Envoy copied into the VMs " +
+        "(malloc sizes). Workloads with the same counts share a row.",
+    );
+    lines.push("");
+    const total = (rec: Record<string, number>) => Object.values(rec).reduce((a, b) => a + b, 0);
+    const rows: string[][] = [];
+    for (const scenario of new Set(r.hostCalls.map((h) => h.scenario))) {
+      const groups = new Map<string, HostCallCount[]>();
+      for (const h of r.hostCalls.filter((x) => x.scenario === scenario)) {
+        const key = `${fmt(total(h.callbacks), 0)}: ${hostCallText(h.callbacks)}|${fmt(total(h.hostCalls), 0)}: ${hostCallText(h.hostCalls)}`;
+        groups.set(key, [...(groups.get(key) ?? []), h]);
+      }
+      for (const [key, members] of groups) {
+        const [callbacks, hostCalls] = key.split("|");
+        rows.push([scenario, members.map((m) => m.workload).join(", "), callbacks, hostCalls, members.map((m) => `${m.workload}: ${fmt(m.bytesIn, 0)}`).join(", ")]);
+      }
+    }
+    lines.push(table(["scenario", "workloads", "callbacks (host → VM)", "host calls (VM → host)", "bytes in"], rows));
+  }
+  lines.push("");
+
+  if (r.notes.trim()) {
+    lines.push(r.notes.trim());
+    lines.push("");
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,154 @@
+// What the benchmark compares: which filter modules exist (build/*.wasm), with which configuration,
+// and the filter chains built from them, written as the Envoy http_filters list of envoy/bench.yaml.
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { repoDir } from "../../test/harness/envoy-bin.ts";
+
+/** The order the README recommends and Istio's phases give: admission first, the router last. */
+export const RECOMMENDED_ORDER = ["admission", "throttle", "metrics", "router"];
+/** The filter that publishes request facts; later filters read those instead of the body. */
+export const FIRST_FILTER = "admission";
+
+const benchDir = fileURLToPath(new URL(".", import.meta.url));
+const benchConfigDir = join(benchDir, "configs");
+const pluginConfigDir = join(repoDir, "envoy", "plugin-config");
+
+export interface FilterModule {
+  name: string;
+  /** The root id the module registers (llm-<name> for llm-mesh filters). */
+  rootId: string;
+  file: string;
+  bytes: number;
+  /** The plugin configuration (JSON text) the benchmark gives it. */
+  config: string;
+  /** Where that configuration came from, relative to the repository. */
+  configSource: string;
+}
+
+/** Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order. */
+export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; skipped: string[] } {
+  if (!existsSync(buildDir)) return { filters: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
+  const names = readdirSync(buildDir)
+    .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm")
+    .map((f) => f.slice(0, -".wasm".length));
+  const rank = (n: string) => (RECOMMENDED_ORDER.includes(n) ? RECOMMENDED_ORDER.indexOf(n) : RECOMMENDED_ORDER.length);
+  names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  const filters: FilterModule[] = [];
+  const skipped: string[] = [];
+  for (const name of names) {
+    // A bench-specific configuration keeps the filter on its normal path under benchmark traffic
+    // (limits that admit every benchmark request, one upstream cluster); else the scenario default.
+    const candidates = [join(benchConfigDir, `${name}.json`), join(pluginConfigDir, `${name}.json`)];
+    const source = candidates.find((f) => existsSync(f));
+    if (!source) {
+      skipped.push(`${name}: no configuration (looked for ${candidates.map((c) => c.replace(repoDir + "/", "")).join(", ")})`);
+      continue;
+    }
+    const file = join(buildDir, `${name}.wasm`);
+    filters.push({
+      name,
+      rootId: `llm-${name}`,
+      file,
+      bytes: statSync(file).size,
+      config: JSON.stringify(JSON.parse(readFileSync(source, "utf8"))),
+      configSource: source.replace(repoDir + "/", ""),
+    });
+  }
+  return { filters, skipped };
+}
+
+export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan";
+
+export interface Scenario {
+  id: string;
+  /** Filter names in chain order; a name may repeat (a second instance of the same filter). */
+  chain: string[];
+  kind: ScenarioKind;
+  /** Only these workloads (all when absent). */
+  workloads?: string[];
+}
+
+export const BARE = "bare";
+export const ALL = "all";
+
+/**
+ * Bare Envoy, each filter alone, all of them chained, and the pairs that show the body is scanned
+ * once: a later filter alone must read the body itself, after admission it reads the facts. With
+ * no later filter built yet, admission twice shows what a second scan of the body would cost.
+ */
+export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[]): Scenario[] {
+  const names = filters.map((f) => f.name);
+  const scenarios: Scenario[] = [{ id: BARE, chain: [], kind: "baseline" }];
+  for (const ref of references) scenarios.push({ id: ref.name, chain: [ref.name], kind: "reference" });
+  for (const name of names) scenarios.push({ id: name, chain: [name], kind: "alone" });
+  if (names.length > 1) scenarios.push({ id: ALL, chain: names, kind: "chain" });
+  if (names.includes(FIRST_FILTER)) {
+    const later = names.filter((n) => n !== FIRST_FILTER);
+    // The full chain already shows a pair when there are only two filters.
+    const pairs = later.length === 1 ? [] : later.map((n) => [FIRST_FILTER, n]);
+    if (later.length === 0) pairs.push([FIRST_FILTER, FIRST_FILTER]);
+    for (const chain of pairs) scenarios.push({ id: chain.join("+"), chain, kind: "scan", workloads: scanWorkloads });
+  }
+  return scenarios;
+}
+
+/**
+ * The reference filters, compiled into `dir`: the smallest module Envoy runs (reference-raw.wat, no
+ * SDK), the SDK filter that does nothing, and the SDK filter that only reads the body (both
+ * reference-filter.ts): the floors an llm-mesh filter's cost is compared with.
+ */
+export function buildReferenceFilters(dir: string): { references: FilterModule[]; skipped: string[] } {
+  const bin = (tool: string) => join(repoDir, "node_modules", ".bin", tool);
+  const quiet = { cwd: repoDir, stdio: ["ignore", "ignore", "pipe"] as ("ignore" | "pipe")[] };
+  const references: FilterModule[] = [];
+  const skipped: string[] = [];
+  const raw = join(dir, "reference-raw.wasm");
+  execFileSync(bin("wasm-as"), [join(benchDir, "reference-raw.wat"), "-o", raw], quiet);
+  references.push({ name: "wasm-raw", rootId: "llm-reference-raw", file: raw, bytes: statSync(raw).size, config: "", configSource: "scripts/bench/reference-raw.wat" });
+  const file = join(dir, "reference.wasm");
+  const source = "scripts/bench/reference-filter.ts";
+  try {
+    execFileSync(bin("asc"), [join(benchDir, "reference-filter.ts"), "--config", "asconfig.json", "--target", "release", "--outFile", file], quiet);
+  } catch (err) {
+    // It builds on assembly/shared/abi.ts like every filter; while that is mid-change, run without it.
+    const stderr = String((err as { stderr?: Buffer }).stderr ?? err).trim().split("\n").slice(0, 3).join(" ");
+    skipped.push(`wasm-pass, wasm-read-body: ${source} does not compile: ${stderr}`);
+    return { references, skipped };
+  }
+  const bytes = statSync(file).size;
+  references.push(
+    { name: "wasm-pass", rootId: "llm-reference", file, bytes, config: "pass", configSource: source },
+    { name: "wasm-read-body", rootId: "llm-reference", file, bytes, config: "read-body", configSource: source },
+  );
+  return { references, skipped };
+}
+
+const WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/** The http_filters entries (Envoy JSON) of a chain's Wasm filters; the router follows them. */
+export function httpFilterEntries(chain: string[], filters: FilterModule[]): object[] {
+  const seen = new Map<string, number>();
+  return chain.map((name) => {
+    const module = filters.find((f) => f.name === name);
+    if (!module) throw new Error(`no module for filter ${name}`);
+    const count = (seen.get(name) ?? 0) + 1;
+    seen.set(name, count);
+    // A repeated filter needs its own Envoy filter name; root_id stays the one the module registers.
+    const filterName = count === 1 ? module.rootId : `${module.rootId}-${count}`;
+    return {
+      name: filterName,
+      typed_config: {
+        "@type": WASM_FILTER,
+        config: {
+          name: filterName,
+          root_id: module.rootId,
+          allow_on_headers_stop_iteration: true,
+          configuration: { "@type": "type.googleapis.com/google.protobuf.StringValue", value: module.config },
+          vm_config: { vm_id: "llm-mesh", runtime: "envoy.wasm.runtime.v8", code: { local: { filename: module.file } } },
+        },
+      },
+    };
+  });
+}

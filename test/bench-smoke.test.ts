@@ -1,0 +1,40 @@
+// `npm run bench` end to end in its smoke mode (a few seconds of load): real Envoys, wrk, the
+// report files. The numbers are not checked (this machine's load moves them); that every part ran
+// and produced a coherent report is.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { repoDir } from "./harness/envoy-bin.ts";
+
+const filtersBuilt = readdirSync(join(repoDir, "build")).filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm");
+
+test("npm run bench -- --smoke measures bare Envoy and the built filters and writes the report", { timeout: 180_000 }, async () => {
+  const out = mkdtempSync(join(repoDir, ".tmp", "bench-smoke-test-"));
+  const child = spawn(process.execPath, ["--import", "tsx", "scripts/bench.ts", "--smoke", "--out", out], { cwd: repoDir, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout.on("data", (c: Buffer) => (output += c));
+  child.stderr.on("data", (c: Buffer) => (output += c));
+  const code = await new Promise<number | null>((done) => child.once("close", done));
+  assert.equal(code, 0, `bench --smoke failed:\n${output}`);
+
+  assert.ok(existsSync(join(out, "smoke.md")) && existsSync(join(out, "smoke.json")), "the report files are written");
+  const report = JSON.parse(readFileSync(join(out, "smoke.json"), "utf8"));
+  const bare = report.summary.find((s: { scenario: string; workload: string }) => s.scenario === "bare" && s.workload === "1k");
+  assert.ok(bare?.rps > 0 && bare.cpuUsPerRequest > 0 && bare.loneP50Ms > 0, "bare Envoy was measured");
+  assert.deepEqual(report.cells.filter((c: { problem?: string }) => c.problem).map((c: { problem: string }) => c.problem), [], "no scenario failed its check request");
+  if (filtersBuilt.length > 0) {
+    const first = filtersBuilt.includes("admission.wasm") ? "admission" : report.modules[0].name;
+    const measured = report.summary.find((s: { scenario: string }) => s.scenario === first);
+    assert.ok(measured?.vsBare && measured.vsBare.cpu > 0, `${first} was measured against bare Envoy`);
+    assert.ok(report.memory.some((m: { perVm?: number }) => typeof m.perVm === "number"), "memory per VM was computed");
+    assert.ok(report.hostCalls.some((h: { callbacks: Record<string, number> }) => (h.callbacks.proxy_on_request_headers ?? 0) >= 1), "host calls were counted");
+  }
+  assert.ok(report.kernels.some((k: { kernel: string; mbPerSecond: number }) => k.kernel === "estimateTokens" && k.mbPerSecond > 0), "the estimator micro-benchmark ran");
+  const markdown = readFileSync(join(out, "smoke.md"), "utf8");
+  for (const section of ["## Targets", "## Throughput and latency under load", "## Latency of a lone request", "## Modules", "## Memory per Wasm VM"]) {
+    assert.ok(markdown.includes(section), `the report has ${section}`);
+  }
+  rmSync(out, { recursive: true, force: true });
+});
