@@ -1,10 +1,7 @@
 // Each filter's own configuration parser (assembly/<filter>/config.ts), run from Node through the
 // check<Filter>Config exports of build/kernels.wasm, so that tests can hold a filter and its
 // published JSON Schema (schemas/<filter>.schema.json) to the same fixtures.
-import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
-import { ensureKernelsBuilt, kernelsWasm, repoDir } from "./kernels.ts";
+import { ensureKernelsBuilt, instantiateKernels } from "./kernels.ts";
 
 export type ConfigVerdict = { ok: true } | { ok: false; error: string };
 
@@ -24,41 +21,9 @@ interface Exports {
 
 const exportName = (filter: string) => `check${filter[0].toUpperCase()}${filter.slice(1)}Config`;
 
-function newestTs(dir: string): number {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestTs(path));
-    else if (entry.name.endsWith(".ts")) newest = Math.max(newest, statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/**
- * Builds build/kernels.wasm when it is older than any AssemblyScript source: the config parsers
- * live in the filter folders, which ensureKernelsBuilt() does not look at.
- */
-function ensureParsersBuilt(): void {
-  ensureKernelsBuilt();
-  const sources = newestTs(join(repoDir, "assembly"));
-  if (statSync(kernelsWasm).mtimeMs >= sources) return;
-  execFileSync(
-    join(repoDir, "node_modules", ".bin", "asc"),
-    ["assembly/kernels/index.ts", "--config", "asconfig.kernels.json", "--target", "release", "--outFile", "build/kernels.wasm"],
-    { cwd: repoDir, stdio: ["ignore", "inherit", "inherit"] },
-  );
-}
-
 export async function loadConfigCheckers(): Promise<ConfigCheckers> {
-  ensureParsersBuilt();
-  const { instance } = await WebAssembly.instantiate(readFileSync(kernelsWasm), {
-    env: {
-      abort(): never {
-        throw new Error("kernels.wasm aborted: a config parser trapped (a filter would fail to start)");
-      },
-    },
-  });
-  const exports = instance.exports as unknown as Exports;
+  ensureKernelsBuilt();
+  const exports = (await instantiateKernels()) as unknown as Exports;
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
   const filters = Object.keys(exports)

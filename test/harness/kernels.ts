@@ -58,7 +58,8 @@ function readString(memory: WebAssembly.Memory, ptr: number): string {
   return String.fromCharCode(...new Uint16Array(memory.buffer, ptr, bytes >>> 1));
 }
 
-export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> {
+/** Instantiates build/kernels.wasm with the one import it needs; its exports, for loaders of each kernel family. */
+export async function instantiateKernels(path: string = kernelsWasm): Promise<WebAssembly.Exports & { memory: WebAssembly.Memory; inputBuffer(size: number): number }> {
   let memory: WebAssembly.Memory | undefined;
   const { instance } = await WebAssembly.instantiate(readFileSync(path), {
     env: {
@@ -69,8 +70,13 @@ export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> 
       },
     },
   });
-  const exports = instance.exports as unknown as Exports;
+  const exports = instance.exports as WebAssembly.Exports & { memory: WebAssembly.Memory; inputBuffer(size: number): number };
   memory = exports.memory;
+  return exports;
+}
+
+export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> {
+  const exports = (await instantiateKernels(path)) as unknown as Exports;
   const encoder = new TextEncoder();
 
   return {
