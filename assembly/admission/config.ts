@@ -1,7 +1,7 @@
 // The admission filter's configuration: parsed and checked once per configure, then shared
 // read-only by every request on the worker.
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
-import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES } from "../shared/llm-request";
+import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../shared/llm-request";
 import { ModelPattern, ModelTable } from "../shared/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily } from "../shared/tokens";
 
@@ -54,9 +54,7 @@ export class AdmissionConfig {
 
   /** The API a request path is for, if the filter applies to it. */
   shapeFor(path: string): ApiShape {
-    let end = path.indexOf("?");
-    if (end < 0) end = path.length;
-    const clean = path.slice(0, end);
+    const clean = routedPath(path);
     let shape = ApiShape.Unknown;
     const index = this.pathNames.indexOf(clean);
     if (index >= 0) shape = unchecked(this.pathShapes[index]);

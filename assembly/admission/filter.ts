@@ -12,7 +12,7 @@ import { ApiShape, readLlmRequest } from "../shared/llm-request";
 import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
 import { TokenEstimator } from "../shared/tokens";
 import { AdmissionConfig, parseAdmissionConfig } from "./config";
-import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, Outcome, OUTCOME_NAMES } from "./policy";
+import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
 
 export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -54,6 +54,7 @@ export class AdmissionStream extends Context {
   private shape: ApiShape = ApiShape.Unknown;
   private finished: bool = false;
   private sawBody: bool = false;
+  private encoded: bool = false;
 
   constructor(context_id: u32, private root: AdmissionRoot) {
     super(context_id, root);
@@ -67,6 +68,7 @@ export class AdmissionStream extends Context {
     if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
     this.shape = config.shapeFor(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
+    this.encoded = !isPlainEncoding(requestHeader("content-encoding"));
     if (end_of_stream) {
       this.admit(new Uint8Array(0));
       return this.finished ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
@@ -102,7 +104,7 @@ export class AdmissionStream extends Context {
   private admit(body: Uint8Array): void {
     const config = this.root.config;
     const estimator = this.root.estimator;
-    let request = readLlmRequest(body, this.shape, estimator);
+    let request = this.encoded ? encodedBodyRequest(this.shape) : readLlmRequest(body, this.shape, estimator);
     let verdict = decide(config, request, body.length);
     const limits = verdict.limits;
     // The body was estimated with the default tokenizer; a model on another one is estimated again.
@@ -113,6 +115,8 @@ export class AdmissionStream extends Context {
     }
     setFilterState(FACT_ADMISSION, unchecked(OUTCOME_NAMES[<i32>verdict.outcome]));
     if (verdict.outcome == Outcome.Rejected) {
+      // Metrics and access logs still name the model a refused request asked for.
+      if (request.hasModel) RequestFacts.fromRequest(request).publish(false);
       this.reject(verdict.error!);
       return;
     }

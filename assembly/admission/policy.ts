@@ -1,7 +1,7 @@
 // Admission decisions as plain functions of the config and what the request says; the stream
 // context only moves bytes between Envoy and these.
 import { ApiError, invalidRequest, tooLarge } from "../shared/api-errors";
-import { LlmRequest } from "../shared/llm-request";
+import { ApiShape, LlmRequest } from "../shared/llm-request";
 import { AdmissionConfig, ModelLimits, OutputLimitAction } from "./config";
 
 export enum Outcome {
@@ -42,6 +42,24 @@ export function checkDeclaredLength(config: AdmissionConfig, contentLength: i64)
 /** While the body arrives: stop buffering as soon as it passes the largest limit. */
 export function checkReceivedLength(config: AdmissionConfig, received: i64): ApiError | null {
   return received > config.maxBufferBytes ? bodyTooLarge(received, config.maxBufferBytes) : null;
+}
+
+/** Whether a content-encoding header leaves the body as sent: absent, empty or `identity`. */
+export function isPlainEncoding(header: string | null): bool {
+  if (header == null) return true;
+  const value = header.trim().toLowerCase();
+  return value.length == 0 || value == "identity";
+}
+
+/**
+ * A compressed body (gzip, br, ...) cannot be read here, and the model server reads what it
+ * decompresses to: it is an invalid body, rejected or passed through as `invalid_body` says.
+ */
+export function encodedBodyRequest(shape: ApiShape): LlmRequest {
+  const request = new LlmRequest();
+  request.shape = shape;
+  request.error = "the body has a content-encoding, and llm-admission reads only uncompressed bodies; send it without one";
+  return request;
 }
 
 export function decide(config: AdmissionConfig, request: LlmRequest, bodyBytes: i64): Verdict {

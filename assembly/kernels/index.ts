@@ -55,6 +55,9 @@ export function scanRequest(ptr: usize, len: i32, shape: i32): i32 {
 // filter accepts it, -1 for bad arguments, or else the UTF-8 length of the filter's error message,
 // which stays at configErrorPointer() until the next check.
 import { parseAdmissionConfig } from "../admission/config";
+import { parseMetricsConfig } from "../metrics/config";
+import { parseRouterConfig } from "../router/config";
+import { parseThrottleConfig } from "../throttle/config";
 
 let configError: ArrayBuffer = new ArrayBuffer(0);
 
@@ -79,4 +82,79 @@ export function checkAdmissionConfig(ptr: usize, len: i32): i32 {
   if (text == null) return -1;
   const result = parseAdmissionConfig(text);
   return configVerdict(result.config != null, result.error);
+}
+
+export function checkThrottleConfig(ptr: usize, len: i32): i32 {
+  const text = inputText(ptr, len);
+  if (text == null) return -1;
+  const result = parseThrottleConfig(text);
+  return configVerdict(result.config != null, result.error);
+}
+
+export function checkMetricsConfig(ptr: usize, len: i32): i32 {
+  const text = inputText(ptr, len);
+  if (text == null) return -1;
+  const result = parseMetricsConfig(text);
+  return configVerdict(result.config != null, result.error);
+}
+
+export function checkRouterConfig(ptr: usize, len: i32): i32 {
+  const text = inputText(ptr, len);
+  if (text == null) return -1;
+  const result = parseRouterConfig(text);
+  return configVerdict(result.config != null, result.error);
+}
+
+// Appended for the parser differential (test/differential.test.ts): what readLlmRequest makes of a
+// body, so that it can be held against the JSON parsers model servers use. readRequest takes the
+// body in inputBuffer() and returns the UTF-8 length of a JSON object
+// {"ok","error","model","hasModel","maxTokens","stream","messages","promptTokens"} that stays at
+// readResultPointer() until the next call, or -1 for bad arguments.
+import { JsonObjectWriter } from "../shared/json-write";
+
+const readEstimator = new TokenEstimator(TokenizerFamily.O200K);
+let readResult: ArrayBuffer = new ArrayBuffer(0);
+
+export function readResultPointer(): usize {
+  return changetype<usize>(readResult);
+}
+
+export function readRequest(ptr: usize, len: i32, shape: i32): i32 {
+  const start = changetype<usize>(input);
+  if (len < 0 || ptr < start || <u64>ptr + <u64>len > <u64>start + <u64>input.byteLength) return -1;
+  if (shape <= 0 || shape >= API_SHAPE_NAMES.length) return -1;
+  const request = readLlmRequest(Uint8Array.wrap(input, <i32>(ptr - start), len), shape, readEstimator);
+  const out = new JsonObjectWriter()
+    .bool("ok", request.ok)
+    .string("error", request.error)
+    .string("model", request.model)
+    .bool("hasModel", request.hasModel)
+    .int("maxTokens", request.maxTokens)
+    .bool("stream", request.stream)
+    .int("messages", request.messages)
+    .int("promptTokens", request.promptTokens);
+  readResult = String.UTF8.encode(out.toString());
+  return readResult.byteLength;
+}
+
+/**
+ * Estimated tokens of several texts read as separate strings, the way readLlmRequest feeds message
+ * texts to its estimator: the input is a sequence of (u32 little-endian byte length, UTF-8 bytes).
+ * -1 when the sequence does not fit the input.
+ */
+export function estimateTexts(ptr: usize, len: i32): i32 {
+  const start = changetype<usize>(input);
+  if (len < 0 || ptr < start || <u64>ptr + <u64>len > <u64>start + <u64>input.byteLength) return -1;
+  readEstimator.reset();
+  let at: i32 = 0;
+  while (at < len) {
+    if (len - at < 4) return -1;
+    const size = load<i32>(ptr + <usize>at);
+    at += 4;
+    if (size < 0 || size > len - at) return -1;
+    readEstimator.addUtf8At(ptr + <usize>at, size);
+    readEstimator.endText();
+    at += size;
+  }
+  return readEstimator.tokens();
 }

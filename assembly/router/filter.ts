@@ -148,18 +148,19 @@ export class RouterStream extends Context {
 
   onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const config = this.root.config;
+    // Removed before anything reads it, whoever routes the request: only a rule that trusts the
+    // client gets to see it.
+    this.clientRoute = requestHeader(config.routeHeader);
+    if (this.clientRoute != null) removeRequestHeader(config.routeHeader);
+    if (config.modelHeader.length > 0) removeRequestHeader(config.modelHeader);
     // An earlier llm-mesh filter already chose the way (the throttle's redirect to a fallback): its
-    // header stays and its choice stands, and the targets here neither serve nor answer for it.
+    // choice stands, and the targets here neither serve nor answer for it.
     const earlier = filterState(FACT_ROUTE);
     if (earlier != null && earlier.length > 0) {
       setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter");
       return FilterHeadersStatusValues.Continue;
     }
     this.startMs = nowMillis();
-    // Removed before anything reads it: only a rule that trusts the client gets to see it.
-    this.clientRoute = requestHeader(config.routeHeader);
-    if (this.clientRoute != null) removeRequestHeader(config.routeHeader);
-    if (config.modelHeader.length > 0) removeRequestHeader(config.modelHeader);
 
     const facts = RequestFacts.fromFilterState();
     if (facts != null) {

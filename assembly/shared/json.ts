@@ -15,6 +15,11 @@ const CLOSE_OBJECT: u8 = 0x7d;
 const OPEN_ARRAY: u8 = 0x5b;
 const CLOSE_ARRAY: u8 = 0x5d;
 const REPLACEMENT_CHARACTER: i32 = 0xfffd;
+/**
+ * Python's json.loads refuses an integer literal longer than this (int max_str_digits, 4300 by
+ * default): a body holding one is no request at all to a Python model server, so it is refused here.
+ */
+const MAX_INTEGER_DIGITS: i32 = 4300;
 
 export enum JsonKind {
   Invalid = 0,
@@ -46,6 +51,11 @@ export class JsonReader {
   private keyDecoded: string | null = null;
   /** Bounds of the last scalar read (string including quotes, number, literal). */
   lastValue: JsonSpan = new JsonSpan();
+  /**
+   * Counts lone UTF-16 surrogate escapes met. They decode to U+FFFD here, while JavaScript and
+   * Python keep the lone half: a string holding one reads differently in a model server.
+   */
+  loneSurrogates: i32 = 0;
 
   constructor(private bytes: Uint8Array, private maxDepth: i32 = DEFAULT_MAX_DEPTH) {
     this.first = new StaticArray<bool>(maxDepth + 1);
@@ -221,6 +231,7 @@ export class JsonReader {
         this.pos++;
       }
     }
+    const integerDigits = this.pos - start - (negative ? 1 : 0);
     let integer = true;
     if (this.pos < this.bytes.length && unchecked(this.bytes[this.pos]) == 0x2e) {
       integer = false;
@@ -232,6 +243,10 @@ export class JsonReader {
       this.pos++;
       if (this.pos < this.bytes.length && (unchecked(this.bytes[this.pos]) == 0x2b || unchecked(this.bytes[this.pos]) == 0x2d)) this.pos++;
       if (!this.skipDigits()) return NaN;
+    }
+    if (integer && integerDigits > MAX_INTEGER_DIGITS) {
+      this.fail("integer of more than " + MAX_INTEGER_DIGITS.toString() + " digits");
+      return NaN;
     }
     this.isInteger = integer;
     this.lastValue.start = start;
@@ -443,9 +458,13 @@ export class JsonReader {
         if (low >= 0xdc00 && low <= 0xdfff) return 0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00);
         this.pos = saved;
       }
+      this.loneSurrogates++;
       return REPLACEMENT_CHARACTER;
     }
-    if (high >= 0xdc00 && high <= 0xdfff) return REPLACEMENT_CHARACTER;
+    if (high >= 0xdc00 && high <= 0xdfff) {
+      this.loneSurrogates++;
+      return REPLACEMENT_CHARACTER;
+    }
     return high;
   }
 
@@ -496,7 +515,7 @@ function isDigit(c: u8): bool {
   return c >= 0x30 && c <= 0x39;
 }
 
-function hexValue(c: u8): i32 {
+export function hexValue(c: u8): i32 {
   if (c >= 0x30 && c <= 0x39) return c - 0x30;
   const lower = c | 0x20;
   if (lower >= 0x61 && lower <= 0x66) return lower - 0x61 + 10;

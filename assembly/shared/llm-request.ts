@@ -1,7 +1,7 @@
 // What an LLM request asks for, read from its body in one pass: the model, the output budget, whether
 // it streams, and an estimate of its prompt tokens. Every llm-mesh filter that needs these reads
 // them here (or from the filter state the first filter leaves), so the body is scanned once.
-import { JsonKind, JsonReader, JsonSpan } from "./json";
+import { hexValue, JsonKind, JsonReader, JsonSpan } from "./json";
 import { TokenEstimator } from "./tokens";
 
 export enum ApiShape {
@@ -27,11 +27,41 @@ export function isAnthropic(shape: ApiShape): bool {
   return shape == ApiShape.AnthropicMessages;
 }
 
-/** The API a request path belongs to, by the endpoint suffix both vendors and their clones use. */
-export function apiShapeForPath(path: string): ApiShape {
+/**
+ * A request path as the model server routes it: without the query and with percent-escapes
+ * decoded, %2F included (the ASGI spec has servers decode them before routing, so
+ * `/v1/chat/%63ompletions` reaches the chat endpoint). Decoded bytes become the characters of the
+ * same code, which is enough to compare with ASCII paths.
+ */
+export function routedPath(path: string): string {
   let end = path.indexOf("?");
   if (end < 0) end = path.length;
-  let clean = path.slice(0, end);
+  const raw = path.slice(0, end);
+  if (!raw.includes("%")) return raw;
+  const units = new Array<i32>();
+  let i = 0;
+  while (i < raw.length) {
+    const c = raw.charCodeAt(i);
+    const high = c == 0x25 && i + 2 < raw.length ? hexDigit(raw.charCodeAt(i + 1)) : -1;
+    const low = high >= 0 ? hexDigit(raw.charCodeAt(i + 2)) : -1;
+    if (low >= 0) {
+      units.push((high << 4) | low);
+      i += 3;
+    } else {
+      units.push(c);
+      i++;
+    }
+  }
+  return String.fromCharCodes(units);
+}
+
+function hexDigit(c: i32): i32 {
+  return c < 0x80 ? hexValue(<u8>c) : -1;
+}
+
+/** The API a request path belongs to, by the endpoint suffix both vendors and their clones use. */
+export function apiShapeForPath(path: string): ApiShape {
+  let clean = routedPath(path);
   while (clean.length > 1 && clean.endsWith("/")) clean = clean.slice(0, clean.length - 1);
   if (clean.endsWith("/chat/completions")) return ApiShape.OpenAIChat;
   if (clean.endsWith("/completions")) return ApiShape.OpenAICompletions;
@@ -143,8 +173,10 @@ function readTopLevelMember(scan: RequestScan): bool {
   const shape = request.shape;
   if (reader.keyIs("model")) {
     if (!scan.firstTime("model")) return false;
+    const surrogates = reader.loneSurrogates;
     const model = reader.peek() == JsonKind.String ? reader.readString() : null;
     if (model == null) return scan.wrongType("model must be a string", "model");
+    if (reader.loneSurrogates != surrogates) return scan.invalid("model holds a lone UTF-16 surrogate escape, which model servers read differently", "model");
     request.model = model;
     request.hasModel = true;
     return true;

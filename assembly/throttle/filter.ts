@@ -13,7 +13,7 @@ import {
   removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders, resumeRequest,
   sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader, setTickPeriod,
 } from "../shared/host";
-import { ApiShape, apiShapeForPath, readLlmRequest } from "../shared/llm-request";
+import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
 import { RequestFacts } from "../shared/request-facts";
 import { UsageTracker } from "../shared/response-usage";
 import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
@@ -194,7 +194,8 @@ export class ThrottleStream extends Context {
     const method = requestHeader(":method");
     const path = requestHeader(":path");
     if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
-    this.path = path;
+    // Rules match the path as the model server routes it, so percent-escapes cannot dodge a rule.
+    this.path = routedPath(path);
     const facts = RequestFacts.fromFilterState();
     if (facts != null) return headersVerdict(this.decideWith(facts));
     this.shape = apiShapeForPath(path);
