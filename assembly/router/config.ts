@@ -1,6 +1,7 @@
 // The router's configuration: parsed and checked once per configure into immutable objects that
 // every request on the worker shares. Rules point at their targets directly, so a request never
 // looks a name up.
+import { HeaderMatch, HeaderTest } from "../shared/header-match";
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { JsonKind } from "../shared/json";
 import { ModelPattern } from "../shared/model-table";
@@ -55,26 +56,6 @@ export class Target {
   guard: GuardConfig | null = null;
 }
 
-export enum HeaderTest {
-  Exact = 0,
-  Prefix,
-  Present,
-  Absent,
-}
-
-export class HeaderCondition {
-  constructor(public name: string, public test: HeaderTest, public value: string) {}
-
-  matches(value: string | null): bool {
-    switch (this.test) {
-      case HeaderTest.Exact: return value != null && value == this.value;
-      case HeaderTest.Prefix: return value != null && value.startsWith(this.value);
-      case HeaderTest.Present: return value != null;
-      default: return value == null;
-    }
-  }
-}
-
 /** A split of traffic: target i takes the buckets from bounds[i-1] (or 0) up to bounds[i]. */
 export class Weights {
   targets: Target[] = [];
@@ -101,7 +82,7 @@ export class Weights {
 
 export class Rule {
   name: string = "";
-  headers: HeaderCondition[] = [];
+  headers: HeaderMatch[] = [];
   /** Empty: the rule does not look at the model. */
   models: ModelPattern[] = [];
   target: Target | null = null;
@@ -292,22 +273,22 @@ function readWeights(config: RouterConfig, obj: ConfigObject): Weights | null {
   return weights;
 }
 
-function readHeaderCondition(obj: ConfigObject): HeaderCondition | null {
+function readHeaderMatch(obj: ConfigObject): HeaderMatch | null {
   obj.onlyKeys(HEADER_KEYS);
   const name = headerName(obj, "name", "", false);
   let tests = 0;
-  let condition: HeaderCondition | null = null;
+  let condition: HeaderMatch | null = null;
   if (obj.has("exact")) {
     tests++;
-    condition = new HeaderCondition(name, HeaderTest.Exact, obj.string("exact", ""));
+    condition = new HeaderMatch(name, HeaderTest.Exact, obj.string("exact", ""));
   }
   if (obj.has("prefix")) {
     tests++;
-    condition = new HeaderCondition(name, HeaderTest.Prefix, obj.name("prefix", ""));
+    condition = new HeaderMatch(name, HeaderTest.Prefix, obj.name("prefix", ""));
   }
   if (obj.has("present")) {
     tests++;
-    condition = new HeaderCondition(name, obj.bool("present", true) ? HeaderTest.Present : HeaderTest.Absent, "");
+    condition = new HeaderMatch(name, obj.bool("present", true) ? HeaderTest.Present : HeaderTest.Absent, "");
   }
   if (tests != 1) {
     obj.errors.add(obj.path, "needs exactly one of exact, prefix or present");
@@ -325,7 +306,7 @@ function readRule(config: RouterConfig, obj: ConfigObject, index: i32, defaultSt
     match.onlyKeys(MATCH_KEYS);
     const headers = match.objects("headers");
     for (let i = 0; i < headers.length; i++) {
-      const condition = readHeaderCondition(unchecked(headers[i]));
+      const condition = readHeaderMatch(unchecked(headers[i]));
       if (condition == null) continue;
       if (condition.name == config.routeHeader) {
         match.errors.add(unchecked(headers[i]).fieldPath("name"), "the routing header is removed before rules run; to let clients pick their side use trust_client_route");

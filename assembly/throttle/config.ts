@@ -1,5 +1,6 @@
 // The throttle filter's configuration: rules parsed and checked once per configure into immutable
 // objects that every request on the worker reads.
+import { HeaderMatch, HeaderTest } from "../shared/header-match";
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { ApiShape, apiShapeFromName, API_SHAPE_NAMES } from "../shared/llm-request";
 import { ModelPattern } from "../shared/model-table";
@@ -43,26 +44,6 @@ export enum KeyKind {
 
 export class KeySource {
   constructor(public kind: KeyKind, public header: string = "") {}
-}
-
-export enum HeaderTest {
-  Exact = 0,
-  Prefix,
-  Present,
-  Absent,
-}
-
-export class HeaderMatch {
-  constructor(public name: string, public test: HeaderTest, public value: string) {}
-
-  matches(actual: string | null): bool {
-    switch (this.test) {
-      case HeaderTest.Present: return actual != null;
-      case HeaderTest.Absent: return actual == null;
-      case HeaderTest.Exact: return actual != null && actual == this.value;
-      default: return actual != null && actual.startsWith(this.value);
-    }
-  }
 }
 
 /** 0 in any field: that limit is not set. */
