@@ -1,11 +1,12 @@
 // The Envoy processes of a benchmark run: the upstream (envoy/bench-upstream.yaml) and one proxy
 // under test per scenario (envoy/bench.yaml). Both templates are complete configs on their own (the
 // proxy is bare Envoy, the upstream answers briefly), so the harness validates them like every
-// scenario; a run renders them with the harness and adds its scenario's changes (launch.ts).
+// scenario; a run starts them with the harness, which applies the scenario's changes to the rendered
+// config before Envoy reads it.
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
-import { launchEnvoy, type RunningEnvoy } from "./launch.ts";
+import { type EnvoyHandle, startEnvoy } from "../../test/harness/envoy.ts";
 import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
 const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;
@@ -18,11 +19,18 @@ export interface FrontOptions {
   logLevel?: string;
 }
 
-const launchOptions = (options: FrontOptions) => ({
-  concurrency: options.concurrency ?? 1,
-  logLevel: options.logLevel ?? "warning",
-  componentLogLevel: options.componentLogLevel ?? "",
-});
+export type RunningEnvoy = EnvoyHandle;
+
+const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string, options: FrontOptions) =>
+  startEnvoy({
+    scenario,
+    vars,
+    edit,
+    concurrency: options.concurrency ?? 1,
+    logLevel: options.logLevel ?? "warning",
+    componentLogLevel: options.componentLogLevel ?? "",
+    readyTimeoutMs: 30_000,
+  });
 
 /** The upstream, answering with the benchmark's full chat completion and SSE stream, written into `dir`. */
 export function startUpstream(dir: string): Promise<RunningEnvoy> {
@@ -30,7 +38,7 @@ export function startUpstream(dir: string): Promise<RunningEnvoy> {
   writeFileSync(files.json, jsonAnswer());
   writeFileSync(files.sse, sseAnswer());
   const answers = (yaml: string) => yaml.replace(INLINE_ANSWER, (_, tail: string, kind: string) => `body: { filename: ${JSON.stringify(files[kind])} }${tail}`);
-  return launchEnvoy("bench-upstream", {}, answers, launchOptions({}));
+  return launch("bench-upstream", {}, answers, {});
 }
 
 /** A proxy with the scenario's filters before the router, in front of the upstream. */
@@ -42,10 +50,10 @@ export function startFront(scenario: Scenario, modules: FilterModule[], upstream
     const entries = httpFilterEntries(scenario.chain, modules).map((entry) => `${router[1]}- ${JSON.stringify(entry)}\n`);
     return yaml.slice(0, router.index) + entries.join("") + yaml.slice(router.index);
   };
-  return launchEnvoy("bench", { UPSTREAM_PORT: upstream.ports.LISTEN_PORT }, withFilters, launchOptions(options));
+  return launch("bench", { UPSTREAM_PORT: upstream.ports.LISTEN_PORT }, withFilters, options);
 }
 
-/** Stops an Envoy and removes its scratch directory (config and log); the harness leaves both. */
+/** Stops an Envoy and removes its scratch directory (config and log), which tests keep for failures. */
 export async function stopEnvoy(envoy: RunningEnvoy): Promise<void> {
   await envoy.stop();
   rmSync(envoy.tmpDir, { recursive: true, force: true });

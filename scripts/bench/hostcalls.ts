@@ -2,8 +2,7 @@
 // across the Wasm boundary, host to VM (callbacks, and malloc for data handed in) and VM to host
 // (proxy_* imports). A few requests per workload give the counts per request.
 import { type Workload } from "./bodies.ts";
-import { checkOnce, startFront, stopEnvoy } from "./envoys.ts";
-import { type RunningEnvoy } from "./launch.ts";
+import { checkOnce, type RunningEnvoy, startFront, stopEnvoy } from "./envoys.ts";
 import { type FilterModule, type Scenario } from "./scenarios.ts";
 
 export interface HostCallCount {

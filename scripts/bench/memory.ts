@@ -2,8 +2,7 @@
 // so the same chain started with 1 and with N workers differs by N-1 VMs of each module, and by N-1
 // workers' own memory, which bare Envoy's difference measures and which is subtracted.
 import { type Workload } from "./bodies.ts";
-import { answerHeader, chatUrl, startFront, stopEnvoy } from "./envoys.ts";
-import { type RunningEnvoy } from "./launch.ts";
+import { answerHeader, chatUrl, type RunningEnvoy, startFront, stopEnvoy } from "./envoys.ts";
 import { rssBytes } from "./proc.ts";
 import { BARE, type FilterModule, type Scenario } from "./scenarios.ts";
 import { runWrk } from "./wrk.ts";

@@ -28,6 +28,8 @@ export interface StartEnvoyOptions {
   logLevel?: string;
   componentLogLevel?: string;
   readyTimeoutMs?: number;
+  /** Changes the rendered config before Envoy reads it (the benchmark adds its scenario's filters). */
+  edit?: (yaml: string) => string;
 }
 
 export interface EnvoyHandle {
@@ -186,6 +188,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
   const { scenario, vars, concurrency = 2, logLevel = "info", componentLogLevel = "wasm:debug" } = options;
   const readyTimeoutMs = options.readyTimeoutMs ?? 20_000;
   const rendered = await renderScenario(scenario, vars);
+  if (options.edit) writeFileSync(rendered.path, options.edit(rendered.yaml));
   const adminPort = rendered.ports.ADMIN_PORT;
   if (!adminPort) throw new Error(`scenario ${scenario} has no {{ADMIN_PORT}}; the harness needs it for readiness`);
 
