@@ -21,6 +21,18 @@ const REPLACEMENT_CHARACTER: i32 = 0xfffd;
  */
 const MAX_INTEGER_DIGITS: i32 = 4300;
 
+// 1 for the bytes a string holds as they are: ASCII from space up, but the quote and backslash.
+const PLAIN_STRING_BYTE: usize = memory.data<u8>([
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+
 export enum JsonKind {
   Invalid = 0,
   Object,
@@ -380,9 +392,14 @@ export class JsonReader {
   private scanString(estimator: TokenEstimator | null): bool {
     const bytes = this.bytes;
     const length = bytes.length;
+    const base = bytes.dataStart;
     let pos = this.pos + 1;
     let escaped = false;
     while (true) {
+      // Runs of plain ASCII are most of any text: find the run's end first, then hand it on whole.
+      const runStart = pos;
+      while (pos < length && load<u8>(PLAIN_STRING_BYTE + <usize>load<u8>(base + <usize>pos)) != 0) pos++;
+      if (estimator != null && pos > runStart) estimator.addAsciiAt(base + <usize>runStart, pos - runStart);
       if (pos >= length) {
         this.pos = pos;
         return this.fail("unterminated string");
@@ -403,11 +420,6 @@ export class JsonReader {
         if (cp < 0) return false;
         pos = this.pos;
         if (estimator != null) estimator.addCodePoint(cp);
-        continue;
-      }
-      if (c < 0x80) {
-        if (estimator != null) estimator.addCodePoint(c);
-        pos++;
         continue;
       }
       const cp = decodeUtf8At(bytes, pos);

@@ -298,6 +298,37 @@ class Machine {
     this.prev = cp;
   }
 
+  /**
+   * Feeds the ASCII bytes from `ptr` to `end`. Most prompt text is lower-case letters inside words,
+   * so those runs take a loop of their own that keeps the machine's fields in locals.
+   */
+  addAscii(ptr: usize, end: usize): void {
+    let p = ptr;
+    while (p < end) {
+      let c = <i32>load<u8>(p);
+      if (this.mode != WORD || <u32>(c - 0x61) > 25) {
+        this.addCodePoint(c);
+        p++;
+        continue;
+      }
+      let prev = this.prev;
+      let letters = this.letters;
+      let th = 0;
+      do {
+        if (c == 0x68 && (prev | 0x20) == 0x74) th++;
+        letters++;
+        prev = c;
+        p++;
+        if (p == end) break;
+        c = <i32>load<u8>(p);
+      } while (<u32>(c - 0x61) <= 25);
+      this.letters = letters;
+      this.prev = prev;
+      this.prevLower = true;
+      if (th != 0) increment(this.counts, F_TH, th);
+    }
+  }
+
   /** One byte that is not UTF-8: a piece of its own. */
   addInvalid(): void {
     this.flush();
@@ -581,6 +612,11 @@ export class TokenEstimator {
   addUtf8At(ptr: usize, length: i32): void {
     feedUtf8(this.machine, ptr, length);
   }
+
+  /** Feeds `length` bytes at `ptr` that are all ASCII (below 0x80); the caller vouches for both. */
+  addAsciiAt(ptr: usize, length: i32): void {
+    this.machine.addAscii(ptr, ptr + <usize>length);
+  }
 }
 
 /**
@@ -593,8 +629,10 @@ function feedUtf8(machine: Machine, ptr: usize, length: i32): void {
   while (i < length) {
     const b0 = <i32>load<u8>(ptr + <usize>i);
     if (b0 < 0x80) {
-      machine.addCodePoint(b0);
-      i++;
+      let asciiEnd = i + 1;
+      while (asciiEnd < length && load<u8>(ptr + <usize>asciiEnd) < 0x80) asciiEnd++;
+      machine.addAscii(ptr + <usize>i, ptr + <usize>asciiEnd);
+      i = asciiEnd;
       continue;
     }
     let extra = 0;
