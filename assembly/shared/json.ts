@@ -396,10 +396,12 @@ export class JsonReader {
     let pos = this.pos + 1;
     let escaped = false;
     while (true) {
-      // Runs of plain ASCII are most of any text: find the run's end first, then hand it on whole.
-      const runStart = pos;
-      while (pos < length && load<u8>(PLAIN_STRING_BYTE + <usize>load<u8>(base + <usize>pos)) != 0) pos++;
-      if (estimator != null && pos > runStart) estimator.addAsciiAt(base + <usize>runStart, pos - runStart);
+      // Runs of plain ASCII are most of any text: the estimator takes them whole.
+      if (estimator != null) {
+        pos = <i32>(estimator.addAsciiWhile(base + <usize>pos, base + <usize>length, PLAIN_STRING_BYTE) - base);
+      } else {
+        while (pos < length && load<u8>(PLAIN_STRING_BYTE + <usize>load<u8>(base + <usize>pos)) != 0) pos++;
+      }
       if (pos >= length) {
         this.pos = pos;
         return this.fail("unterminated string");

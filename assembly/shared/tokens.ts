@@ -44,6 +44,18 @@ const ASCII_CLASS: usize = memory.data<u8>([
   0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 5, // 0x70
 ]);
 
+// 1 for every ASCII byte: what UTF-8 text holds undecoded.
+const ASCII_BYTE: usize = memory.data<u8>([
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+]);
+
 // Scripts of non-ASCII letters. Accented Latin counts as Latin letters with an extra cost; the
 // others are costed per character, since both vocabularies hold far fewer of their words.
 const LATIN: i32 = 0;
@@ -299,13 +311,16 @@ class Machine {
   }
 
   /**
-   * Feeds the ASCII bytes from `ptr` to `end`. Most prompt text is lower-case letters inside words,
-   * so those runs take a loop of their own that keeps the machine's fields in locals.
+   * Feeds ASCII bytes from `ptr` while `accepted` (a 256-byte table) holds 1 for them, up to `end`;
+   * returns where it stopped. Most prompt text is lower-case letters inside words, so those runs take
+   * a loop of their own that keeps the machine's fields in locals. Callers pass the bytes they can
+   * hand over undecoded (plain ASCII for UTF-8 text; a JSON string also stops at quote and backslash).
    */
-  addAscii(ptr: usize, end: usize): void {
+  addAscii(ptr: usize, end: usize, accepted: usize): usize {
     let p = ptr;
     while (p < end) {
       let c = <i32>load<u8>(p);
+      if (load<u8>(accepted + <usize>c) == 0) break;
       if (this.mode != WORD || <u32>(c - 0x61) > 25) {
         this.addCodePoint(c);
         p++;
@@ -327,6 +342,7 @@ class Machine {
       this.prevLower = true;
       if (th != 0) increment(this.counts, F_TH, th);
     }
+    return p;
   }
 
   /** One byte that is not UTF-8: a piece of its own. */
@@ -613,9 +629,13 @@ export class TokenEstimator {
     feedUtf8(this.machine, ptr, length);
   }
 
-  /** Feeds `length` bytes at `ptr` that are all ASCII (below 0x80); the caller vouches for both. */
-  addAsciiAt(ptr: usize, length: i32): void {
-    this.machine.addAscii(ptr, ptr + <usize>length);
+  /**
+   * Feeds the bytes from `ptr` on while `accepted` (a table of 256 bytes, 1 for each byte to take)
+   * accepts them and they are ASCII, up to `end`; returns where it stopped. The caller vouches for the
+   * range; the table must refuse every byte from 0x80 up.
+   */
+  addAsciiWhile(ptr: usize, end: usize, accepted: usize): usize {
+    return this.machine.addAscii(ptr, end, accepted);
   }
 }
 
@@ -629,10 +649,7 @@ function feedUtf8(machine: Machine, ptr: usize, length: i32): void {
   while (i < length) {
     const b0 = <i32>load<u8>(ptr + <usize>i);
     if (b0 < 0x80) {
-      let asciiEnd = i + 1;
-      while (asciiEnd < length && load<u8>(ptr + <usize>asciiEnd) < 0x80) asciiEnd++;
-      machine.addAscii(ptr + <usize>i, ptr + <usize>asciiEnd);
-      i = asciiEnd;
+      i = <i32>(machine.addAscii(ptr + <usize>i, ptr + <usize>length, ASCII_BYTE) - ptr);
       continue;
     }
     let extra = 0;
