@@ -72,6 +72,8 @@ export interface Scenario {
 
 export const BARE = "bare";
 export const ALL = "all";
+export const RAW_REFERENCE = "wasm-raw";
+export const rawChainId = (count: number) => `${RAW_REFERENCE}-x${count}`;
 
 /**
  * Bare Envoy, each filter alone, all of them chained, and the pairs that show the body is scanned
@@ -82,6 +84,10 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
   const names = filters.map((f) => f.name);
   const scenarios: Scenario[] = [{ id: BARE, chain: [], kind: "baseline" }];
   for (const ref of references) scenarios.push({ id: ref.name, chain: [ref.name], kind: "reference" });
+  // As many do-nothing filters as the full chain has: Envoy's own share of the chain's cost.
+  if (names.length > 1 && references.some((r) => r.name === RAW_REFERENCE)) {
+    scenarios.push({ id: rawChainId(names.length), chain: names.map(() => RAW_REFERENCE), kind: "reference" });
+  }
   for (const name of names) scenarios.push({ id: name, chain: [name], kind: "alone" });
   if (names.length > 1) scenarios.push({ id: ALL, chain: names, kind: "chain" });
   if (names.includes(FIRST_FILTER)) {
@@ -106,7 +112,7 @@ export function buildReferenceFilters(dir: string): { references: FilterModule[]
   const skipped: string[] = [];
   const raw = join(dir, "reference-raw.wasm");
   execFileSync(bin("wasm-as"), [join(benchDir, "reference-raw.wat"), "-o", raw], quiet);
-  references.push({ name: "wasm-raw", rootId: "llm-reference-raw", file: raw, bytes: statSync(raw).size, config: "", configSource: "scripts/bench/reference-raw.wat" });
+  references.push({ name: RAW_REFERENCE, rootId: "llm-reference-raw", file: raw, bytes: statSync(raw).size, config: "", configSource: "scripts/bench/reference-raw.wat" });
   const file = join(dir, "reference.wasm");
   const source = "scripts/bench/reference-filter.ts";
   try {
