@@ -1,5 +1,8 @@
 // The release modules are what Envoy and Istio load: each must import nothing beyond the
-// proxy-wasm host (env.proxy_*) and WASI, or Envoy refuses it with "missing import".
+// proxy-wasm host (env.proxy_*) and WASI, or Envoy refuses it with "missing import"; and each must
+// export the callbacks of exactly the hooks its contexts override: Envoy never calls a callback the
+// module does not export, and calls every one it does (a filter's index.ts lists them; see
+// assembly/shared/abi.ts).
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,6 +14,35 @@ const filters = readdirSync(join(repoDir, "assembly"), { withFileTypes: true })
   .filter((d) => d.isDirectory() && !["shared", "kernels", "__tests__"].includes(d.name))
   .map((d) => d.name);
 
+/** What Envoy needs to load a module and to create, configure and delete its contexts. */
+const ALWAYS = ["memory", "malloc", "proxy_abi_version_0_2_1", "proxy_on_context_create", "proxy_on_configure", "proxy_on_delete"];
+
+/** The hooks of assembly/shared/context.ts and the export Envoy calls each through. */
+const HOOK_EXPORTS: Record<string, string> = {
+  onConfigure: "proxy_on_configure",
+  onTick: "proxy_on_tick",
+  onRequestHeaders: "proxy_on_request_headers",
+  onRequestBody: "proxy_on_request_body",
+  onResponseHeaders: "proxy_on_response_headers",
+  onResponseBody: "proxy_on_response_body",
+  onDone: "proxy_on_done",
+  onLog: "proxy_on_log",
+  onDelete: "proxy_on_delete",
+};
+
+/** The exports a filter's sources need: one per hook a class of theirs defines. */
+function neededExports(filter: string): string[] {
+  const dir = join(repoDir, "assembly", filter);
+  const needed = new Set(ALWAYS);
+  for (const file of readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
+    const source = readFileSync(join(dir, file), "utf8");
+    for (const [, hook] of source.matchAll(/^\s+(on[A-Z]\w*)\(/gm)) {
+      if (hook in HOOK_EXPORTS) needed.add(HOOK_EXPORTS[hook]);
+    }
+  }
+  return [...needed].sort();
+}
+
 describe("release modules", () => {
   test("every filter folder has been built", () => {
     const built = readdirSync(buildDir).filter((f) => f.endsWith(".wasm")).map((f) => f.slice(0, -5));
@@ -19,16 +51,18 @@ describe("release modules", () => {
 
   for (const filter of filters) {
     for (const variant of ["", "debug/"]) {
-      test(`${variant}${filter}.wasm imports only the proxy-wasm host and WASI, and exports the ABI`, () => {
+      test(`${variant}${filter}.wasm imports only the proxy-wasm host and WASI, and exports the callbacks it handles`, () => {
         const module = new WebAssembly.Module(readFileSync(join(buildDir, `${variant}${filter}.wasm`)));
         const foreign = WebAssembly.Module.imports(module)
           .map((i) => `${i.module}.${i.name}`)
           .filter((name) => !/^env\.proxy_[a-z_]+$/.test(name) && !name.startsWith("wasi_snapshot_preview1."));
         assert.deepEqual(foreign, []);
         const exports = WebAssembly.Module.exports(module).map((e) => e.name);
-        for (const required of ["proxy_abi_version_0_2_1", "malloc", "proxy_on_context_create", "proxy_on_configure", "memory"]) {
-          assert.ok(exports.includes(required), `missing export ${required}`);
-        }
+        const needed = neededExports(filter);
+        const missing = needed.filter((name) => !exports.includes(name));
+        assert.deepEqual(missing, [], `assembly/${filter}/index.ts must export these, or Envoy never calls them`);
+        const unused = exports.filter((name) => name.startsWith("proxy_on_") && !needed.includes(name));
+        assert.deepEqual(unused, [], `assembly/${filter}/index.ts exports callbacks no hook of the filter handles: each costs a call per stream`);
       });
     }
   }

@@ -5,7 +5,7 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
-} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+} from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
 import { Logger, pluginConfiguration, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
 import { ApiShape, readLlmRequest } from "../shared/llm-request";

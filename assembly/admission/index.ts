@@ -1,6 +1,16 @@
-export * from "../shared/abi";
-import { RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
-import { registerFilter } from "../shared/abi";
+// The callbacks Envoy makes into this filter, and only those (assembly/shared/abi.ts says why):
+// admission never looks at the response and has nothing to finish when a stream is done.
+export {
+  malloc,
+  proxy_abi_version_0_2_1,
+  proxy_on_context_create,
+  proxy_on_configure,
+  proxy_on_request_headers,
+  proxy_on_request_body,
+  proxy_on_log,
+  proxy_on_delete,
+} from "../shared/abi";
+import { registerFilter, RootContext } from "../shared/context";
 import { FILTER_NAME, AdmissionRoot } from "./filter";
 
 registerFilter((context_id: u32): RootContext => new AdmissionRoot(context_id), FILTER_NAME);

@@ -6,7 +6,7 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
-} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+} from "../shared/context";
 import { filterState, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
 import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shared/llm-request";
 import { LabelSlots } from "../shared/metric-labels";

@@ -1,6 +1,17 @@
-export * from "../shared/abi";
-import { RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
-import { registerFilter } from "../shared/abi";
+// The callbacks Envoy makes into this filter, and only those (assembly/shared/abi.ts says why).
+export {
+  malloc,
+  proxy_abi_version_0_2_1,
+  proxy_on_context_create,
+  proxy_on_configure,
+  proxy_on_request_headers,
+  proxy_on_request_body,
+  proxy_on_response_headers,
+  proxy_on_response_body,
+  proxy_on_log,
+  proxy_on_delete,
+} from "../shared/abi";
+import { registerFilter, RootContext } from "../shared/context";
 import { FILTER_NAME, MetricsRoot } from "./filter";
 
 registerFilter((context_id: u32): RootContext => new MetricsRoot(context_id), FILTER_NAME);

@@ -7,7 +7,7 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
-} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+} from "../shared/context";
 import {
   clearRouteCache,
   defineCounter,

@@ -1,42 +1,49 @@
 // The one place that talks to the proxy-wasm host. Everything here returns a result instead of
-// throwing: the SDK's own helpers abort the VM on an unexpected host status, and a trap in a
-// request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
-import * as imports from "@gcoredev/proxy-wasm-sdk-as/assembly/imports";
-import { globalArrayBufferReference } from "@gcoredev/proxy-wasm-sdk-as/assembly/runtime";
-import { LogLevelValues, WasmResultValues } from "@gcoredev/proxy-wasm-sdk-as/assembly";
+// throwing: a trap in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
+import * as imports from "./proxy-imports";
 
-export { LogLevelValues, WasmResultValues };
+/** proxy_log's levels, as the ABI numbers them. */
+export enum LogLevelValues { trace, debug, info, warn, error, critical }
 
-const REQUEST_HEADERS: i32 = 0;
-const RESPONSE_HEADERS: i32 = 2;
-const REQUEST_BODY: i32 = 0;
-const RESPONSE_BODY: i32 = 1;
-const PLUGIN_CONFIGURATION: i32 = 7;
-const STREAM_REQUEST: i32 = 0;
-const STREAM_RESPONSE: i32 = 1;
-const METRIC_COUNTER: i32 = 0;
-const METRIC_GAUGE: i32 = 1;
-const METRIC_HISTOGRAM: i32 = 2;
+const OK: u32 = 0;
+const REQUEST_HEADERS: u32 = 0;
+const RESPONSE_HEADERS: u32 = 2;
+const REQUEST_BODY: u32 = 0;
+const RESPONSE_BODY: u32 = 1;
+const PLUGIN_CONFIGURATION: u32 = 7;
+const STREAM_REQUEST: u32 = 0;
+const STREAM_RESPONSE: u32 = 1;
+const METRIC_COUNTER: u32 = 0;
+const METRIC_GAUGE: u32 = 1;
+const METRIC_HISTOGRAM: u32 = 2;
 
-class U32Out {
-  value: u32 = 0;
-  ptr(): usize {
-    return changetype<usize>(this) + offsetof<U32Out>("value");
-  }
+// Static out-parameters for the host to write into: calls run one at a time on a VM's thread.
+const RETURNED_DATA: usize = memory.data(4, 4);
+const RETURNED_SIZE: usize = memory.data(4, 4);
+const OUT_U32: usize = memory.data(4, 4);
+const OUT_U64: usize = memory.data(8, 8);
+
+/**
+ * The host's way into the module's memory: Envoy calls it for the bytes a call hands back, writes
+ * them there and passes their address out. Each block is a fresh ArrayBuffer, pinned so that the
+ * collector keeps it until takeReturned adopts it; the caller then owns it, without a copy.
+ */
+export function malloc(size: usize): usize {
+  return __pin(changetype<usize>(new ArrayBuffer(<i32>size)));
 }
 
-class U64Out {
-  value: u64 = 0;
-  ptr(): usize {
-    return changetype<usize>(this) + offsetof<U64Out>("value");
-  }
-}
-
-const u32Out = new U32Out();
-const u64Out = new U64Out();
-
-function takeHostBuffer(): ArrayBuffer {
-  return globalArrayBufferReference.toArrayBuffer();
+/**
+ * The bytes the last call handed back; call it once after every call that returned OK with data
+ * out-parameters (Envoy allocates only then; an empty answer comes with address 0 and no block).
+ */
+function takeReturned(): ArrayBuffer {
+  const data = load<usize>(RETURNED_DATA);
+  if (data == 0) return new ArrayBuffer(0);
+  // Cleared so that a call that hands nothing back and leaves the slot alone reads as empty
+  // instead of unpinning this block a second time (which traps).
+  store<usize>(RETURNED_DATA, 0);
+  __unpin(data);
+  return changetype<ArrayBuffer>(data);
 }
 
 function utf8(text: string): ArrayBuffer {
@@ -47,13 +54,13 @@ function utf8(text: string): ArrayBuffer {
 
 export function log(level: LogLevelValues, message: string): void {
   const bytes = utf8(message);
-  imports.proxy_log(<usize>level, changetype<usize>(bytes), bytes.byteLength);
+  imports.proxy_log(<u32>level, changetype<usize>(bytes), bytes.byteLength);
 }
 
 /** The host's current log level, so callers can skip building debug text nobody will see. */
 export function logLevel(): LogLevelValues {
-  if (imports.proxy_get_log_level(u32Out.ptr()) != WasmResultValues.Ok) return LogLevelValues.info;
-  return <LogLevelValues>u32Out.value;
+  if (imports.proxy_get_log_level(OUT_U32) != OK) return LogLevelValues.info;
+  return <LogLevelValues>load<u32>(OUT_U32);
 }
 
 /** Logs with the filter name and context id in front, as every llm-mesh log line starts. */
@@ -93,29 +100,29 @@ export class Logger {
 
 export function pluginConfiguration(size: u32): string {
   if (size == 0) return "";
-  const result = imports.proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
-  if (result != WasmResultValues.Ok) return "";
-  return String.UTF8.decode(takeHostBuffer());
+  const result = imports.proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, RETURNED_DATA, RETURNED_SIZE);
+  if (result != OK) return "";
+  return String.UTF8.decode(takeReturned());
 }
 
 // ---- headers ----
 
-function getHeader(map: i32, name: string): string | null {
+function getHeader(map: u32, name: string): string | null {
   const key = utf8(name);
-  const result = imports.proxy_get_header_map_value(map, changetype<usize>(key), key.byteLength, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
-  if (result != WasmResultValues.Ok) return null;
-  return String.UTF8.decode(takeHostBuffer());
+  const result = imports.proxy_get_header_map_value(map, changetype<usize>(key), key.byteLength, RETURNED_DATA, RETURNED_SIZE);
+  if (result != OK) return null;
+  return String.UTF8.decode(takeReturned());
 }
 
-function setHeader(map: i32, name: string, value: string): bool {
+function setHeader(map: u32, name: string, value: string): bool {
   const key = utf8(name);
   const bytes = utf8(value);
-  return imports.proxy_replace_header_map_value(map, changetype<usize>(key), key.byteLength, changetype<usize>(bytes), bytes.byteLength) == WasmResultValues.Ok;
+  return imports.proxy_replace_header_map_value(map, changetype<usize>(key), key.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;
 }
 
-function removeHeader(map: i32, name: string): bool {
+function removeHeader(map: u32, name: string): bool {
   const key = utf8(name);
-  return imports.proxy_remove_header_map_value(map, changetype<usize>(key), key.byteLength) == WasmResultValues.Ok;
+  return imports.proxy_remove_header_map_value(map, changetype<usize>(key), key.byteLength) == OK;
 }
 
 /** A request header's value, or null when absent (an empty value is not absent). */
@@ -141,11 +148,11 @@ export function setResponseHeader(name: string, value: string): bool {
 
 // ---- bodies ----
 
-function bufferBytes(buffer: i32, start: u32, length: u32): Uint8Array {
+function bufferBytes(buffer: u32, start: u32, length: u32): Uint8Array {
   if (length == 0) return new Uint8Array(0);
-  const result = imports.proxy_get_buffer_bytes(buffer, start, length, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
-  if (result != WasmResultValues.Ok) return new Uint8Array(0);
-  return Uint8Array.wrap(takeHostBuffer());
+  const result = imports.proxy_get_buffer_bytes(buffer, start, length, RETURNED_DATA, RETURNED_SIZE);
+  if (result != OK) return new Uint8Array(0);
+  return Uint8Array.wrap(takeReturned());
 }
 
 export function requestBody(start: u32, length: u32): Uint8Array {
@@ -158,7 +165,7 @@ export function responseBody(start: u32, length: u32): Uint8Array {
 
 /** Replaces the first `length` bytes of the buffered request body. */
 export function replaceRequestBody(length: u32, bytes: Uint8Array): bool {
-  return imports.proxy_set_buffer_bytes(REQUEST_BODY, 0, length, changetype<usize>(bytes.buffer) + bytes.byteOffset, bytes.byteLength) == WasmResultValues.Ok;
+  return imports.proxy_set_buffer_bytes(REQUEST_BODY, 0, length, changetype<usize>(bytes.buffer) + bytes.byteOffset, bytes.byteLength) == OK;
 }
 
 // ---- local responses ----
@@ -211,7 +218,7 @@ export function sendResponse(status: u32, details: string, body: string, headers
   const bodyBytes = utf8(body);
   const headerBytes = headers.serialize();
   return imports.proxy_send_local_response(status, changetype<usize>(detailBytes), detailBytes.byteLength,
-    changetype<usize>(bodyBytes), bodyBytes.byteLength, changetype<usize>(headerBytes), headerBytes.byteLength, -1) == WasmResultValues.Ok;
+    changetype<usize>(bodyBytes), bodyBytes.byteLength, changetype<usize>(headerBytes), headerBytes.byteLength, -1) == OK;
 }
 
 // ---- properties and filter state ----
@@ -219,9 +226,9 @@ export function sendResponse(status: u32, details: string, body: string, headers
 /** A host property by path segments; null when the host has none. */
 export function property(segments: string[]): ArrayBuffer | null {
   const path = utf8(segments.join("\0"));
-  const result = imports.proxy_get_property(changetype<usize>(path), path.byteLength, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr());
-  if (result != WasmResultValues.Ok) return null;
-  return takeHostBuffer();
+  const result = imports.proxy_get_property(changetype<usize>(path), path.byteLength, RETURNED_DATA, RETURNED_SIZE);
+  if (result != OK) return null;
+  return takeReturned();
 }
 
 /** A numeric host property (Envoy encodes integers as 8 little-endian bytes), or -1 when absent. */
@@ -243,7 +250,7 @@ export function propertyString(segments: string[]): string | null {
 export function setFilterState(name: string, value: string): bool {
   const path = utf8(name);
   const bytes = utf8(value);
-  return imports.proxy_set_property(changetype<usize>(path), path.byteLength, changetype<usize>(bytes), bytes.byteLength) == WasmResultValues.Ok;
+  return imports.proxy_set_property(changetype<usize>(path), path.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;
 }
 
 export function filterState(name: string): string | null {
@@ -253,8 +260,8 @@ export function filterState(name: string): string | null {
 // ---- time, streams, routing ----
 
 export function nowNanos(): u64 {
-  if (imports.proxy_get_current_time_nanoseconds(u64Out.ptr()) != WasmResultValues.Ok) return 0;
-  return u64Out.value;
+  if (imports.proxy_get_current_time_nanoseconds(OUT_U64) != OK) return 0;
+  return load<u64>(OUT_U64);
 }
 
 export function nowMillis(): i64 {
@@ -264,17 +271,17 @@ export function nowMillis(): i64 {
 /** Resumes a paused request from a tick or callback: the host needs the stream made current first. */
 export function resumeRequest(contextId: u32): bool {
   if (!setEffectiveContext(contextId)) return false;
-  return imports.proxy_continue_stream(STREAM_REQUEST) == WasmResultValues.Ok;
+  return imports.proxy_continue_stream(STREAM_REQUEST) == OK;
 }
 
 export function resumeResponse(contextId: u32): bool {
   if (!setEffectiveContext(contextId)) return false;
-  return imports.proxy_continue_stream(STREAM_RESPONSE) == WasmResultValues.Ok;
+  return imports.proxy_continue_stream(STREAM_RESPONSE) == OK;
 }
 
 /** Makes a paused stream the current one, for work a tick does on its behalf (filter state, a local reply). */
 export function setEffectiveContext(contextId: u32): bool {
-  return imports.proxy_set_effective_context(contextId) == WasmResultValues.Ok;
+  return imports.proxy_set_effective_context(contextId) == OK;
 }
 
 const CLEAR_ROUTE_CACHE = String.UTF8.encode("clear_route_cache");
@@ -287,8 +294,10 @@ const NO_ARGUMENTS = new ArrayBuffer(0);
  * Wasm filter changes a request header; asking explicitly keeps working where it does not.
  */
 export function clearRouteCache(): bool {
-  return imports.proxy_call_foreign_function(changetype<usize>(CLEAR_ROUTE_CACHE), CLEAR_ROUTE_CACHE.byteLength,
-    changetype<usize>(NO_ARGUMENTS), 0, globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr()) == WasmResultValues.Ok;
+  if (imports.proxy_call_foreign_function(changetype<usize>(CLEAR_ROUTE_CACHE), CLEAR_ROUTE_CACHE.byteLength,
+    changetype<usize>(NO_ARGUMENTS), 0, RETURNED_DATA, RETURNED_SIZE) != OK) return false;
+  takeReturned();
+  return true;
 }
 
 export function setTickPeriod(milliseconds: u32): void {
@@ -305,24 +314,24 @@ export class SharedValue {
 export function sharedGet(key: string): SharedValue {
   const keyBytes = utf8(key);
   const result = imports.proxy_get_shared_data(changetype<usize>(keyBytes), keyBytes.byteLength,
-    globalArrayBufferReference.bufferPtr(), globalArrayBufferReference.sizePtr(), u32Out.ptr());
-  if (result != WasmResultValues.Ok) return new SharedValue(null, 0);
-  const cas = u32Out.value;
-  return new SharedValue(takeHostBuffer(), cas);
+    RETURNED_DATA, RETURNED_SIZE, OUT_U32);
+  if (result != OK) return new SharedValue(null, 0);
+  const cas = load<u32>(OUT_U32);
+  return new SharedValue(takeReturned(), cas);
 }
 
 /** Writes an entry if its CAS still matches (0: unconditionally); false on a mismatch. */
 export function sharedSet(key: string, bytes: ArrayBuffer, cas: u32): bool {
   const keyBytes = utf8(key);
-  return imports.proxy_set_shared_data(changetype<usize>(keyBytes), keyBytes.byteLength, changetype<usize>(bytes), bytes.byteLength, cas) == WasmResultValues.Ok;
+  return imports.proxy_set_shared_data(changetype<usize>(keyBytes), keyBytes.byteLength, changetype<usize>(bytes), bytes.byteLength, cas) == OK;
 }
 
 // ---- metrics ----
 
-function defineMetric(kind: i32, name: string): i32 {
+function defineMetric(kind: u32, name: string): i32 {
   const bytes = utf8(name);
-  if (imports.proxy_define_metric(kind, changetype<usize>(bytes), bytes.byteLength, u32Out.ptr()) != WasmResultValues.Ok) return -1;
-  return <i32>u32Out.value;
+  if (imports.proxy_define_metric(kind, changetype<usize>(bytes), bytes.byteLength, OUT_U32) != OK) return -1;
+  return <i32>load<u32>(OUT_U32);
 }
 
 /** Metric ids, or -1 when the host refused the name; using -1 later is a no-op. */

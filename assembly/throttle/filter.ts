@@ -6,7 +6,7 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
-} from "@gcoredev/proxy-wasm-sdk-as/assembly";
+} from "../shared/context";
 import { errorBody, rateLimited } from "../shared/api-errors";
 import {
   defineCounter, defineGauge, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyString,

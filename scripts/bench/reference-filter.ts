@@ -1,12 +1,14 @@
 // A reference Wasm filter for the benchmark only (AssemblyScript; scripts/bench.ts compiles it into
-// its scratch directory): it measures what any filter on this SDK pays before doing any work, so the
-// report can split an llm-mesh filter's cost into Envoy's Wasm plumbing and the filter's own code.
+// its scratch directory): it measures what any filter on llm-mesh's proxy-wasm layer
+// (assembly/shared/context.ts, abi.ts, host.ts) pays before doing any work, so the report can split
+// an llm-mesh filter's cost into Envoy's Wasm plumbing and the filter's own code.
 // Configuration "pass": every callback returns Continue at once (contexts, callbacks, no host call).
 // Configuration "read-body": holds the request headers, buffers the body and copies it into the VM,
 // as admission does, then continues without looking at it.
+// It exports every callback abi.ts has, as reference-raw.wat does, so that Envoy makes the same calls
+// into both and the difference between wasm-raw and wasm-pass is the layer's own cost.
 export * from "../../assembly/shared/abi";
-import { Context, FilterDataStatusValues, FilterHeadersStatusValues, RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
-import { registerFilter } from "../../assembly/shared/abi";
+import { Context, FilterDataStatusValues, FilterHeadersStatusValues, registerFilter, RootContext } from "../../assembly/shared/context";
 import { pluginConfiguration, requestBody } from "../../assembly/shared/host";
 
 class ReferenceRoot extends RootContext {

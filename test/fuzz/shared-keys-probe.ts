@@ -4,8 +4,7 @@
 // so it probes the names the filters use: fixed keys, and ranges "<prefix><n>" for n below a count.
 // Config: {"keys": ["llm-mesh:create-lock", ...], "ranges": [{"prefix": "llm-throttle:r:", "count": 1024}]}
 export * from "../../assembly/shared/abi";
-import { Context, RootContext } from "@gcoredev/proxy-wasm-sdk-as/assembly";
-import { registerFilter } from "../../assembly/shared/abi";
+import { Context, registerFilter, RootContext } from "../../assembly/shared/context";
 import { ConfigErrors, readConfigRoot } from "../../assembly/shared/config-reader";
 import { defineGauge, Logger, pluginConfiguration, recordMetric, setTickPeriod, sharedGet } from "../../assembly/shared/host";
 

@@ -1,0 +1,149 @@
+// What a filter builds on: a root context per plugin configuration and a context per HTTP stream,
+// with the callbacks Envoy makes on them, and the registry that maps Envoy's context ids to them
+// for the entry points in abi.ts.
+//
+// Envoy runs one Wasm VM per thread for every plugin instance that shares the module, and gives each
+// instance (another listener, or a new pluginConfig pushed over xDS) a root context of its own. Each
+// root is kept, configured, ticked and deleted under its own id, and a stream is created by the root
+// Envoy names as its parent: with a single root per VM, a second configuration's on_configure would
+// overwrite the first's settings for every stream (a reload from 0% to 100% and back stayed at 100%,
+// because Envoy kept the draining 0% root and never configured it again).
+import { ContextTable } from "./context-table";
+
+/** What a headers callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
+export enum FilterHeadersStatusValues {
+  Continue = 0,
+  /**
+   * Holds the headers while the body still reaches this filter, when the filter config sets
+   * `allow_on_headers_stop_iteration: true`; without it Envoy stops everything instead.
+   */
+  StopIteration = 1,
+  ContinueAndEndStream = 2,
+  StopAllIterationAndBuffer = 3,
+  StopAllIterationAndWatermark = 4,
+}
+
+/** What a body callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
+export enum FilterDataStatusValues {
+  Continue = 0,
+  StopIterationAndBuffer = 1,
+  StopIterationAndWatermark = 2,
+  StopIterationNoBuffer = 3,
+}
+
+/**
+ * One plugin configuration's context on this VM: it holds the parsed configuration, creates the
+ * streams that run under it, and gets the ticks it asked for.
+ */
+export abstract class RootContext {
+  constructor(public context_id: u32) {}
+
+  abstract createContext(context_id: u32): Context;
+
+  /** False refuses the configuration: Envoy fails its start, or NACKs the update over xDS. */
+  onConfigure(configuration_size: u32): bool {
+    return true;
+  }
+
+  onTick(): void {}
+
+  /** False would ask Envoy to wait before deleting the root; no llm-mesh root needs that. */
+  onDone(): bool {
+    return true;
+  }
+
+  onDelete(): void {}
+}
+
+/**
+ * One HTTP stream: request headers, request body (once per chunk Envoy passes on), response
+ * headers, response body, then onDone and onLog as the stream ends and onDelete last. A stream
+ * answered or reset early skips the callbacks it never reached; onLog still comes.
+ */
+export class Context {
+  readonly root_context_id: u32;
+
+  constructor(public context_id: u32, root_context: RootContext) {
+    this.root_context_id = root_context.context_id;
+  }
+
+  onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    return FilterDataStatusValues.Continue;
+  }
+
+  onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    return FilterDataStatusValues.Continue;
+  }
+
+  onDone(): bool {
+    return true;
+  }
+
+  onLog(): void {}
+
+  onDelete(): void {}
+}
+
+// ---- registry ----
+
+let rootFactory: ((context_id: u32) => RootContext) | null = null;
+/** Usually one; a few while Envoy drains the roots of replaced configurations. */
+const roots = new Array<RootContext>();
+const streams = new ContextTable<Context>();
+
+/**
+ * Names the filter's root context class; every filter's index.ts calls this once. `name` is the
+ * root_id the filter is documented under: Envoy picks the module by its configuration, not by it.
+ */
+export function registerFilter(factory: (context_id: u32) => RootContext, name: string): void {
+  rootFactory = factory;
+}
+
+export function rootContext(context_id: u32): RootContext | null {
+  for (let i = 0, n = roots.length; i < n; i++) {
+    const root = unchecked(roots[i]);
+    if (root.context_id == context_id) return root;
+  }
+  return null;
+}
+
+export function streamContext(context_id: u32): Context | null {
+  return streams.get(context_id);
+}
+
+export function createRoot(context_id: u32): void {
+  const factory = rootFactory;
+  if (factory == null || rootContext(context_id) != null) return;
+  roots.push(factory(context_id));
+}
+
+/** Envoy creates streams only under roots it created first; any other id is ignored. */
+export function createStream(context_id: u32, root_context_id: u32): void {
+  const root = rootContext(root_context_id);
+  if (root == null) return;
+  streams.add(root.createContext(context_id));
+}
+
+/** Forgets a root or a stream and tells it so; nothing when the id is unknown. */
+export function deleteContext(context_id: u32): void {
+  const stream = streams.remove(context_id);
+  if (stream != null) {
+    stream.onDelete();
+    return;
+  }
+  for (let i = 0, n = roots.length; i < n; i++) {
+    const root = unchecked(roots[i]);
+    if (root.context_id != context_id) continue;
+    roots.splice(i, 1);
+    root.onDelete();
+    return;
+  }
+}
