@@ -16,6 +16,8 @@ import { simpleChat } from "./fuzz/requests.ts";
 import { faultyBuild, type Filter } from "./fuzz/vm-failure.ts";
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+/** How long llm-throttle counts a place its VM no longer renews (HOLD_LEASE_MS in assembly/throttle/policy.ts). */
+const HOLD_LEASE_MS = 4000;
 
 const THROTTLE_CONFIG = {
   rules: [
@@ -275,42 +277,50 @@ describe("a filter whose VM fails fails as its failure_policy says", () => {
     });
   }
 
-  test(
-    "llm-throttle: the slots of requests in flight on a VM that failed come back",
-    {
-      timeout: 60_000,
-      todo: "llm-throttle keeps in_flight in shared data, which outlives the VM: a request in flight when the VM traps is never settled, and its slot stays taken for good",
-    },
-    async () => {
-      const dir = join(repoDir, ".tmp", `faults-vm-leak-${process.pid}`);
-      const oneSlot = { rules: [{ name: "one", match: { headers: [{ name: "x-tenant", exact: "q" }] }, key: ["global"], limits: { max_in_flight: 1 }, action: "reject" }] };
-      const envoy = await startEnvoy({
-        scenario: "faults",
-        vars: { ...MESH_VARS, THROTTLE_CONFIG: oneSlot, UPSTREAM_PORT: mock.port, BUILD_DIR: faultyBuild(join(repoDir, "build"), dir, "throttle", { requestHeadersAtLeast: 40 }) },
-        concurrency: 1,
-      });
-      try {
-        const holding = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "1000" });
-        await sleep(200);
-        assert.equal((await post(envoy, simpleChat(), POISON)).status, 503);
-        await holding;
-        // A new VM, and time enough for anything to expire.
-        const deadline = Date.now() + 15_000;
-        while ((await post(envoy, simpleChat(), { "x-tenant": "other" })).status !== 200) {
-          assert.ok(Date.now() < deadline, "no new VM");
-          await sleep(100);
-        }
-        let status = 0;
-        const settled = Date.now() + 5000;
-        while ((status = (await post(envoy, simpleChat(), { "x-tenant": "q" })).status) !== 200 && Date.now() < settled) await sleep(250);
-        assert.equal(status, 200, "the one slot is free again");
-      } finally {
-        await envoy.stop();
-        rmSync(dir, { recursive: true, force: true });
-        if (!process.env.KEEP_TMP) rmSync(envoy.tmpDir, { recursive: true, force: true });
+  test("llm-throttle: places held in flight or in a queue on a VM that failed come back within the lease", { timeout: 60_000 }, async () => {
+    const dir = join(repoDir, ".tmp", `faults-vm-leak-${process.pid}`);
+    // One slot and a queue of one: either place left held keeps every later request out.
+    const oneSlot = {
+      rules: [{ name: "one", match: { headers: [{ name: "x-tenant", exact: "q" }] }, key: ["global"], limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000, max_length: 1 } }],
+    };
+    const envoy = await startEnvoy({
+      scenario: "faults",
+      vars: { ...MESH_VARS, THROTTLE_CONFIG: oneSlot, UPSTREAM_PORT: mock.port, BUILD_DIR: faultyBuild(join(repoDir, "build"), dir, "throttle", { requestHeadersAtLeast: 40 }) },
+      concurrency: 1,
+    });
+    let queued: Socket | undefined;
+    try {
+      mock.reset();
+      const holding = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "1000" });
+      while (mock.requests.length === 0) await sleep(10);
+      queued = (await openRequest(envoy, requestBytes("/v1/chat/completions", simpleChat(), { "x-tenant": "q" }))).socket;
+      await waitForStat(envoy, "wasmcustom.llm_throttle.one.waiting", 1);
+      assert.equal((await post(envoy, simpleChat(), POISON)).status, 503);
+      const failedAt = Date.now();
+      await holding;
+      queued.destroy();
+      const deadline = Date.now() + 15_000;
+      while ((await post(envoy, simpleChat(), { "x-tenant": "other" })).status !== 200) {
+        assert.ok(Date.now() < deadline, "no new VM");
+        await sleep(100);
       }
-    },
-  );
+      // The failed VM renewed its holds last before it failed: they lapse within the lease (4 s).
+      const lapsed = Math.max(failedAt + HOLD_LEASE_MS + 2000, Date.now() + 1000);
+      const statuses: number[] = [];
+      for (;;) {
+        const status = (await post(envoy, simpleChat(), { "x-tenant": "q" })).status;
+        statuses.push(status);
+        if (status === 200 || Date.now() > lapsed) break;
+        await sleep(100);
+      }
+      assert.equal(statuses.at(-1), 200, `the slot and the queue place are free again (statuses ${statuses.join(",")})`);
+    } finally {
+      queued?.destroy();
+      await envoy.stop();
+      rmSync(dir, { recursive: true, force: true });
+      if (!process.env.KEEP_TMP) rmSync(envoy.tmpDir, { recursive: true, force: true });
+    }
+  });
 
   test("llm-metrics (FAIL_OPEN): after its VM fails, requests are served without it", { timeout: 60_000 }, async () => {
     const dir = join(repoDir, ".tmp", `faults-vm-metrics-${process.pid}`);

@@ -25,6 +25,7 @@ const rules = {
     { name: "tpm", match: only("tpm"), key: perTenant, limits: { tokens_per_minute: 400 }, default_output_tokens: 100 },
     { name: "io", match: only("io"), key: perTenant, limits: { input_tokens_per_minute: 200, output_tokens_per_minute: 100 } },
     { name: "inflight", match: only("inflight"), key: perTenant, limits: { max_in_flight: 2 } },
+    { name: "long", match: only("long"), key: perTenant, limits: { max_in_flight: 1 } },
     { name: "queue", match: only("queue"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000, max_length: 5 } },
     { name: "queue-short", match: only("queue-short"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 300, max_length: 1 } },
     { name: "queue-one", match: only("queue-one"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000, max_length: 1 } },
@@ -90,6 +91,21 @@ async function postPartial(url: string, body: object, headers: Record<string, st
   } catch {
     return { status: res.status, text, complete: false };
   }
+}
+
+/** A chat request on a connection of its own: Envoy hands new connections to either worker. */
+function chatOnNewConnection(scenario: string, tenant: string, body: object): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify({ model: "gpt-4o", messages: hello, ...body });
+    const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(data), "x-scenario": scenario, "x-tenant": tenant };
+    const req = httpRequest(envoy.url("/v1/chat/completions"), { method: "POST", agent: false, headers }, (res) => {
+      let text = "";
+      res.on("data", (chunk: Buffer) => (text += chunk.toString()));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on("error", reject);
+    req.end(data);
+  });
 }
 
 /** A request with a Host header fetch will not send: the authority Envoy's mirroring gives shadow copies. */
@@ -225,6 +241,23 @@ describe("throttle filter", () => {
     assert.deepEqual(done.map((r) => r.status), [200, 200]);
     await statReaches("inflight.in_flight", 0);
     assert.equal((await chat("inflight", "if-a", { max_tokens: 5 })).status, 200);
+  });
+
+  test("max in flight: a stream that outlasts the slot's lease keeps its slot, renewed by its worker", async () => {
+    // Slots are leases of at most 4 s (so that a failed VM's come back), renewed while the request lives.
+    const stream = chat("long", "lg-a", { max_tokens: 8, stream: true }, { "x-mock-chunk-delay-ms": "1000", "x-mock-completion-tokens": "6" });
+    await statReaches("long.in_flight", 1);
+    await sleep(5000);
+    // Each on a new connection, so that the worker without the stream is asked too: it knows of the
+    // slot only through the lease the stream's worker renews.
+    const refused = await Promise.all(Array.from({ length: 8 }, () => chatOnNewConnection("long", "lg-a", { max_tokens: 5 })));
+    assert.deepEqual(refused.map((r) => r.status), Array(8).fill(429));
+    assert.match(refused[0].text, /"Too many requests in flight \(llm-throttle rule `long`\)/);
+    const done = await stream;
+    assert.equal(done.status, 200);
+    assert.equal(readSse(done.text).at(-1)!.data, "[DONE]");
+    await statReaches("long.in_flight", 0);
+    assert.equal((await chat("long", "lg-a", { max_tokens: 5 })).status, 200);
   });
 
   test("queue: waiting requests go first come, first served across workers; a full queue refuses", async () => {

@@ -1,9 +1,10 @@
 import { ApiShape } from "../shared/llm-request";
 import { Action, KeyKind, Limits, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
 import {
-  BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_IN_FLIGHT, F_REQUEST_CREDIT, F_TOTAL, FIELDS, formatDuration, homeSlot,
-  initRecord, isIdle, KeyHash, refresh, refusalMessage, Reservation, reservationFor, retryAfterSeconds, settle, take,
-  untake, windowUsed, waitOrder, takeTurn, endTurn, Turn,
+  addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,
+  HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, KeyHash, refresh, refreshHolds, refusalMessage,
+  renewHold, Reservation, reservationFor, retryAfterSeconds, settle, take, tickPeriodMs, untake, waiting, windowUsed,
+  waitOrder, takeTurn, endTurn, Turn,
 } from "../throttle/policy";
 
 function errorOf(text: string): string {
@@ -195,7 +196,7 @@ describe("throttle policy", () => {
     expect(tryTake(fields, l, r, T0).ok).toBe(true);
     expect(tryTake(fields, l, r, T0).deny).toBe(Deny.InFlight);
     settle(fields, T0 / BUCKET_MS, r, r, T0 + 10);
-    expect(fields[F_IN_FLIGHT]).toBe(1);
+    expect(inFlight(fields, T0 + 10)).toBe(1);
     expect(tryTake(fields, l, r, T0 + 10).ok).toBe(true);
   });
 
@@ -208,7 +209,7 @@ describe("throttle policy", () => {
     settle(fields, T0 / BUCKET_MS, reserved, new Reservation(90, 30), T0 + 2 * BUCKET_MS);
     expect(windowUsed(fields, F_TOTAL)).toBe(120);
     expect(fields[F_TOTAL + <i32>((T0 / BUCKET_MS) % BUCKETS)]).toBe(120);
-    expect(fields[F_IN_FLIGHT]).toBe(0);
+    expect(inFlight(fields, T0 + 2 * BUCKET_MS)).toBe(0);
   });
 
   it("charges an under-reservation even after its bucket left the window", () => {
@@ -228,7 +229,7 @@ describe("throttle policy", () => {
     const r = new Reservation(100, 100);
     tryTake(fields, l, r, T0);
     untake(fields, l, T0 / BUCKET_MS, r, T0);
-    expect(fields[F_IN_FLIGHT]).toBe(0);
+    expect(inFlight(fields, T0)).toBe(0);
     expect(fields[F_REQUEST_CREDIT]).toBe(2000);
     expect(windowUsed(fields, F_TOTAL)).toBe(0);
   });
@@ -236,7 +237,8 @@ describe("throttle policy", () => {
   it("makes newcomers queue behind waiting requests when asked", () => {
     const l = limits(0, 1000, 0);
     const fields = record(l, T0);
-    fields[3] = 1;
+    refreshHolds(fields, T0);
+    addHeld(fields, F_WAITING, 1);
     expect(evaluate(fields, l, new Reservation(1, 1), T0, true).deny).toBe(Deny.Waiting);
     expect(evaluate(fields, l, new Reservation(1, 1), T0, false).ok).toBe(true);
   });
@@ -264,11 +266,14 @@ describe("throttle policy", () => {
   it("frees a record only when nothing is in flight, waiting or counted", () => {
     const l = limits(1, 1000, 0);
     const fields = record(l, T0);
-    tryTake(fields, l, new Reservation(1, 1), T0);
+    const worker = new Hold();
+    expect(admitAs(worker, fields, l, T0)).toBe(true);
+    // A request that lasts an hour, renewed by its worker every step.
+    for (let now = T0 + HOLD_STEP_MS; now <= T0 + 3_600_000; now += HOLD_STEP_MS) renewAs(worker, fields, now);
     expect(isIdle(fields, T0 + 3_600_000)).toBe(false);
-    settle(fields, T0 / BUCKET_MS, new Reservation(1, 1), new Reservation(1, 1), T0 + 10);
-    expect(isIdle(fields, T0 + 60_000)).toBe(false);
-    expect(isIdle(fields, T0 + 10 + <i64>BUCKETS * BUCKET_MS)).toBe(true);
+    settleAs(worker, fields, l, T0 + 3_600_000);
+    expect(isIdle(fields, T0 + 3_600_000 + 60_000)).toBe(false);
+    expect(isIdle(fields, T0 + 3_600_000 + <i64>BUCKETS * BUCKET_MS)).toBe(true);
   });
 
   it("reserves the prompt plus max_tokens, else the rule's default; nothing for embeddings output", () => {
@@ -310,5 +315,148 @@ describe("throttle policy", () => {
     expect(ab).not.toBe(0);
     const slot = homeSlot(ab, 7);
     expect(slot >= 0 && slot < 7).toBe(true);
+  });
+});
+
+// ---- holds on leases: what store.ts does for one worker inside one CAS round ----
+
+function copyOf(fields: StaticArray<i64>): StaticArray<i64> {
+  const copy = new StaticArray<i64>(fields.length);
+  for (let i = 0; i < fields.length; i++) copy[i] = fields[i];
+  return copy;
+}
+
+/** A worker admits a request: renews its holds and takes a slot, written only when it fits. */
+function admitAs(worker: Hold, fields: StaticArray<i64>, l: Limits, now: i64): bool {
+  const next = copyOf(fields);
+  refresh(next, l, now);
+  const head = renewHold(next, worker);
+  if (!evaluate(next, l, new Reservation(), now, false).ok) return false;
+  take(next, l, new Reservation(), now);
+  for (let i = 0; i < fields.length; i++) fields[i] = next[i];
+  worker.epoch = head;
+  worker.inFlight++;
+  return true;
+}
+
+function settleAs(worker: Hold, fields: StaticArray<i64>, l: Limits, now: i64): void {
+  refresh(fields, l, now);
+  worker.epoch = renewHold(fields, worker);
+  settle(fields, now / BUCKET_MS, new Reservation(), new Reservation(), now);
+  worker.inFlight--;
+}
+
+/** The tick's renewal. */
+function renewAs(worker: Hold, fields: StaticArray<i64>, now: i64): void {
+  refreshHolds(fields, now);
+  worker.epoch = renewHold(fields, worker);
+}
+
+describe("throttle holds on leases", () => {
+  it("frees the slots of a worker that stops renewing (its VM failed) once the lease runs out", () => {
+    const l = limits(0, 0, 1);
+    const fields = record(l, T0);
+    const failed = new Hold();
+    const other = new Hold();
+    expect(admitAs(failed, fields, l, T0)).toBe(true);
+    expect(admitAs(other, fields, l, T0 + HOLD_LEASE_MS - 1)).toBe(false);
+    expect(inFlight(fields, T0 + HOLD_LEASE_MS - 1)).toBe(1);
+    expect(inFlight(fields, T0 + HOLD_LEASE_MS)).toBe(0);
+    expect(admitAs(other, fields, l, T0 + HOLD_LEASE_MS)).toBe(true);
+    expect(inFlight(fields, T0 + HOLD_LEASE_MS)).toBe(1);
+  });
+
+  it("keeps the slots of a worker that renews them, however long its requests last", () => {
+    const l = limits(0, 0, 1);
+    const fields = record(l, T0);
+    const worker = new Hold();
+    const other = new Hold();
+    expect(admitAs(worker, fields, l, T0)).toBe(true);
+    // Renewed from a late tick: a step plus a whole second's tick after the last renewal.
+    let now = T0;
+    while (now < T0 + 120_000) {
+      now += HOLD_STEP_MS + 1000;
+      renewAs(worker, fields, now);
+      expect(admitAs(other, fields, l, now + HOLD_STEP_MS)).toBe(false);
+    }
+    settleAs(worker, fields, l, now);
+    expect(worker.inFlight).toBe(0);
+    expect(admitAs(other, fields, l, now)).toBe(true);
+  });
+
+  it("frees a worker's own slot when it settles, not another worker's", () => {
+    const l = limits(0, 0, 2);
+    const fields = record(l, T0);
+    const a = new Hold();
+    const b = new Hold();
+    expect(admitAs(a, fields, l, T0)).toBe(true);
+    expect(admitAs(b, fields, l, T0 + 1500)).toBe(true);
+    expect(admitAs(a, fields, l, T0 + 1500)).toBe(false);
+    settleAs(a, fields, l, T0 + 2600);
+    expect(inFlight(fields, T0 + 2600)).toBe(1);
+    // b stops renewing: its slot goes with its bucket (taken at T0 + 1500), a's settle did not move it.
+    expect(inFlight(fields, T0 + 1000 + HOLD_LEASE_MS - 1)).toBe(1);
+    expect(inFlight(fields, T0 + 1000 + HOLD_LEASE_MS)).toBe(0);
+  });
+
+  it("counts again the requests of a worker that stalled past the lease, and settles them to zero", () => {
+    const l = limits(0, 0, 3);
+    const fields = record(l, T0);
+    const stalled = new Hold();
+    expect(admitAs(stalled, fields, l, T0)).toBe(true);
+    expect(admitAs(stalled, fields, l, T0 + 10)).toBe(true);
+    const late = T0 + 10 * HOLD_LEASE_MS;
+    expect(inFlight(fields, late)).toBe(0);
+    renewAs(stalled, fields, late);
+    expect(inFlight(fields, late)).toBe(2);
+    settleAs(stalled, fields, l, late + 5);
+    settleAs(stalled, fields, l, late + HOLD_STEP_MS);
+    expect(inFlight(fields, late + HOLD_STEP_MS)).toBe(0);
+    expect(stalled.empty).toBe(true);
+  });
+
+  it("lets places in a queue expire the same way", () => {
+    const l = limits(0, 1000, 0);
+    const fields = record(l, T0);
+    const failed = new Hold();
+    renewAs(failed, fields, T0);
+    addHeld(fields, F_WAITING, 1);
+    failed.waiting++;
+    expect(waiting(fields, T0 + HOLD_LEASE_MS - 1)).toBe(1);
+    expect(evaluate(fields, l, new Reservation(1, 1), T0 + HOLD_LEASE_MS - 1, true).deny).toBe(Deny.Waiting);
+    refresh(fields, l, T0 + HOLD_LEASE_MS);
+    expect(waiting(fields, T0 + HOLD_LEASE_MS)).toBe(0);
+    expect(evaluate(fields, l, new Reservation(1, 1), T0 + HOLD_LEASE_MS, true).ok).toBe(true);
+  });
+
+  it("hands the record of a failed VM's key to another key once idle", () => {
+    const l = limits(0, 0, 1);
+    const fields = record(l, T0);
+    expect(admitAs(new Hold(), fields, l, T0)).toBe(true);
+    expect(isIdle(fields, T0 + IDLE_MS - 1)).toBe(false);
+    expect(isIdle(fields, T0 + IDLE_MS)).toBe(true);
+  });
+
+  it("reads any record content without leaving the ring", () => {
+    const l = limits(0, 0, 1);
+    const values: i64[] = [-1, -7, i64.MIN_VALUE, i64.MAX_VALUE, T0 / HOLD_STEP_MS + 3];
+    for (let i = 0; i < values.length; i++) {
+      const fields = record(l, T0);
+      fields[F_HOLD_EPOCH] = values[i];
+      const worker = new Hold();
+      worker.epoch = -values[i];
+      worker.inFlight = 1;
+      expect(inFlight(fields, T0) >= 0).toBe(true);
+      refreshHolds(fields, T0);
+      renewHold(fields, worker);
+      addHeld(fields, F_WAITING, -1);
+      expect(waiting(fields, T0)).toBe(0);
+    }
+  });
+
+  it("ticks to renew holds, at tick_ms when a rule queues", () => {
+    expect(tickPeriodMs(configOf('{}'))).toBe(0);
+    expect(tickPeriodMs(configOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1}}]}'))).toBe(HOLD_STEP_MS / 4);
+    expect(tickPeriodMs(configOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"queue"}],"tick_ms":20}'))).toBe(20);
   });
 });

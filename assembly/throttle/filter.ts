@@ -21,9 +21,9 @@ import { TokenEstimator } from "../shared/tokens";
 import { Action, KeyKind, parseThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
   Check, Deny, DENY_NAMES, formatDuration, KeyHash, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
-  reservationFor, retryAfterSeconds, waitOrder,
+  reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
 } from "./policy";
-import { admit, Asking, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
+import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
 
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -75,6 +75,8 @@ export class ThrottleRoot extends RootContext {
   estimator: TokenEstimator = new TokenEstimator();
   /** Requests of this worker parked by a queue rule, oldest first. */
   waiting: ThrottleStream[] = [];
+  /** What this worker's requests hold in shared records, renewed from the tick so that a VM that fails leaves nothing held. */
+  holds: Holds = new Holds();
 
   createContext(context_id: u32): Context {
     return new ThrottleStream(context_id, this);
@@ -92,12 +94,14 @@ export class ThrottleRoot extends RootContext {
     const metrics: RuleMetrics[] = [];
     for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
     this.metrics = metrics;
-    if (config.queues) setTickPeriod(<u32>config.tickMs);
+    setTickPeriod(<u32>tickPeriodMs(config));
     return true;
   }
 
   onTick(): void {
-    this.releaseWaiting(nowMillis());
+    const now = nowMillis();
+    this.releaseWaiting(now);
+    this.holds.renew(now);
   }
 
   /**
@@ -289,7 +293,7 @@ export class ThrottleStream extends Context {
       const asking = fromQueue
         ? new Asking(false, ticket == this.waitingOn ? this.order : 0, this.root.staleTurnMs())
         : new Asking(ticket.rule.action == Action.Queue);
-      const result = admit(ticket.rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, asking);
+      const result = admit(ticket.rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, asking, this.root.holds);
       if (ticket.slot == null && result.slot.shared) {
         incrementMetric(ticket.metrics.sharedSlots, 1);
         logger.warn(this.context_id, "rule " + ticket.rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + ticket.rule.keySlots.toString() + ")");
@@ -317,7 +321,7 @@ export class ThrottleStream extends Context {
     for (let i = 0; i < count; i++) {
       const ticket = unchecked(this.tickets[i]);
       if (!ticket.taken) continue;
-      undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now);
+      undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now, this.root.holds);
       ticket.taken = false;
     }
   }
@@ -359,7 +363,7 @@ export class ThrottleStream extends Context {
 
   private enqueue(ticket: Ticket, now: i64): Verdict {
     const slot = ticket.slot!;
-    if (!joinQueue(ticket.rule, slot, now)) {
+    if (!joinQueue(ticket.rule, slot, now, this.root.holds)) {
       this.reject(ticket, queueFullMessage(ticket.rule, ticket.check), ticket.check);
       return Verdict.Stop;
     }
@@ -424,7 +428,7 @@ export class ThrottleStream extends Context {
     const ticket = this.waitingOn;
     const slot = this.waitSlot;
     if (ticket == null || slot == null) return;
-    leaveQueue(slot, this.order, now);
+    leaveQueue(slot, this.order, now, this.root.holds);
     incrementMetric(ticket.metrics.waiting, -1);
     this.waitingOn = null;
     this.waitSlot = null;
@@ -450,7 +454,7 @@ export class ThrottleStream extends Context {
       const ticket = unchecked(this.tickets[i]);
       if (!ticket.taken) continue;
       const used = this.used(ticket);
-      settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now);
+      settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now, this.root.holds);
       ticket.taken = false;
       incrementMetric(ticket.metrics.inFlight, -1);
       incrementMetric(ticket.metrics.reserved, -ticket.reserved.total);

@@ -5,9 +5,11 @@
 //   until its bucket leaves the window, between 60 and 65 s after it was spent, so no 60-second
 //   span ever admits more than the budget;
 // - requests in flight and requests waiting in a queue, which also keep the record from being
-//   handed to another key while a request still has to settle its account.
+//   handed to another key while a request still has to settle its account. These are held on
+//   leases (see "holds" below): shared data outlives a Wasm VM, so a VM that fails must not leave
+//   its requests counted for good.
 import { ApiShape } from "../shared/llm-request";
-import { Limits, Rule } from "./config";
+import { Limits, Rule, ThrottleConfig } from "./config";
 
 export const BUCKET_MS: i64 = 5000;
 export const BUCKETS: i32 = 13;
@@ -15,22 +17,32 @@ export const WINDOW_MS: i64 = BUCKET_MS * BUCKETS;
 /** A record untouched this long with nothing in flight or waiting holds no budget and may be reused. */
 export const IDLE_MS: i64 = WINDOW_MS;
 
+/** Holds are counted in lease buckets this long; each worker moves its holds into the newest bucket once it begins. */
+export const HOLD_STEP_MS: i64 = 1000;
+/** Lease buckets per record: a hold its worker stops renewing counts for HOLD_STEPS - 1 to HOLD_STEPS steps more. */
+export const HOLD_STEPS: i32 = 4;
+/** The longest a hold outlives the last renewal by its worker: how long a failed VM's requests keep their places. */
+export const HOLD_LEASE_MS: i64 = HOLD_STEP_MS * HOLD_STEPS;
+
 export const F_FINGERPRINT: i32 = 0;
 export const F_LAST_USED: i32 = 1;
-export const F_IN_FLIGHT: i32 = 2;
-export const F_WAITING: i32 = 3;
+/** The hold epoch (now / HOLD_STEP_MS) of the newest lease bucket. */
+export const F_HOLD_EPOCH: i32 = 2;
 /** Requests available, in thousandths. */
-export const F_REQUEST_CREDIT: i32 = 4;
-export const F_REQUEST_AT: i32 = 5;
+export const F_REQUEST_CREDIT: i32 = 3;
+export const F_REQUEST_AT: i32 = 4;
 /** The epoch (now / BUCKET_MS) of the newest bucket. */
-export const F_EPOCH: i32 = 6;
-export const F_TOTAL: i32 = 7;
+export const F_EPOCH: i32 = 5;
+export const F_TOTAL: i32 = 6;
 export const F_INPUT: i32 = F_TOTAL + BUCKETS;
 export const F_OUTPUT: i32 = F_INPUT + BUCKETS;
 /** The arrival order of the oldest waiting request that claimed its turn (0: none), and when it last did. */
 export const F_HEAD: i32 = F_OUTPUT + BUCKETS;
 export const F_HEAD_AT: i32 = F_HEAD + 1;
-export const FIELDS: i32 = F_HEAD_AT + 1;
+/** Lease buckets of requests in flight, and of requests waiting in a queue. */
+export const F_IN_FLIGHT: i32 = F_HEAD_AT + 1;
+export const F_WAITING: i32 = F_IN_FLIGHT + HOLD_STEPS;
+export const FIELDS: i32 = F_WAITING + HOLD_STEPS;
 
 export enum Deny {
   None = 0,
@@ -86,11 +98,15 @@ export function initRecord(fields: StaticArray<i64>, fingerprint: i64, limits: L
 }
 
 export function isIdle(fields: StaticArray<i64>, now: i64): bool {
-  return unchecked(fields[F_IN_FLIGHT]) <= 0 && unchecked(fields[F_WAITING]) <= 0 && now - unchecked(fields[F_LAST_USED]) >= IDLE_MS;
+  return inFlight(fields, now) <= 0 && waiting(fields, now) <= 0 && now - unchecked(fields[F_LAST_USED]) >= IDLE_MS;
 }
 
-/** Brings the record up to `now`: refills the request bucket and drops buckets that left the window. */
+/**
+ * Brings the record up to `now`: refills the request bucket, drops token buckets that left the
+ * window and holds whose lease ran out.
+ */
 export function refresh(fields: StaticArray<i64>, limits: Limits, now: i64): void {
+  refreshHolds(fields, now);
   const rps = limits.requestsPerSecond;
   const elapsed = now - unchecked(fields[F_REQUEST_AT]);
   if (elapsed > 0) {
@@ -178,12 +194,12 @@ export function evaluate(fields: StaticArray<i64>, limits: Limits, reservation: 
         check.retryAfterMs = wait;
       }
     }
-    if (limits.maxInFlight > 0 && unchecked(fields[F_IN_FLIGHT]) >= limits.maxInFlight && check.deny == Deny.None) {
+    if (limits.maxInFlight > 0 && inFlight(fields, now) >= limits.maxInFlight && check.deny == Deny.None) {
       // Nothing says when a request in flight ends; a second is a fair guess for a retry.
       check.deny = Deny.InFlight;
       check.retryAfterMs = 1000;
     }
-    if (queueAware && unchecked(fields[F_WAITING]) > 0 && check.deny == Deny.None) check.deny = Deny.Waiting;
+    if (queueAware && waiting(fields, now) > 0 && check.deny == Deny.None) check.deny = Deny.Waiting;
   }
   describe(check, fields, limits, check.ok ? reservation : new Reservation(), now);
   return check;
@@ -241,10 +257,13 @@ export function endTurn(fields: StaticArray<i64>, order: i64): void {
   if (unchecked(fields[F_HEAD]) == order) unchecked((fields[F_HEAD] = 0));
 }
 
-/** Takes an admitted request's share: one request, one slot in flight, its tokens in the current bucket. */
+/**
+ * Takes an admitted request's share: one request, one slot in flight (in the newest lease bucket,
+ * where renewHold has put its worker's other holds), its tokens in the current bucket.
+ */
 export function take(fields: StaticArray<i64>, limits: Limits, reservation: Reservation, now: i64): void {
   if (limits.requestsPerSecond > 0) unchecked((fields[F_REQUEST_CREDIT] = fields[F_REQUEST_CREDIT] - 1000));
-  unchecked((fields[F_IN_FLIGHT] = fields[F_IN_FLIGHT] + 1));
+  addHeld(fields, F_IN_FLIGHT, 1);
   unchecked((fields[F_LAST_USED] = now));
   const slot = <i32>(epochOf(now) % BUCKETS);
   unchecked((fields[F_TOTAL + slot] = fields[F_TOTAL + slot] + reservation.total));
@@ -270,11 +289,11 @@ function adjust(fields: StaticArray<i64>, base: i32, epoch: i64, delta: i64): vo
 
 /**
  * Settles a request taken at `epoch`: frees its slot in flight and replaces what it reserved by
- * what it used. The record must be refreshed to `now`.
+ * what it used. The record must be refreshed to `now`, and its worker's holds renewed (renewHold)
+ * so that the slot is freed from the lease bucket that counts it.
  */
 export function settle(fields: StaticArray<i64>, epoch: i64, reserved: Reservation, used: Reservation, now: i64): void {
-  const inFlight = unchecked(fields[F_IN_FLIGHT]) - 1;
-  unchecked((fields[F_IN_FLIGHT] = inFlight > 0 ? inFlight : 0));
+  addHeld(fields, F_IN_FLIGHT, -1);
   unchecked((fields[F_LAST_USED] = now));
   adjust(fields, F_TOTAL, epoch, used.total - reserved.total);
   adjust(fields, F_INPUT, epoch, used.input - reserved.input);
@@ -289,6 +308,110 @@ export function untake(fields: StaticArray<i64>, limits: Limits, epoch: i64, res
     unchecked((fields[F_REQUEST_CREDIT] = credit > capacity ? capacity : credit));
   }
   settle(fields, epoch, reserved, new Reservation(), now);
+}
+
+// ---- holds: requests in flight and waiting, on leases ----
+// A request holds its place in flight (or in a queue) in a record that every worker shares and that
+// outlives the Wasm VM, so a VM that fails would keep its requests' places for good. Places are
+// therefore counted in lease buckets: a ring of HOLD_STEPS buckets of HOLD_STEP_MS. Each worker
+// keeps all its holds in one record in a single bucket and moves them to the newest one from its
+// tick (renewHold), and with every other change it makes to the record. A bucket leaving the
+// ring takes the holds nobody renewed with it: those of a VM that failed (or of a worker stalled
+// for seconds, which counts them again on its next renewal).
+
+/** One worker's requests in one record: how many are in flight and waiting, and the bucket that counts them. */
+export class Hold {
+  inFlight: i64 = 0;
+  waiting: i64 = 0;
+  /** The hold epoch of that bucket; 0 before the record first counted them. */
+  epoch: i64 = 0;
+
+  get empty(): bool {
+    return this.inFlight <= 0 && this.waiting <= 0;
+  }
+}
+
+/**
+ * The worker's tick period (0: none). Queues need their tick_ms; without one, holds still need
+ * renewing a few times per lease step. Either way a hold is renewed within HOLD_STEP_MS + tick_ms
+ * of its last renewal, well before its lease runs out.
+ */
+export function tickPeriodMs(config: ThrottleConfig): i64 {
+  if (config.rules.length == 0) return 0;
+  return config.queues ? config.tickMs : HOLD_STEP_MS / 4;
+}
+
+export function holdEpochOf(now: i64): i64 {
+  return now / HOLD_STEP_MS;
+}
+
+/** Drops the holds whose lease ran out: their bucket leaves the ring as the newest epoch advances. */
+export function refreshHolds(fields: StaticArray<i64>, now: i64): void {
+  const epoch = holdEpochOf(now);
+  const head = unchecked(fields[F_HOLD_EPOCH]);
+  if (epoch <= head) return;
+  // A gap that overflows (no record we wrote has one) clears the whole ring too.
+  const gap = epoch - head;
+  const steps = gap < 0 || gap >= <i64>HOLD_STEPS ? <i64>HOLD_STEPS : gap;
+  for (let e = epoch - steps + 1; e <= epoch; e++) {
+    const slot = holdSlot(e);
+    unchecked((fields[F_IN_FLIGHT + slot] = 0));
+    unchecked((fields[F_WAITING + slot] = 0));
+  }
+  unchecked((fields[F_HOLD_EPOCH] = epoch));
+}
+
+/** The ring position of a hold epoch (unsigned: no record content can index outside the ring). */
+function holdSlot(epoch: i64): i32 {
+  return <i32>(<u64>epoch % <u64>HOLD_STEPS);
+}
+
+/** The holds at `base` whose lease still runs at `now`; the record need not be refreshed. */
+function held(fields: StaticArray<i64>, base: i32, now: i64): i64 {
+  const head = unchecked(fields[F_HOLD_EPOCH]);
+  // The ring counts epochs up to head; refreshing it to now would drop those before `oldest`.
+  const oldest = max<i64>(head, holdEpochOf(now)) - HOLD_STEPS + 1;
+  let sum: i64 = 0;
+  // Counted down from head, so that no record content can make the loop run past the ring.
+  for (let k = 0; k < HOLD_STEPS; k++) {
+    const e = head - <i64>k;
+    if (e < oldest) break;
+    sum += unchecked(fields[base + holdSlot(e)]);
+  }
+  return sum;
+}
+
+export function inFlight(fields: StaticArray<i64>, now: i64): i64 {
+  return held(fields, F_IN_FLIGHT, now);
+}
+
+export function waiting(fields: StaticArray<i64>, now: i64): i64 {
+  return held(fields, F_WAITING, now);
+}
+
+/** Adds to the newest lease bucket at `base`, never below zero. */
+export function addHeld(fields: StaticArray<i64>, base: i32, delta: i64): void {
+  const slot = base + holdSlot(unchecked(fields[F_HOLD_EPOCH]));
+  const value = unchecked(fields[slot]) + delta;
+  unchecked((fields[slot] = value > 0 ? value : 0));
+}
+
+/**
+ * Renews a worker's holds in the record: moves them into the newest bucket, and returns its epoch
+ * (the hold's epoch once the change is written). The record must be refreshed to now. A hold whose
+ * bucket already left the ring was dropped although its requests live on: it is counted again.
+ */
+export function renewHold(fields: StaticArray<i64>, hold: Hold): i64 {
+  const head = unchecked(fields[F_HOLD_EPOCH]);
+  if (hold.epoch == head) return head;
+  if (hold.epoch > head - HOLD_STEPS && hold.epoch < head) {
+    const old = holdSlot(hold.epoch);
+    unchecked((fields[F_IN_FLIGHT + old] = max<i64>(0, fields[F_IN_FLIGHT + old] - max<i64>(hold.inFlight, 0))));
+    unchecked((fields[F_WAITING + old] = max<i64>(0, fields[F_WAITING + old] - max<i64>(hold.waiting, 0))));
+  }
+  addHeld(fields, F_IN_FLIGHT, max<i64>(hold.inFlight, 0));
+  addHeld(fields, F_WAITING, max<i64>(hold.waiting, 0));
+  return head;
 }
 
 // ---- response headers ----

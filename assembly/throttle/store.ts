@@ -3,11 +3,13 @@
 // may take one of the next PROBES - 1 when that one is held by another key. Records cannot be
 // deleted, so a slot whose key went idle is reused by the next key that needs one: tenant churn
 // costs no memory beyond rules x slots records.
+// Each worker also remembers its holds (requests in flight and waiting) per record, and renews them
+// with every change it makes there and from its tick: holds nobody renews expire (policy.ts).
 import { changeRecord, readRecord, RecordChange } from "../shared/shared-record";
 import { Limits, Rule } from "./config";
 import {
-  Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, homeSlot, initRecord, isIdle,
-  refresh, Reservation, settle, take, takeTurn, Turn, untake,
+  addHeld, Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, Hold, holdEpochOf, homeSlot,
+  initRecord, isIdle, refresh, refreshHolds, renewHold, Reservation, settle, take, takeTurn, Turn, untake, waiting,
 } from "./policy";
 
 export const KEY_PREFIX = "llm-throttle:";
@@ -71,6 +73,68 @@ export function locate(rule: Rule, fingerprint: i64, now: i64): SlotRef {
   return new SlotRef(slotKey(rule, home), true);
 }
 
+/** This worker's holds, by record key: kept while they hold something, renewed from the tick. */
+export class Holds {
+  private byKey: Map<string, Hold> = new Map();
+  /** Every hold was renewed in this hold epoch or later. */
+  private renewed: i64 = 0;
+
+  /** The worker's hold in a record (an empty one when it holds nothing there). */
+  of(key: string): Hold {
+    return this.byKey.has(key) ? this.byKey.get(key) : new Hold();
+  }
+
+  /** Remembers a hold after a change, and forgets it once empty: the map stays as small as what is held. */
+  keep(key: string, hold: Hold): void {
+    if (hold.empty) {
+      if (this.byKey.has(key)) this.byKey.delete(key);
+    } else if (!this.byKey.has(key)) {
+      this.byKey.set(key, hold);
+    }
+  }
+
+  /** Moves every hold counted in an older lease bucket to the newest one; a contended record is tried again next tick. */
+  renew(now: i64): void {
+    const epoch = holdEpochOf(now);
+    if (this.renewed >= epoch || this.byKey.size == 0) return;
+    const keys = this.byKey.keys();
+    let all = true;
+    for (let i = 0; i < keys.length; i++) {
+      const key = unchecked(keys[i]);
+      const hold = this.byKey.get(key);
+      if (hold.epoch >= epoch) continue;
+      const change = new Renew(hold, now);
+      if (changeRecord(key, FIELDS, change) != null) hold.epoch = change.head;
+      else all = false;
+    }
+    if (all) this.renewed = epoch;
+  }
+}
+
+/** A change this worker makes to a record, renewing its holds there on the way. */
+abstract class HoldingChange extends RecordChange {
+  /** The newest lease bucket's epoch as written: the hold's epoch once the change lands. */
+  head: i64 = 0;
+
+  constructor(protected hold: Hold, protected now: i64) {
+    super();
+  }
+
+  apply(fields: StaticArray<i64>, _exists: bool): bool {
+    refreshHolds(fields, this.now);
+    this.head = renewHold(fields, this.hold);
+    return this.change(fields);
+  }
+
+  abstract change(fields: StaticArray<i64>): bool;
+}
+
+class Renew extends HoldingChange {
+  change(_fields: StaticArray<i64>): bool {
+    return true;
+  }
+}
+
 /** How a request asks: as a newcomer, or as a waiting request (in its key's arrival order). */
 export class Asking {
   constructor(
@@ -82,17 +146,17 @@ export class Asking {
   ) {}
 }
 
-class Admit extends RecordChange {
+class Admit extends HoldingChange {
   check: Check = new Check();
   admitted: bool = false;
   /** The slot was handed to another key since it was located. */
   moved: bool = false;
 
-  constructor(private slot: SlotRef, private fingerprint: i64, private limits: Limits, private reservation: Reservation, private now: i64, private asking: Asking) {
-    super();
+  constructor(hold: Hold, private slot: SlotRef, private fingerprint: i64, private limits: Limits, private reservation: Reservation, now: i64, private asking: Asking) {
+    super(hold, now);
   }
 
-  apply(fields: StaticArray<i64>, _exists: bool): bool {
+  change(fields: StaticArray<i64>): bool {
     this.admitted = false;
     if (!this.slot.shared && unchecked(fields[F_FINGERPRINT]) != this.fingerprint) {
       this.moved = true;
@@ -119,11 +183,17 @@ export class AdmitResult {
 }
 
 /** Admits a request against one rule's record for its key, taking its reservation when it fits. */
-export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reservation: Reservation, now: i64, asking: Asking): AdmitResult {
+export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reservation: Reservation, now: i64, asking: Asking, holds: Holds): AdmitResult {
   let where = slot != null ? slot : locate(rule, fingerprint, now);
   for (let attempt = 0; attempt < 2; attempt++) {
-    const change = new Admit(where, fingerprint, rule.limits, reservation, now, asking);
+    const hold = holds.of(where.key);
+    const change = new Admit(hold, where, fingerprint, rule.limits, reservation, now, asking);
     const written = changeRecord(where.key, FIELDS, change);
+    if (written != null) {
+      hold.epoch = change.head;
+      if (change.admitted) hold.inFlight++;
+      holds.keep(where.key, hold);
+    }
     if (written != null && change.admitted) return new AdmitResult(true, change.check, where, epochOf(now));
     if (written != null || !change.moved) {
       // Declined by the limits, or the record stayed contended: either way not admitted now.
@@ -141,12 +211,12 @@ export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reserv
   return new AdmitResult(false, busy, where, 0);
 }
 
-class Settle extends RecordChange {
-  constructor(private limits: Limits, private epoch: i64, private reserved: Reservation, private used: Reservation, private now: i64, private undo: bool) {
-    super();
+class Settle extends HoldingChange {
+  constructor(hold: Hold, private limits: Limits, private epoch: i64, private reserved: Reservation, private used: Reservation, now: i64, private undo: bool) {
+    super(hold, now);
   }
 
-  apply(fields: StaticArray<i64>, _exists: bool): bool {
+  change(fields: StaticArray<i64>): bool {
     refresh(fields, this.limits, this.now);
     if (this.undo) untake(fields, this.limits, this.epoch, this.reserved, this.now);
     else settle(fields, this.epoch, this.reserved, this.used, this.now);
@@ -154,26 +224,40 @@ class Settle extends RecordChange {
   }
 }
 
+/**
+ * Ends a request of this worker's holds in a record: applies `change` (which frees the request's
+ * place), and forgets the request whether or not the change landed. A place the record still
+ * counts then stays in the lease bucket it was renewed to last, and expires with it.
+ */
+function release(key: string, holds: Holds, hold: Hold, change: HoldingChange, inFlight: i64, waiting: i64): bool {
+  const written = changeRecord(key, FIELDS, change) != null;
+  if (written) hold.epoch = change.head;
+  hold.inFlight -= inFlight;
+  hold.waiting -= waiting;
+  holds.keep(key, hold);
+  return written;
+}
+
 /** Ends an admitted request: frees its slot in flight and charges what it used instead of its reservation. */
-export function settleRecord(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, used: Reservation, now: i64): bool {
-  return changeRecord(slot.key, FIELDS, new Settle(rule.limits, epoch, reserved, used, now, false)) != null;
+export function settleRecord(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, used: Reservation, now: i64, holds: Holds): bool {
+  const hold = holds.of(slot.key);
+  return release(slot.key, holds, hold, new Settle(hold, rule.limits, epoch, reserved, used, now, false), 1, 0);
 }
 
 /** Takes back an admission in full, when a later rule refused the same request. */
-export function undoAdmission(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, now: i64): bool {
-  return changeRecord(slot.key, FIELDS, new Settle(rule.limits, epoch, reserved, new Reservation(), now, true)) != null;
+export function undoAdmission(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, now: i64, holds: Holds): bool {
+  const hold = holds.of(slot.key);
+  return release(slot.key, holds, hold, new Settle(hold, rule.limits, epoch, reserved, new Reservation(), now, true), 1, 0);
 }
 
-class Wait extends RecordChange {
-  constructor(private delta: i64, private maxLength: i64, private order: i64, private now: i64) {
-    super();
+class Wait extends HoldingChange {
+  constructor(hold: Hold, private delta: i64, private maxLength: i64, private order: i64, now: i64) {
+    super(hold, now);
   }
 
-  apply(fields: StaticArray<i64>, _exists: bool): bool {
-    const waiting = unchecked(fields[F_WAITING]);
-    if (this.delta > 0 && waiting >= this.maxLength) return false;
-    const next = waiting + this.delta;
-    unchecked((fields[F_WAITING] = next > 0 ? next : 0));
+  change(fields: StaticArray<i64>): bool {
+    if (this.delta > 0 && waiting(fields, this.now) >= this.maxLength) return false;
+    addHeld(fields, F_WAITING, this.delta);
     unchecked((fields[F_LAST_USED] = this.now));
     if (this.delta < 0) endTurn(fields, this.order);
     return true;
@@ -181,11 +265,18 @@ class Wait extends RecordChange {
 }
 
 /** Counts a request into the key's queue; false when the queue is full. */
-export function joinQueue(rule: Rule, slot: SlotRef, now: i64): bool {
-  return changeRecord(slot.key, FIELDS, new Wait(1, rule.maxQueueLength, 0, now)) != null;
+export function joinQueue(rule: Rule, slot: SlotRef, now: i64, holds: Holds): bool {
+  const hold = holds.of(slot.key);
+  const change = new Wait(hold, 1, rule.maxQueueLength, 0, now);
+  if (changeRecord(slot.key, FIELDS, change) == null) return false;
+  hold.epoch = change.head;
+  hold.waiting++;
+  holds.keep(slot.key, hold);
+  return true;
 }
 
 /** Counts a request out of the key's queue (admitted, timed out or gone), passing on its turn. */
-export function leaveQueue(slot: SlotRef, order: i64, now: i64): void {
-  changeRecord(slot.key, FIELDS, new Wait(-1, 0, order, now));
+export function leaveQueue(slot: SlotRef, order: i64, now: i64, holds: Holds): void {
+  const hold = holds.of(slot.key);
+  release(slot.key, holds, hold, new Wait(hold, -1, 0, order, now), 0, 1);
 }
