@@ -208,3 +208,85 @@ describe("UsageTracker on SSE streams", () => {
     expect(UsageTracker.isEventStream(null)).toBe(false);
   });
 });
+
+/** Collects the code points a subclass that overrides addText is handed (the router's way of reading the answer). */
+class CodePoints extends UsageTracker {
+  text: string = "";
+
+  constructor(stream: bool) {
+    super(stream);
+  }
+
+  addText(cp: i32): void {
+    super.addText(cp);
+    this.text += String.fromCodePoint(cp);
+  }
+}
+
+describe("UsageTracker, answer text in runs", () => {
+  const MIXED = "caf\u00e9 \u65e5\u672c\u8a9e \ud83d\ude00 na\u00efve \u00fcber";
+
+  it("gives the same count for every split of multi-byte text, at string and line ends too", () => {
+    const body = 'data: {"choices":[{"delta":{"content":"' + MIXED + '"}}]}\n\ndata: {"choices":[{"delta":{"content":"\u00e9"}}]}\r\n\r\n';
+    const whole = track(true, body);
+    expect(whole.completionTokens).toBe(estimate(MIXED + "\u00e9"));
+    for (let size = 1; size < 12; size++) {
+      expect(trackInPieces(true, body, size).completionTokens).toBe(whole.completionTokens);
+    }
+  });
+
+  it("counts every chunk's text when the final usage never comes, though each chunk says usage: null", () => {
+    const cut = OPENAI_SSE_USAGE.slice(0, OPENAI_SSE_USAGE.indexOf('"choices":[],"usage":{'));
+    for (let size = 1; size < 64; size += 7) {
+      const t = trackInPieces(true, cut, size);
+      expect(t.sawUsage).toBe(false);
+      expect(t.completionTokens).toBe(estimate(" the mesh"));
+    }
+  });
+
+  it("takes the reported count however the text before it was split", () => {
+    for (let size = 1; size < 64; size += 5) {
+      const t = trackInPieces(true, OPENAI_SSE_USAGE, size);
+      expect(t.sawUsage).toBe(true);
+      expect(t.completionTokens).toBe(2);
+    }
+  });
+
+  it("tells when text last came: trailing events without text do not move it", () => {
+    const tracker = new UsageTracker(true);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n'), 10);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{"content":"Hi"}}]}\n\n'), 20);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{"content":" there"}}]}\n\n'), 30);
+    tracker.onChunk(bytes('data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n'), 40);
+    tracker.finish();
+    expect(tracker.firstContentAtMs).toBe(20);
+    expect(tracker.lastContentAtMs).toBe(30);
+  });
+
+  it("hands a subclass that overrides addText every decoded code point, escapes included", () => {
+    const t = new CodePoints(true);
+    const body = 'data: {"choices":[{"delta":{"content":"caf\u00e9 \\u65e5 \\ud83d\\ude00 \\"q\\""}}]}\n\n';
+    const all = bytes(body);
+    for (let start = 0; start < all.length; start += 5) t.onChunk(all.subarray(start, min(all.length, start + 5)), 1);
+    t.finish();
+    expect(t.text).toBe("caf\u00e9 \u65e5 \ud83d\ude00 \"q\"");
+    expect(t.completionTokens).toBe(estimate("caf\u00e9 \u65e5 \ud83d\ude00 \"q\""));
+  });
+
+  it("counts a chunk of thousands of escapes exactly, though it keeps only a bounded part of it for the chunk's end", () => {
+    let escaped = "";
+    let text = "";
+    for (let i = 0; i < 3000; i++) {
+      escaped += i % 3 == 0 ? "\\n" : "ab\\u00e9";
+      text += i % 3 == 0 ? "\n" : "ab\u00e9";
+    }
+    const t = track(false, '{"choices":[{"message":{"content":"' + escaped + '"}}]}');
+    expect(t.completionTokens).toBe(estimate(text));
+    expect(trackInPieces(false, '{"choices":[{"message":{"content":"' + escaped + '"}}]}', 100).completionTokens).toBe(estimate(text));
+  });
+
+  it("reads the model whole, escapes and all, however it is split", () => {
+    const body = '{"model":"gpt-4o-\\u00e9\u00e8","choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}';
+    for (let size = 1; size < 20; size += 3) expect(trackInPieces(false, body, size).model).toBe("gpt-4o-\u00e9\u00e8");
+  });
+});

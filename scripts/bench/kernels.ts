@@ -1,12 +1,14 @@
 // Micro-benchmarks of the filters' hot AssemblyScript code in Node's V8 (the engine Envoy embeds):
 // the admission scan of a whole request body (readLlmRequest: JSON pull parsing plus token
-// estimation of every message) and the token estimator alone over the messages' text. Both run
-// from build/kernels.wasm, the same source the filters compile, so MB/s here is an upper bound of
-// what a filter can do once Envoy's own costs (copying the body in, host calls) are added.
+// estimation of every message), the token estimator alone over the messages' text, and the usage
+// tracker the throttle and metrics filters run over every byte of an answer. All run from
+// build/kernels.wasm, the same source the filters compile, so MB/s here is an upper bound of what a
+// filter can do once Envoy's own costs (copying the body in, host calls) are added.
 import { readFileSync } from "node:fs";
 import { Session } from "node:inspector/promises";
 import { join } from "node:path";
 import { ensureKernelsBuilt, kernelsWasm } from "../../test/harness/kernels.ts";
+import { jsonAnswer, sseAnswer } from "./bodies.ts";
 import { namedReleaseBuild } from "./named-build.ts";
 
 /** ApiShape.OpenAIChat in assembly/shared/llm-request.ts. */
@@ -18,10 +20,11 @@ interface Exports {
   inputBuffer(size: number): number;
   estimateTokens(ptr: number, len: number, family: number): number;
   scanRequest?(ptr: number, len: number, shape: number): number;
+  trackUsage?(ptr: number, len: number, stream: number, chunk: number): number;
 }
 
 export interface KernelResult {
-  kernel: "scanRequest" | "estimateTokens";
+  kernel: "scanRequest" | "estimateTokens" | "trackUsage";
   input: string;
   bytes: number;
   /** What the kernel returned: the token estimate, a check that it read the input as intended. */
@@ -95,6 +98,25 @@ export async function runKernelBenchmarks(inputs: KernelInput[], msPerKernel: nu
     if (kernels.scanRequest) run("scanRequest", id, bytes, (ptr) => kernels.scanRequest!(ptr, bytes.length, OPENAI_CHAT));
     const text = encoder.encode(messageText(body));
     run("estimateTokens", `${id} (message text)`, text, (ptr) => kernels.estimateTokens(ptr, text.length, O200K));
+  }
+  if (!kernels.trackUsage) {
+    missing.push("trackUsage (assembly/kernels/index.ts has no such export)");
+    return { results, missing };
+  }
+  // The benchmark upstream's answers. Envoy hands a body over in chunks of whatever size arrived: the
+  // whole answer at once, as from the benchmark's upstream, or an event at a time, as from a model
+  // that streams for real (256 bytes is about one event of the stream).
+  const sse = sseAnswer();
+  const noUsage = sse.split("\n\n").filter((event) => !event.includes('"usage":{')).join("\n\n");
+  const answers: [string, string, boolean, number][] = [
+    ["JSON answer, usage reported", jsonAnswer(), false, 0],
+    ["SSE answer, usage at the end, one chunk", sse, true, 0],
+    ["SSE answer, usage at the end, 256-byte chunks", sse, true, 256],
+    ["SSE answer without usage, one chunk", noUsage, true, 0],
+  ];
+  for (const [input, body, stream, chunk] of answers) {
+    const bytes = encoder.encode(body);
+    run("trackUsage", input, bytes, (ptr) => kernels.trackUsage!(ptr, bytes.length, stream ? 1 : 0, chunk));
   }
   return { results, missing };
 }

@@ -14,12 +14,18 @@ const FAMILY_IDS: Record<Family, number> = { o200k: 0, cl100k: 1 };
 export interface Kernels {
   /** The estimator's prompt-token count for UTF-8 text (a string is encoded first). */
   estimateTokens(text: string | Uint8Array, family: Family): number;
+  /**
+   * The completion tokens the filters' UsageTracker counts in a response body, JSON or (`stream`)
+   * SSE, handed over in chunks of `chunk` bytes (0: all at once).
+   */
+  trackUsage(body: string | Uint8Array, stream: boolean, chunk: number): number;
 }
 
 interface Exports {
   memory: WebAssembly.Memory;
   inputBuffer(size: number): number;
   estimateTokens(ptr: number, len: number, family: number): number;
+  trackUsage(ptr: number, len: number, stream: number, chunk: number): number;
 }
 
 function newestSource(dir: string): number {
@@ -78,18 +84,29 @@ export async function instantiateKernels(path: string = kernelsWasm): Promise<We
 export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> {
   const exports = (await instantiateKernels(path)) as unknown as Exports;
   const encoder = new TextEncoder();
+  /** Copies the input into the module; its address there. */
+  const place = (input: string | Uint8Array): { ptr: number; length: number } => {
+    const bytes = typeof input === "string" ? encoder.encode(input) : input;
+    const ptr = exports.inputBuffer(bytes.length);
+    if (ptr === 0 && bytes.length > 0) throw new Error(`input of ${bytes.length} bytes is too large`);
+    // Taken after inputBuffer: growing memory replaces the ArrayBuffer behind older views.
+    new Uint8Array(exports.memory.buffer, ptr, bytes.length).set(bytes);
+    return { ptr, length: bytes.length };
+  };
 
   return {
     estimateTokens(text, family) {
       const id = FAMILY_IDS[family];
       if (id === undefined) throw new Error(`unknown tokenizer family ${String(family)}`);
-      const bytes = typeof text === "string" ? encoder.encode(text) : text;
-      const ptr = exports.inputBuffer(bytes.length);
-      if (ptr === 0 && bytes.length > 0) throw new Error(`input of ${bytes.length} bytes is too large`);
-      // Taken after inputBuffer: growing memory replaces the ArrayBuffer behind older views.
-      new Uint8Array(exports.memory.buffer, ptr, bytes.length).set(bytes);
-      const tokens = exports.estimateTokens(ptr, bytes.length, id);
+      const { ptr, length } = place(text);
+      const tokens = exports.estimateTokens(ptr, length, id);
       if (tokens < 0) throw new Error("estimateTokens rejected its arguments");
+      return tokens;
+    },
+    trackUsage(body, stream, chunk) {
+      const { ptr, length } = place(body);
+      const tokens = exports.trackUsage(ptr, length, stream ? 1 : 0, chunk);
+      if (tokens < 0) throw new Error("trackUsage rejected its arguments");
       return tokens;
     },
   };
