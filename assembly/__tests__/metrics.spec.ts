@@ -1,7 +1,8 @@
 import { MetricsConfig, parseMetricsConfig } from "../metrics/config";
 import {
-  activeRequestsName, Ending, outcomeOf, RequestLabels, statusClass, timePerOutputToken, wasServed,
+  activeRequestsName, Ending, outcomeOf, RequestLabels, Series, SERIES_COUNT, seriesKind, statusClass, timePerOutputToken, wasServed,
 } from "../metrics/policy";
+import { MetricKind } from "../shared/metric-table";
 import { ClaimSlot, SlotResult } from "../shared/metric-labels";
 import { isLabelSafe, LABEL_KEYS, TaggedName, tagRegex } from "../shared/metric-names";
 
@@ -111,7 +112,53 @@ describe("metric names", () => {
     expect(labels.duration().includes("llm_tenant")).toBe(false);
     expect(activeRequestsName("other")).toBe("gen_ai_server_active_requestsgen_ai_request_model=.=other;.;");
   });
+
+  it("names every series a request records, counters and histograms", () => {
+    const labels = sampleLabels();
+    expect(labels.name(Series.Requests)).toBe(labels.requests());
+    expect(labels.name(Series.Duration)).toBe(labels.duration());
+    expect(labels.name(Series.TimeToFirstToken)).toBe(labels.timeToFirstToken());
+    expect(labels.name(Series.TimePerOutputToken)).toBe(labels.timePerOutputToken());
+    expect(labels.name(Series.InputTokenUsage)).toBe(labels.tokenUsage("input"));
+    expect(labels.name(Series.OutputTokenUsage)).toBe(labels.tokenUsage("output"));
+    expect(labels.name(Series.InputUsageTokens)).toBe(labels.usageTokens("input"));
+    expect(labels.name(Series.OutputUsageTokens)).toBe(labels.usageTokens("output"));
+    let counters = 0;
+    for (let i = 0; i < SERIES_COUNT; i++) if (seriesKind(<Series>i) == MetricKind.Counter) counters++;
+    expect(counters).toBe(3);
+    expect(seriesKind(Series.Duration)).toBe(MetricKind.Histogram);
+  });
+
+  it("tells label sets apart by every value, so that a request finds its series without their names", () => {
+    const a = sampleLabels();
+    const b = sampleLabels();
+    expect(a.equals(b)).toBe(true);
+    expect(a.hash()).toBe(b.hash());
+    b.tenant = "acme";
+    expect(a.equals(b)).toBe(false);
+    expect(a.hash()).not.toBe(b.hash());
+    // A value moved from one label to the next is another set (the hash closes each value).
+    const c = sampleLabels();
+    const d = sampleLabels();
+    c.requestModel = "ab";
+    c.responseModel = "c";
+    d.requestModel = "a";
+    d.responseModel = "bc";
+    expect(c.equals(d)).toBe(false);
+    expect(c.hash()).not.toBe(d.hash());
+  });
 });
+
+function sampleLabels(): RequestLabels {
+  const labels = new RequestLabels();
+  labels.requestModel = "gpt-4o";
+  labels.responseModel = "gpt-4o-2024-08-06";
+  labels.api = "openai.chat";
+  labels.route = "primary";
+  labels.statusClass = "2xx";
+  labels.outcome = "admitted";
+  return labels;
+}
 
 describe("metrics policy", () => {
   it("classes statuses, with none when nothing was sent", () => {
@@ -121,6 +168,8 @@ describe("metrics policy", () => {
     expect(statusClass(0)).toBe("none");
     expect(statusClass(-1)).toBe("none");
     expect(statusClass(600)).toBe("none");
+    expect(statusClass(101)).toBe("1xx");
+    expect(statusClass(599)).toBe("5xx");
   });
 
   it("lets a filter's refusal win over everything else", () => {

@@ -10,15 +10,17 @@ import {
 import { filterState, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
 import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shared/llm-request";
 import { LabelSlots } from "../shared/metric-labels";
-import { LABEL_NONE, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT } from "../shared/metric-names";
+import { LABEL_NONE } from "../shared/metric-names";
 import { MetricTable, NO_METRIC } from "../shared/metric-table";
 import { RequestFacts } from "../shared/request-facts";
 import { UsageTracker } from "../shared/response-usage";
+import { announceUsage, publishUsage } from "../shared/usage-handoff";
 import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../shared/route";
 import { hex64, stableHash } from "../shared/stable-hash";
 import { TokenEstimator } from "../shared/tokens";
 import { MetricsConfig, parseMetricsConfig } from "./config";
-import { activeRequestsName, Ending, outcomeOf, RequestLabels, statusClass, timePerOutputToken, wasServed } from "./policy";
+import { activeRequestsName, Ending, outcomeOf, RequestLabels, Series, statusClass, timePerOutputToken, wasServed } from "./policy";
+import { LabelSeries, SeriesCache } from "./series";
 
 export const FILTER_NAME = "llm-metrics";
 
@@ -45,6 +47,9 @@ export class MetricsRoot extends RootContext {
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
   series: MetricTable = new MetricTable(0);
+  labelSeries: SeriesCache = new SeriesCache(this.series);
+  /** The in-flight gauge's id per request-model label. */
+  private activeIds: Map<string, i32> = new Map<string, i32>();
   models: LabelSlots = new LabelSlots(MODEL_SLOTS_KEY, 0);
   tenants: LabelSlots = new LabelSlots(TENANT_SLOTS_KEY, 0);
   private warnedDropped: bool = false;
@@ -77,6 +82,15 @@ export class MetricsRoot extends RootContext {
     return this.models.label(model, mayAdd);
   }
 
+  /** The in-flight gauge of a request-model label; the ids are kept, the label values are bounded. */
+  activeGauge(modelLabel: string): i32 {
+    if (this.activeIds.has(modelLabel)) return this.activeIds.get(modelLabel);
+    const id = this.series.gauge(activeRequestsName(modelLabel));
+    // Past max_series the table is asked again, so that it counts each dropped update.
+    if (id != NO_METRIC) this.activeIds.set(modelLabel, id);
+    return id;
+  }
+
   warnIfDropping(contextId: u32): void {
     if (this.warnedDropped || this.series.dropped == 0) return;
     this.warnedDropped = true;
@@ -94,7 +108,6 @@ export class MetricsStream extends Context {
   private readingBody: bool = false;
   private activeId: i32 = NO_METRIC;
   private tracker: UsageTracker | null = null;
-  private lastContentMs: i64 = 0;
 
   constructor(context_id: u32, private root: MetricsRoot) {
     super(context_id, root);
@@ -132,24 +145,18 @@ export class MetricsStream extends Context {
 
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
     if (!this.llm) return FilterHeadersStatusValues.Continue;
-    this.tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
+    const tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
+    this.tracker = tracker;
+    // The throttle filter sees the response after this one and takes the usage from here.
+    announceUsage(tracker);
     return FilterHeadersStatusValues.Continue;
   }
 
   onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     const tracker = this.tracker;
     if (tracker == null) return FilterDataStatusValues.Continue;
-    const now = nowMillis();
-    if (body_buffer_length > 0) {
-      // The tracker tells when content starts, not when it last came; the text estimate growing
-      // tells that, so trailing events (finish reason, usage, [DONE]) do not stretch the per-token time.
-      const before = tracker.sawUsage ? -1 : tracker.completionTokens;
-      tracker.onChunk(responseBody(0, <u32>body_buffer_length), now);
-      const grew = !tracker.sawUsage && tracker.completionTokens != before;
-      // A chunk that brought the first content may also have brought the usage: it still holds content.
-      const first = tracker.firstContentAtMs == now && this.lastContentMs < now;
-      if (grew || first) this.lastContentMs = now;
-    }
+    // Content times are a streaming measure: a JSON answer's text arrives all at once.
+    if (body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), tracker.stream ? nowMillis() : 0);
     if (end_of_stream) tracker.finish();
     return FilterDataStatusValues.Continue;
   }
@@ -160,7 +167,6 @@ export class MetricsStream extends Context {
     if (!this.llm) return;
     const root = this.root;
     const config = root.config;
-    const series = root.series;
     const endMs = nowMillis();
 
     const ending = new Ending();
@@ -171,7 +177,10 @@ export class MetricsStream extends Context {
     const served = wasServed(outcome, ending.status);
 
     const tracker = this.tracker;
-    if (tracker != null) tracker.finish();
+    if (tracker != null) {
+      tracker.finish();
+      publishUsage(tracker);
+    }
     // Facts published after the headers passed here (by a filter that reads the body without holding headers).
     if (this.facts == null) this.facts = RequestFacts.fromFilterState();
     const facts = this.facts;
@@ -188,8 +197,9 @@ export class MetricsStream extends Context {
     const tenant = config.tenantHeader.length > 0 ? requestHeader(config.tenantHeader) : null;
     if (config.tenantLabel) labels.tenant = tenant != null ? root.tenants.label(tenant, served) : LABEL_NONE;
 
-    series.increment(labels.requests(), 1);
-    series.record(labels.duration(), <u64>max<i64>(endMs - this.startMs, 0));
+    const recorded = root.labelSeries.of(labels);
+    recorded.increment(Series.Requests, 1);
+    recorded.record(Series.Duration, <u64>max<i64>(endMs - this.startMs, 0));
     if (this.activeId != NO_METRIC) incrementMetric(this.activeId, -1);
 
     let ttft: i64 = -1;
@@ -197,20 +207,21 @@ export class MetricsStream extends Context {
     let completionTokens: i64 = -1;
     let reported = false;
     if (tracker != null) {
-      // Time to first token is a streaming measure: a JSON answer's text arrives all at once.
+      // Trailing events (finish reason, usage, [DONE]) carry no text: they do not stretch the per-token time.
+      const completion = tracker.completionTokens;
       if (tracker.stream && tracker.firstContentAtMs > 0) {
         ttft = max<i64>(tracker.firstContentAtMs - this.startMs, 0);
-        series.record(labels.timeToFirstToken(), <u64>ttft);
-        const perToken = timePerOutputToken(tracker.firstContentAtMs, this.lastContentMs, tracker.completionTokens);
-        if (perToken >= 0) series.record(labels.timePerOutputToken(), <u64>perToken);
+        recorded.record(Series.TimeToFirstToken, <u64>ttft);
+        const perToken = timePerOutputToken(tracker.firstContentAtMs, tracker.lastContentAtMs, completion);
+        if (perToken >= 0) recorded.record(Series.TimePerOutputToken, <u64>perToken);
       }
       reported = tracker.sawUsage && tracker.promptTokens >= 0;
       // Tokens count once the model did work: it reported usage or sent answer text.
-      if (tracker.sawUsage || tracker.promptTokens >= 0 || tracker.completionTokens > 0) {
+      if (tracker.sawUsage || tracker.promptTokens >= 0 || completion > 0) {
         promptTokens = tracker.promptTokens >= 0 ? tracker.promptTokens : (facts != null ? <i64>facts.promptTokens : 0);
-        completionTokens = tracker.completionTokens;
-        this.countTokens(labels, TOKEN_TYPE_INPUT, promptTokens);
-        this.countTokens(labels, TOKEN_TYPE_OUTPUT, completionTokens);
+        completionTokens = completion;
+        countTokens(recorded, Series.InputUsageTokens, Series.InputTokenUsage, promptTokens);
+        countTokens(recorded, Series.OutputUsageTokens, Series.OutputTokenUsage, completionTokens);
       }
     }
     root.warnIfDropping(this.context_id);
@@ -225,12 +236,6 @@ export class MetricsStream extends Context {
     }
     if (ttft >= 0) setFilterState(RECORD_TTFT, ttft.toString());
     if (tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(tenant)));
-  }
-
-  private countTokens(labels: RequestLabels, tokenType: string, tokens: i64): void {
-    if (tokens < 0) return;
-    this.root.series.increment(labels.usageTokens(tokenType), tokens);
-    this.root.series.record(labels.tokenUsage(tokenType), <u64>tokens);
   }
 
   private classify(): void {
@@ -254,7 +259,14 @@ export class MetricsStream extends Context {
   /** The in-flight gauge counts from when the model is known (from facts or the body) until onLog. */
   private startActive(): void {
     const requested = this.facts != null ? this.facts!.model : "";
-    this.activeId = this.root.series.gauge(activeRequestsName(this.root.modelLabel(requested, false)));
+    this.activeId = this.root.activeGauge(this.root.modelLabel(requested, false));
     incrementMetric(this.activeId, 1);
   }
+}
+
+/** Exact totals in the counter, the per-request distribution in the histogram. */
+function countTokens(recorded: LabelSeries, total: Series, perRequest: Series, tokens: i64): void {
+  if (tokens < 0) return;
+  recorded.increment(total, tokens);
+  recorded.record(perRequest, <u64>tokens);
 }

@@ -3,8 +3,9 @@
 import {
   ACTIVE_REQUESTS, LABEL_API, LABEL_OUTCOME, LABEL_REQUEST_MODEL, LABEL_RESPONSE_MODEL, LABEL_ROUTE,
   LABEL_STATUS_CLASS, LABEL_TENANT, LABEL_TOKEN_TYPE, REQUEST_DURATION, REQUESTS, TaggedName,
-  TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKEN_USAGE, USAGE_TOKENS,
+  TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT, TOKEN_USAGE, USAGE_TOKENS,
 } from "../shared/metric-names";
+import { MetricKind } from "../shared/metric-table";
 
 export const OUTCOME_ADMITTED = "admitted";
 export const OUTCOME_REJECTED = "rejected";
@@ -17,11 +18,12 @@ export const OUTCOME_CANCELLED = "cancelled";
 export const OUTCOMES: string[] = [OUTCOME_ADMITTED, OUTCOME_REJECTED, OUTCOME_THROTTLED, OUTCOME_QUEUED, OUTCOME_REDIRECTED, OUTCOME_UPSTREAM_ERROR, OUTCOME_CANCELLED];
 
 export const STATUS_CLASS_NONE = "none";
+const STATUS_CLASSES: string[] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /** "2xx" and so on; "none" when no response was sent (the client went away first). */
 export function statusClass(status: i64): string {
   if (status < 100 || status > 599) return STATUS_CLASS_NONE;
-  return (status / 100).toString() + "xx";
+  return unchecked(STATUS_CLASSES[<i32>(status / 100) - 1]);
 }
 
 /** What Envoy and the response say about how the request ended. */
@@ -80,6 +82,25 @@ export function timePerOutputToken(firstContentMs: i64, lastContentMs: i64, comp
   return (span + tokens / 2) / tokens;
 }
 
+/** The series one request records into, each named from the request's labels. */
+export enum Series {
+  Requests = 0,
+  Duration,
+  TimeToFirstToken,
+  TimePerOutputToken,
+  InputTokenUsage,
+  OutputTokenUsage,
+  InputUsageTokens,
+  OutputUsageTokens,
+}
+
+export const SERIES_COUNT: i32 = Series.OutputUsageTokens + 1;
+
+export function seriesKind(series: Series): MetricKind {
+  if (series == Series.Requests || series == Series.InputUsageTokens || series == Series.OutputUsageTokens) return MetricKind.Counter;
+  return MetricKind.Histogram;
+}
+
 /** The label values of one request; each already bounded (slots, `other`, fixed vocabularies). */
 export class RequestLabels {
   requestModel: string = "";
@@ -123,6 +144,44 @@ export class RequestLabels {
   usageTokens(tokenType: string): string {
     return this.withTenant(this.base(USAGE_TOKENS).tag(LABEL_RESPONSE_MODEL, this.responseModel).tag(LABEL_TOKEN_TYPE, tokenType));
   }
+
+  name(series: Series): string {
+    switch (series) {
+      case Series.Requests: return this.requests();
+      case Series.Duration: return this.duration();
+      case Series.TimeToFirstToken: return this.timeToFirstToken();
+      case Series.TimePerOutputToken: return this.timePerOutputToken();
+      case Series.InputTokenUsage: return this.tokenUsage(TOKEN_TYPE_INPUT);
+      case Series.OutputTokenUsage: return this.tokenUsage(TOKEN_TYPE_OUTPUT);
+      case Series.InputUsageTokens: return this.usageTokens(TOKEN_TYPE_INPUT);
+      default: return this.usageTokens(TOKEN_TYPE_OUTPUT);
+    }
+  }
+
+  /** Whether every label value is the same: then so are the names of all their series. */
+  equals(other: RequestLabels): bool {
+    return this.requestModel == other.requestModel && this.responseModel == other.responseModel && this.api == other.api &&
+      this.route == other.route && this.statusClass == other.statusClass && this.outcome == other.outcome && this.tenant == other.tenant;
+  }
+
+  /** A hash of the label values (FNV-1a over their UTF-16 units, each value closed by a separator). */
+  hash(): u32 {
+    let h: u32 = 2166136261;
+    h = hashValue(h, this.requestModel);
+    h = hashValue(h, this.responseModel);
+    h = hashValue(h, this.api);
+    h = hashValue(h, this.route);
+    h = hashValue(h, this.statusClass);
+    h = hashValue(h, this.outcome);
+    return hashValue(h, this.tenant);
+  }
+}
+
+function hashValue(hash: u32, value: string): u32 {
+  const units = changetype<usize>(value);
+  let h = hash;
+  for (let i = 0; i < value.length; i++) h = (h ^ <u32>load<u16>(units + (<usize>i << 1))) * 16777619;
+  return (h ^ 0xffff) * 16777619;
 }
 
 /** The in-flight gauge is per model only: the route is chosen by a filter that runs later. */

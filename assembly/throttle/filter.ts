@@ -15,7 +15,8 @@ import {
 } from "../shared/host";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
 import { RequestFacts } from "../shared/request-facts";
-import { UsageTracker } from "../shared/response-usage";
+import { UsageFigures, UsageTracker } from "../shared/response-usage";
+import { publishedUsage, usageAnnounced } from "../shared/usage-handoff";
 import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
 import { TokenEstimator } from "../shared/tokens";
 import { Action, KeyKind, parseThrottleConfig, Rule, ThrottleConfig } from "./config";
@@ -186,6 +187,8 @@ export class ThrottleStream extends Context {
   private status: i32 = 0;
   /** The response body is compressed: its usage cannot be read, so the reservation stands. */
   private opaque: bool = false;
+  /** The metrics filter reads the response and hands over its usage (usage-handoff.ts). */
+  private usageHandedOver: bool = false;
 
   constructor(context_id: u32, private root: ThrottleRoot) {
     super(context_id, root);
@@ -234,6 +237,8 @@ export class ThrottleStream extends Context {
     const encoding = responseHeader("content-encoding");
     if (encoding != null && encoding.length > 0 && encoding.toLowerCase() != "identity") {
       this.opaque = true;
+    } else if (usageAnnounced(this.root.config.tokenizer)) {
+      this.usageHandedOver = true;
     } else {
       this.tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")), this.root.config.tokenizer);
     }
@@ -252,6 +257,9 @@ export class ThrottleStream extends Context {
   }
 
   onLog(): void {
+    // The metrics filter publishes the usage in its own onLog, which Envoy runs after this one;
+    // every filter's onDone comes after all of them.
+    if (this.usageHandedOver) return;
     this.end();
   }
 
@@ -450,10 +458,11 @@ export class ThrottleStream extends Context {
     const now = nowMillis();
     const tracker = this.tracker;
     if (tracker != null) tracker.finish();
+    const handedOver = this.usageHandedOver ? this.handedOverUsage() : null;
     for (let i = 0; i < this.tickets.length; i++) {
       const ticket = unchecked(this.tickets[i]);
       if (!ticket.taken) continue;
-      const used = this.used(ticket);
+      const used = this.used(ticket, handedOver);
       settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now, this.root.holds);
       ticket.taken = false;
       incrementMetric(ticket.metrics.inFlight, -1);
@@ -467,12 +476,20 @@ export class ThrottleStream extends Context {
    * providers, so it costs nothing; otherwise the response's usage, or for a stream cut short the
    * prompt plus the text that did arrive.
    */
-  private used(ticket: Ticket): Reservation {
+  private used(ticket: Ticket, handedOver: UsageFigures | null): Reservation {
     if (this.status < 200 || this.status >= 300) return new Reservation();
     const tracker = this.tracker;
-    if (this.opaque || tracker == null) return ticket.reserved;
-    const prompt = tracker.promptTokens >= 0 ? tracker.promptTokens : this.promptTokens;
-    return new Reservation(prompt, tracker.completionTokens);
+    const figures = tracker != null ? UsageFigures.of(tracker) : handedOver;
+    if (this.opaque || figures == null) return ticket.reserved;
+    const prompt = figures.promptTokens >= 0 ? figures.promptTokens : this.promptTokens;
+    return new Reservation(prompt, figures.completionTokens);
+  }
+
+  /** The usage the metrics filter published; without it (never seen so far) the reservations stand. */
+  private handedOverUsage(): UsageFigures | null {
+    const figures = publishedUsage();
+    if (figures == null) logger.warn(this.context_id, "llm-metrics announced the response's usage but published none; settling with the reservation");
+    return figures;
   }
 
   private countsTokens(): bool {
