@@ -140,6 +140,7 @@ async function refusedByEnvoy(filter: FilterModule, modules: FilterModule[], ups
 async function main(): Promise<void> {
   ensureWrk(log);
   envoyBinary();
+  mkdirSync(join(repoDir, ".tmp"), { recursive: true });
   const runDir = mkdtempSync(join(repoDir, ".tmp", "bench-run-"));
   const { filters, skipped } = discoverFilters();
   for (const s of skipped) log(`skipping ${s}`);
