@@ -247,7 +247,7 @@ export function markdown(r: Report): string {
   lines.push("The upstream is a second Envoy answering with `direct_response` (a 0.9 KB chat completion, or a 108 KB stream of " +
     "400 SSE events), so what differs between rows is the filters' work. Ratios compare with bare Envoy on the same workload in the same run.");
   lines.push("");
-  lines.push("Rows: `bare` is Envoy with only the router; `wasm-raw` is the smallest Wasm filter Envoy runs (hand-written, no SDK: Envoy's own " +
+  lines.push("Rows: `bare` is Envoy with only the router; `wasm-raw` is the smallest Wasm filter Envoy runs (hand-written WAT: Envoy's own " +
     "cost of a Wasm filter), and `wasm-raw-xN` is N of them chained, as many as `all` has filters; `wasm-pass` and `wasm-read-body` are a " +
     "reference filter on llm-mesh's own proxy-wasm layer (assembly/shared/) that " +
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
@@ -356,7 +356,8 @@ export function markdown(r: Report): string {
   } else {
     lines.push(
       `build/kernels.wasm in Node ${r.meta.node} (V8, the engine Envoy embeds). scanRequest is admission's whole body scan ` +
-        "(readLlmRequest: JSON parsing and token estimation of every message); estimateTokens is the estimator alone over the messages' text.",
+        "(readLlmRequest: JSON parsing and token estimation of every message); estimateTokens is the estimator alone over the messages' text; " +
+        "trackUsage is the answer reader (UsageTracker) that llm-metrics runs over every answer byte, and llm-throttle when metrics is absent.",
     );
     lines.push("");
     lines.push(table(["kernel", "input", "bytes", "tokens", "µs per call", "MB/s"],

@@ -101,9 +101,9 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
 }
 
 /**
- * The reference filters, compiled into `dir`: the smallest module Envoy runs (reference-raw.wat, no
- * SDK), the SDK filter that does nothing, and the SDK filter that only reads the body (both
- * reference-filter.ts): the floors an llm-mesh filter's cost is compared with.
+ * The reference filters, compiled into `dir`: the smallest module Envoy runs (reference-raw.wat,
+ * hand-written), and a filter on llm-mesh's own proxy-wasm layer that does nothing or only reads the
+ * body (both reference-filter.ts): the floors an llm-mesh filter's cost is compared with.
  */
 export function buildReferenceFilters(dir: string): { references: FilterModule[]; skipped: string[] } {
   const bin = (tool: string) => join(repoDir, "node_modules", ".bin", tool);
