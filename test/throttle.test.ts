@@ -10,7 +10,7 @@ import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
 import { repoDir } from "./harness/envoy-bin.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { type HttpResult, postJson, readSse } from "./harness/http.ts";
+import { type HttpResult, postJson, postPartial, readSse } from "./harness/http.ts";
 import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
@@ -78,19 +78,6 @@ function usageOf(res: HttpResult): number {
 /** The prompt estimate the admission filter forwarded for the n-th last upstream request. */
 function estimateSent(mock: MockLlm, back = 1): number {
   return Number(mock.requests.at(-back)!.headers["x-llm-prompt-tokens"]);
-}
-
-/** POSTs and reads the body as far as it arrives: a stream cut by the upstream still yields its start. */
-async function postPartial(url: string, body: object, headers: Record<string, string>): Promise<{ status: number; text: string; complete: boolean }> {
-  const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
-  let text = "";
-  const decoder = new TextDecoder();
-  try {
-    for await (const chunk of res.body!) text += decoder.decode(chunk as Uint8Array, { stream: true });
-    return { status: res.status, text, complete: true };
-  } catch {
-    return { status: res.status, text, complete: false };
-  }
 }
 
 /** A chat request on a connection of its own: Envoy hands new connections to either worker. */

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe } from "node:test";
 import { type EnvoyHandle, envoyTest, type EnvoyTestOptions } from "./harness/envoy.ts";
-import { type HttpResult, postJson, readSse } from "./harness/http.ts";
+import { type HttpResult, postJson, postPartial, readSse } from "./harness/http.ts";
 import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
@@ -39,19 +39,6 @@ async function accessLog(envoy: EnvoyHandle): Promise<any[]> {
   await envoy.stop();
   const path = join(envoy.tmpDir, "access.log");
   return (existsSync(path) ? readFileSync(path, "utf8") : "").split("\n").filter(Boolean).map((line) => JSON.parse(line));
-}
-
-/** POSTs and reads the body as far as it arrives: a stream cut by the upstream still yields its start. */
-async function postPartial(url: string, body: object, headers: Record<string, string>): Promise<{ status: number; text: string; complete: boolean }> {
-  const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
-  let text = "";
-  const decoder = new TextDecoder();
-  try {
-    for await (const chunk of res.body!) text += decoder.decode(chunk as Uint8Array, { stream: true });
-    return { status: res.status, text, complete: true };
-  } catch {
-    return { status: res.status, text, complete: false };
-  }
 }
 
 /** The usage an answer reported: "<prompt>,<completion>" as the hand-over writes it. */

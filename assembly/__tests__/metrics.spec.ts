@@ -95,13 +95,7 @@ describe("metric names", () => {
   });
 
   it("names each metric with its own label set", () => {
-    const labels = new RequestLabels();
-    labels.requestModel = "gpt-4o";
-    labels.responseModel = "gpt-4o-2024-08-06";
-    labels.api = "openai.chat";
-    labels.route = "primary";
-    labels.statusClass = "2xx";
-    labels.outcome = "admitted";
+    const labels = sampleLabels();
     expect(labels.requests()).toBe("gen_ai_server_requests_totalgen_ai_request_model=.=gpt-4o;.;llm_api=.=openai.chat;.;llm_route=.=primary;.;llm_status_class=.=2xx;.;llm_outcome=.=admitted;.;");
     expect(labels.duration()).toBe("gen_ai_server_request_durationgen_ai_request_model=.=gpt-4o;.;llm_api=.=openai.chat;.;llm_route=.=primary;.;llm_status_class=.=2xx;.;");
     expect(labels.timeToFirstToken()).toBe("gen_ai_server_time_to_first_tokengen_ai_request_model=.=gpt-4o;.;llm_api=.=openai.chat;.;llm_route=.=primary;.;");

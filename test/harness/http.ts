@@ -91,3 +91,16 @@ export function rawHttp(port: number, request: string | Buffer, options: { timeo
     });
   });
 }
+
+/** POSTs and reads the body as far as it arrives: a stream cut by the upstream still yields its start. */
+export async function postPartial(url: string, body: object, headers: Record<string, string>): Promise<{ status: number; text: string; complete: boolean }> {
+  const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
+  let text = "";
+  const decoder = new TextDecoder();
+  try {
+    for await (const chunk of res.body!) text += decoder.decode(chunk as Uint8Array, { stream: true });
+    return { status: res.status, text, complete: true };
+  } catch {
+    return { status: res.status, text, complete: false };
+  }
+}
