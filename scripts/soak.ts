@@ -56,6 +56,8 @@ for (const [name, value, ok] of [
 // Many tenants, more than the throttle's key slots, so slots are claimed, idled and reused.
 const TENANTS = 3000;
 const KEY_SLOTS = 1024;
+// The throttle's record keys carry its record layout's version (assembly/throttle/policy.ts).
+const THROTTLE_RECORD_LAYOUT = Number(/RECORD_LAYOUT: i32 = (\d+)/.exec(readFileSync(join(repoDir, "assembly", "throttle", "policy.ts"), "utf8"))![1]);
 const THROTTLE_CONFIG = {
   rules: [
     { name: "tight", match: { headers: [{ name: "x-tenant", exact: "tight" }] }, key: ["global"], limits: { requests_per_second: 50 }, action: "reject" },
@@ -65,7 +67,7 @@ const THROTTLE_CONFIG = {
 /** Every shared-data key the filters may create under these configs. */
 const PROBE_CONFIG = {
   keys: ["llm-mesh:create-lock", "llm-metrics:label-slots:model", "llm-metrics:label-slots:tenant"],
-  ranges: THROTTLE_CONFIG.rules.map((rule) => ({ prefix: `llm-throttle:${rule.name}:`, count: rule.key_slots ?? KEY_SLOTS })),
+  ranges: THROTTLE_CONFIG.rules.map((rule) => ({ prefix: `llm-throttle:v${THROTTLE_RECORD_LAYOUT}:${rule.name}:`, count: rule.key_slots ?? KEY_SLOTS })),
 };
 
 // ---------------------------------------------------------------- the request mix

@@ -4,7 +4,7 @@ import {
   addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,
   HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, KeyHash, refresh, refreshHolds, refusalMessage,
   renewHold, Reservation, reservationFor, retryAfterSeconds, settle, take, tickPeriodMs, untake, waiting, windowUsed,
-  waitOrder, takeTurn, endTurn, Turn,
+  waitOrder, takeTurn, endTurn, Turn, RECORD_LAYOUT,
 } from "../throttle/policy";
 
 function errorOf(text: string): string {
@@ -351,6 +351,15 @@ function renewAs(worker: Hold, fields: StaticArray<i64>, now: i64): void {
   refreshHolds(fields, now);
   worker.epoch = renewHold(fields, worker);
 }
+
+describe("throttle record layout", () => {
+  it("is pinned with its version: a changed layout must bump RECORD_LAYOUT, which keys the records apart", () => {
+    // Old and new VMs share shared data during a hot update; only the version in the key keeps a
+    // 48-field reader from truncating 55-field records. Change both numbers here together.
+    expect(FIELDS).toBe(55);
+    expect(RECORD_LAYOUT).toBe(2);
+  });
+});
 
 describe("throttle holds on leases", () => {
   it("frees the slots of a worker that stops renewing (its VM failed) once the lease runs out", () => {

@@ -43,6 +43,12 @@ export const F_HEAD_AT: i32 = F_HEAD + 1;
 export const F_IN_FLIGHT: i32 = F_HEAD_AT + 1;
 export const F_WAITING: i32 = F_IN_FLIGHT + HOLD_STEPS;
 export const FIELDS: i32 = F_WAITING + HOLD_STEPS;
+/**
+ * The record layout's version, part of every record's key (store.ts). Bump it with any change to
+ * the fields above: during a hot update old and new VMs run side by side, and a shared key would
+ * let each misread (and rewrite) the other's records.
+ */
+export const RECORD_LAYOUT: i32 = 2;
 
 export enum Deny {
   None = 0,

@@ -1,5 +1,5 @@
 // Where each rule's per-key records live in shared data, so every Envoy worker sees one budget.
-// A rule has a fixed number of slots ("llm-throttle:<rule>:<n>"); a key hashes to a home slot and
+// A rule has a fixed number of slots ("llm-throttle:v<layout>:<rule>:<n>"); a key hashes to a home slot and
 // may take one of the next PROBES - 1 when that one is held by another key. Records cannot be
 // deleted, so a slot whose key went idle is reused by the next key that needs one: tenant churn
 // costs no memory beyond rules x slots records.
@@ -9,10 +9,10 @@ import { changeRecord, readRecord, RecordChange } from "../shared/shared-record"
 import { Limits, Rule } from "./config";
 import {
   addHeld, Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, Hold, holdEpochOf, homeSlot,
-  initRecord, isIdle, refresh, refreshHolds, renewHold, Reservation, settle, take, takeTurn, Turn, untake, waiting,
+  initRecord, isIdle, RECORD_LAYOUT, refresh, refreshHolds, renewHold, Reservation, settle, take, takeTurn, Turn, untake, waiting,
 } from "./policy";
 
-export const KEY_PREFIX = "llm-throttle:";
+export const KEY_PREFIX = "llm-throttle:v" + RECORD_LAYOUT.toString() + ":";
 export const PROBES: i32 = 4;
 
 export class SlotRef {

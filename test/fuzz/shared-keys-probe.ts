@@ -2,7 +2,7 @@
 // group that counts, once a second, the shared-data keys llm-mesh may create, and publishes the
 // count as the gauge wasmcustom.llm_soak_shared_data_keys. proxy-wasm has no call that lists keys,
 // so it probes the names the filters use: fixed keys, and ranges "<prefix><n>" for n below a count.
-// Config: {"keys": ["llm-mesh:create-lock", ...], "ranges": [{"prefix": "llm-throttle:r:", "count": 1024}]}
+// Config: {"keys": ["llm-mesh:create-lock", ...], "ranges": [{"prefix": "llm-throttle:v2:r:", "count": 1024}]}
 export * from "../../assembly/shared/abi";
 import { Context, registerFilter, RootContext } from "../../assembly/shared/context";
 import { ConfigErrors, readConfigRoot } from "../../assembly/shared/config-reader";
