@@ -1,8 +1,9 @@
+import { KeyHash } from "../shared/key-hash";
 import { ApiShape } from "../shared/llm-request";
 import { Action, KeyKind, Limits, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
 import {
   addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,
-  HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, KeyHash, refresh, refreshHolds, refusalMessage,
+  HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, refresh, refreshHolds, refusalMessage,
   renewHold, Reservation, reservationFor, retryAfterSeconds, settle, take, tickPeriodMs, untake, waiting, windowUsed,
   waitOrder, takeTurn, endTurn, Turn, RECORD_LAYOUT,
 } from "../throttle/policy";

@@ -5,6 +5,7 @@ import {
   LABEL_STATUS_CLASS, LABEL_TENANT, LABEL_TOKEN_TYPE, REQUEST_DURATION, REQUESTS, TaggedName,
   TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT, TOKEN_USAGE, USAGE_TOKENS,
 } from "../shared/metric-names";
+import { KeyHash } from "../shared/key-hash";
 import { MetricKind } from "../shared/metric-table";
 
 export const OUTCOME_ADMITTED = "admitted";
@@ -164,24 +165,12 @@ export class RequestLabels {
       this.route == other.route && this.statusClass == other.statusClass && this.outcome == other.outcome && this.tenant == other.tenant;
   }
 
-  /** A hash of the label values (FNV-1a over their UTF-16 units, each value closed by a separator). */
+  /** A hash of the label values, for finding their series again. */
   hash(): u32 {
-    let h: u32 = 2166136261;
-    h = hashValue(h, this.requestModel);
-    h = hashValue(h, this.responseModel);
-    h = hashValue(h, this.api);
-    h = hashValue(h, this.route);
-    h = hashValue(h, this.statusClass);
-    h = hashValue(h, this.outcome);
-    return hashValue(h, this.tenant);
+    const h = new KeyHash().add(this.requestModel).add(this.responseModel).add(this.api).add(this.route)
+      .add(this.statusClass).add(this.outcome).add(this.tenant).fingerprint();
+    return <u32>(h ^ (h >>> 32));
   }
-}
-
-function hashValue(hash: u32, value: string): u32 {
-  const units = changetype<usize>(value);
-  let h = hash;
-  for (let i = 0; i < value.length; i++) h = (h ^ <u32>load<u16>(units + (<usize>i << 1))) * 16777619;
-  return (h ^ 0xffff) * 16777619;
 }
 
 /** The in-flight gauge is per model only: the route is chosen by a filter that runs later. */

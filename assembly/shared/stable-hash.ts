@@ -6,8 +6,8 @@
 //
 // Pure: no host imports.
 
-const FNV_OFFSET: u64 = 0xcbf29ce484222325;
-const FNV_PRIME: u64 = 0x100000001b3;
+export const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+export const FNV_PRIME: u64 = 0x100000001b3;
 
 /** MurmurHash3's fmix64: a bijection on 64 bits with full avalanche. */
 export function mix64(value: u64): u64 {

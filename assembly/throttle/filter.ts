@@ -18,10 +18,11 @@ import { RequestFacts } from "../shared/request-facts";
 import { UsageFigures, UsageTracker } from "../shared/response-usage";
 import { publishedUsage, usageAnnounced } from "../shared/usage-handoff";
 import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
+import { KeyHash } from "../shared/key-hash";
 import { TokenEstimator } from "../shared/tokens";
 import { Action, KeyKind, parseThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
-  Check, Deny, DENY_NAMES, formatDuration, KeyHash, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
+  Check, Deny, DENY_NAMES, formatDuration, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
   reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";

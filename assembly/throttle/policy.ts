@@ -445,35 +445,6 @@ export function retryAfterSeconds(ms: i64): i64 {
 
 // ---- keys ----
 
-const FNV_OFFSET: u64 = 0xcbf29ce484222325;
-const FNV_PRIME: u64 = 0x100000001b3;
-
-/**
- * A 64-bit FNV-1a hash of the key's parts. Only this hash is stored, never a header's value: an
- * API key used as a rate-limit key stays out of shared memory.
- */
-export class KeyHash {
-  private state: u64 = FNV_OFFSET;
-
-  add(text: string): KeyHash {
-    let h = this.state;
-    for (let i = 0; i < text.length; i++) {
-      const unit = <u64>text.charCodeAt(i);
-      h = (h ^ (unit & 0xff)) * FNV_PRIME;
-      h = (h ^ (unit >> 8)) * FNV_PRIME;
-    }
-    // A separator, so that ("ab", "c") and ("a", "bc") differ.
-    this.state = (h ^ 0x1f) * FNV_PRIME;
-    return this;
-  }
-
-  /** Never 0: a zero fingerprint marks a record no key has claimed. */
-  fingerprint(): i64 {
-    const value = <i64>this.state;
-    return value == 0 ? 1 : value;
-  }
-}
-
 /** The slot a fingerprint tries first, and then the next PROBES - 1 after it. */
 export function homeSlot(fingerprint: i64, slots: i32): i32 {
   return <i32>((<u64>fingerprint >> 16) % <u64>slots);
