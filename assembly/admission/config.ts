@@ -3,7 +3,7 @@
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../shared/llm-request";
 import { ModelPattern, ModelTable } from "../shared/model-table";
-import { tokenizerFamilyFromName, TokenizerFamily } from "../shared/tokens";
+import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../shared/tokens";
 
 export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
 export const DEFAULT_MAX_PROMPT_TOKENS: i64 = 128000;
@@ -85,7 +85,7 @@ function readLimits(entry: ConfigObject, name: string, base: ModelLimits): Model
   limits.maxOutputTokens = entry.int("max_output_tokens", base.maxOutputTokens, 0, TOKEN_LIMIT);
   const action = entry.oneOf("output_limit_action", ["reject", "clamp"], base.outputLimitAction == OutputLimitAction.Clamp ? "clamp" : "reject");
   limits.outputLimitAction = action == "clamp" ? OutputLimitAction.Clamp : OutputLimitAction.Reject;
-  const tokenizer = entry.oneOf("tokenizer", ["o200k", "cl100k"], base.tokenizer == TokenizerFamily.CL100K ? "cl100k" : "o200k");
+  const tokenizer = entry.oneOf("tokenizer", ["o200k", "cl100k"], tokenizerFamilyName(base.tokenizer));
   limits.tokenizer = <TokenizerFamily>tokenizerFamilyFromName(tokenizer);
   return limits;
 }

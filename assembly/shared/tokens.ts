@@ -19,6 +19,11 @@ export function tokenizerFamilyFromName(name: string): i32 {
   return -1;
 }
 
+/** The configuration name of a TokenizerFamily. */
+export function tokenizerFamilyName(family: TokenizerFamily): string {
+  return family == TokenizerFamily.CL100K ? "cl100k" : "o200k";
+}
+
 // Character classes. ASCII ones come from ASCII_CLASS; LETTER (any non-ASCII letter) carries its
 // script in the bits above the class.
 const LOWER: i32 = 0;

@@ -9,24 +9,20 @@
 // holds the real Envoy to this).
 import { filterState, setFilterState } from "./host";
 import { UsageFigures, UsageTracker } from "./response-usage";
-import { TokenizerFamily } from "./tokens";
+import { TokenizerFamily, tokenizerFamilyName } from "./tokens";
 
 export const FACT_USAGE_TRACKED = "llm_mesh.usage_tracked";
 export const FACT_USAGE = "llm_mesh.usage";
 
-function familyName(family: TokenizerFamily): string {
-  return family == TokenizerFamily.CL100K ? "cl100k" : "o200k";
-}
-
 /** Tells the filters that see the response later that `tracker` follows it and will be published. */
 export function announceUsage(tracker: UsageTracker): void {
-  setFilterState(FACT_USAGE_TRACKED, familyName(tracker.family));
+  setFilterState(FACT_USAGE_TRACKED, tokenizerFamilyName(tracker.family));
 }
 
 /** Whether an earlier-seeing filter follows this response and counts unreported text as `family` would. */
 export function usageAnnounced(family: TokenizerFamily): bool {
   const announced = filterState(FACT_USAGE_TRACKED);
-  return announced != null && announced == familyName(family);
+  return announced != null && announced == tokenizerFamilyName(family);
 }
 
 /** Hands the tracker's final figures to the filters that announced usage was read for them. */
