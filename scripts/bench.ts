@@ -18,7 +18,7 @@ import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
-import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, type Scenario } from "./bench/scenarios.ts";
+import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, type Scenario } from "./bench/scenarios.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
 
 const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
@@ -35,6 +35,7 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
   --out DIR        where to write <name>.json and <name>.md
   --no-pin         do not bind the proxy, the upstream and wrk to separate CPUs
   --no-memory, --no-hostcalls, --no-kernels, --no-sizes   skip those parts
+  --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
 `;
 
 type Mode = "full" | "quick" | "smoke";
@@ -53,6 +54,7 @@ const { values: args } = parseArgs({
     "no-hostcalls": { type: "boolean" },
     "no-kernels": { type: "boolean" },
     "no-sizes": { type: "boolean" },
+    "host-call-costs": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -159,7 +161,7 @@ async function main(): Promise<void> {
   let references: FilterModule[] = [];
   if (mode !== "smoke") {
     log("compiling the reference filters (scripts/bench/reference-raw.wat, reference-filter.ts)");
-    const built = buildReferenceFilters(runDir);
+    const built = buildReferenceFilters(runDir, args["host-call-costs"] ? HOST_CALL_KINDS : []);
     references = built.references;
     for (const problem of built.skipped) {
       log(`leaving out ${problem}`);
@@ -263,7 +265,7 @@ async function main(): Promise<void> {
     }
 
     if (!args["no-hostcalls"]) {
-      const traced = scenarios.filter((s) => s.id === ALL || (mode === "full" && (s.kind === "alone" || s.kind === "reference")));
+      const traced = scenarios.filter((s) => s.id === ALL || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
         hostCalls.push(...(await countHostCalls(s, modules, upstream, workloadsOf(s), PRESETS.hostCallRequests)));

@@ -29,6 +29,10 @@ export declare function proxy_set_buffer_bytes(buffer: u32, start: u32, length: 
 export declare function proxy_get_header_map_value(map: u32, key: usize, keySize: usize, valueOut: usize, sizeOut: usize): u32;
 
 // @ts-ignore: decorator
+@external("env", "proxy_get_header_map_pairs")
+export declare function proxy_get_header_map_pairs(map: u32, dataOut: usize, sizeOut: usize): u32;
+
+// @ts-ignore: decorator
 @external("env", "proxy_replace_header_map_value")
 export declare function proxy_replace_header_map_value(map: u32, key: usize, keySize: usize, value: usize, valueSize: usize): u32;
 

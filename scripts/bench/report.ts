@@ -4,7 +4,7 @@ import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
 import { type MemoryResult } from "./memory.ts";
 import { type ModuleSizes } from "./sizes.ts";
-import { ALL, BARE, FIRST_FILTER, type FilterModule, rawChainId, type Scenario } from "./scenarios.ts";
+import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, rawChainId, type Scenario } from "./scenarios.ts";
 
 export const TARGETS = {
   /** All filters keep at least this share of bare Envoy's requests/s at 1 KB. */
@@ -168,6 +168,18 @@ export function scanOnce(summary: CellSummary[], scenarios: Scenario[]): ScanOnc
 }
 
 /** The scenario that stands for "all filters": the full chain, or the only filter there is. */
+/** Per call kind and workload: extra proxy CPU of the call-<kind> reference over wasm-pass, per call. */
+export function hostCallCosts(summary: CellSummary[]): { kind: string; workload: string; usPerCall: number }[] {
+  const costs: { kind: string; workload: string; usPerCall: number }[] = [];
+  for (const cell of summary) {
+    if (!cell.scenario.startsWith(HOST_CALL_PREFIX)) continue;
+    const pass = summary.find((c) => c.scenario === "wasm-pass" && c.workload === cell.workload);
+    if (!pass) continue;
+    costs.push({ kind: cell.scenario.slice(HOST_CALL_PREFIX.length), workload: cell.workload, usPerCall: (cell.cpuUsPerRequest - pass.cpuUsPerRequest) / HOST_CALL_REPEAT });
+  }
+  return costs;
+}
+
 export function allFiltersScenario(scenarios: Scenario[]): Scenario | undefined {
   return scenarios.find((s) => s.id === ALL) ?? scenarios.find((s) => s.kind === "alone");
 }
@@ -399,6 +411,22 @@ export function markdown(r: Report): string {
     lines.push(table(["scenario", "workloads", "callbacks (host → VM)", "host calls (VM → host)", "bytes in"], rows));
   }
   lines.push("");
+
+  const callCosts = hostCallCosts(r.summary);
+  if (callCosts.length > 0) {
+    lines.push("## What one host call costs");
+    lines.push("");
+    lines.push(`A reference filter that makes one kind of call ${HOST_CALL_REPEAT} times on the request headers (\`--host-call-costs\`): ` +
+      `(its proxy CPU per request − \`wasm-pass\`'s) / ${HOST_CALL_REPEAT}, under load, per workload. Noise is a few µs per request, so ` +
+      `below about 0.3 µs a call is indistinguishable from free.`);
+    lines.push("");
+    const workloads = [...new Set(callCosts.map((c) => c.workload))];
+    const kinds = [...new Set(callCosts.map((c) => c.kind))];
+    lines.push(table(["call", ...workloads.map((w) => `${w}: µs per call`)],
+      kinds.map((k) => [k, ...workloads.map((w) => fmt(callCosts.find((c) => c.kind === k && c.workload === w)?.usPerCall))]),
+      ["---", ...workloads.map(() => "---:")]));
+    lines.push("");
+  }
 
   if (r.notes.trim()) {
     lines.push(r.notes.trim());

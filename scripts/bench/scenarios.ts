@@ -105,7 +105,7 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
  * hand-written), and a filter on llm-mesh's own proxy-wasm layer that does nothing or only reads the
  * body (both reference-filter.ts): the floors an llm-mesh filter's cost is compared with.
  */
-export function buildReferenceFilters(dir: string): { references: FilterModule[]; skipped: string[] } {
+export function buildReferenceFilters(dir: string, callKinds: string[] = []): { references: FilterModule[]; skipped: string[] } {
   const bin = (tool: string) => join(repoDir, "node_modules", ".bin", tool);
   const quiet = { cwd: repoDir, stdio: ["ignore", "ignore", "pipe"] as ("ignore" | "pipe")[] };
   const references: FilterModule[] = [];
@@ -127,9 +127,18 @@ export function buildReferenceFilters(dir: string): { references: FilterModule[]
   references.push(
     { name: "wasm-pass", rootId: "llm-reference", file, bytes, config: "pass", configSource: source },
     { name: "wasm-read-body", rootId: "llm-reference", file, bytes, config: "read-body", configSource: source },
+    ...callKinds.map((kind) => ({ name: `${HOST_CALL_PREFIX}${kind}`, rootId: "llm-reference", file, bytes, config: `calls:${kind}:${HOST_CALL_REPEAT}`, configSource: source })),
   );
   return { references, skipped };
 }
+
+/** The host calls `--host-call-costs` times, each repeated HOST_CALL_REPEAT times per request (reference-filter.ts). */
+export const HOST_CALL_KINDS = [
+  "header-get", "header-get-absent", "header-set", "header-remove", "state-set", "state-get", "property-get",
+  "shared-get", "shared-set", "metric-increment", "metric-record", "time",
+];
+export const HOST_CALL_REPEAT = 20;
+export const HOST_CALL_PREFIX = "call-";
 
 const WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
