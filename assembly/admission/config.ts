@@ -92,7 +92,11 @@ function readLimits(entry: ConfigObject, name: string, base: ModelLimits): Model
 
 export function parseAdmissionConfig(text: string): AdmissionConfigResult {
   const errors = new ConfigErrors();
-  const root = readConfigRoot(text, errors);
+  return readAdmissionConfig(readConfigRoot(text, errors), errors);
+}
+
+/** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
+export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): AdmissionConfigResult {
   root.onlyKeys(TOP_KEYS);
   const config = new AdmissionConfig();
 

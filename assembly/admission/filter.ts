@@ -7,11 +7,12 @@ import {
   RootContext,
 } from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
-import { Logger, pluginConfiguration, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
+import { Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
 import { ApiShape, readLlmRequest } from "../shared/llm-request";
 import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
 import { TokenEstimator } from "../shared/tokens";
-import { AdmissionConfig, parseAdmissionConfig } from "./config";
+import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
 
 export const FILTER_NAME = "llm-admission";
@@ -39,14 +40,9 @@ export class AdmissionRoot extends RootContext {
     return new AdmissionStream(context_id, this);
   }
 
-  onConfigure(configuration_size: u32): bool {
-    const parsed = parseAdmissionConfig(pluginConfiguration(configuration_size));
-    if (parsed.config == null) {
-      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
-      return false;
-    }
-    this.config = parsed.config!;
-    return true;
+  configure(source: ConfigObject, errors: ConfigErrors): void {
+    const parsed = readAdmissionConfig(source, errors);
+    if (parsed.config != null) this.config = parsed.config!;
   }
 }
 

@@ -1,6 +1,6 @@
 // The metrics filter's configuration: parsed and checked once per configure, then read by every
 // request on the worker.
-import { ConfigErrors, readConfigRoot } from "../shared/config-reader";
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { isLabelSafe, MAX_LABEL_VALUE_LENGTH } from "../shared/metric-names";
 import { ModelPattern, ModelTable } from "../shared/model-table";
 
@@ -45,7 +45,11 @@ export class MetricsConfigResult {
 
 export function parseMetricsConfig(text: string): MetricsConfigResult {
   const errors = new ConfigErrors();
-  const root = readConfigRoot(text, errors);
+  return readMetricsConfig(readConfigRoot(text, errors), errors);
+}
+
+/** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
+export function readMetricsConfig(root: ConfigObject, errors: ConfigErrors): MetricsConfigResult {
   root.onlyKeys(TOP_KEYS);
   const config = new MetricsConfig();
 

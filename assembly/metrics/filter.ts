@@ -1,13 +1,14 @@
 // The metrics filter's contexts: they note what a request is when it starts, follow the response
 // for usage and the first token, and account for the request once it ends (onLog runs for every
 // stream, including those an earlier filter answered itself).
+import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import {
   Context,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
 } from "../shared/context";
-import { filterState, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
+import { filterState, incrementMetric, Logger, nowMillis, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
 import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shared/llm-request";
 import { LabelSlots } from "../shared/metric-labels";
 import { LABEL_NONE } from "../shared/metric-names";
@@ -18,7 +19,7 @@ import { announceUsage, publishUsage } from "../shared/usage-handoff";
 import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../shared/route";
 import { hex64, stableHash } from "../shared/stable-hash";
 import { TokenEstimator } from "../shared/tokens";
-import { MetricsConfig, parseMetricsConfig } from "./config";
+import { MetricsConfig, readMetricsConfig } from "./config";
 import { activeRequestsName, Ending, outcomeOf, RequestLabels, Series, statusClass, timePerOutputToken, wasServed } from "./policy";
 import { LabelSeries, SeriesCache } from "./series";
 
@@ -58,12 +59,9 @@ export class MetricsRoot extends RootContext {
     return new MetricsStream(context_id, this);
   }
 
-  onConfigure(configuration_size: u32): bool {
-    const parsed = parseMetricsConfig(pluginConfiguration(configuration_size));
-    if (parsed.config == null) {
-      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
-      return false;
-    }
+  configure(source: ConfigObject, errors: ConfigErrors): void {
+    const parsed = readMetricsConfig(source, errors);
+    if (parsed.config == null) return;
     const config = parsed.config!;
     this.config = config;
     // Metric ids stay valid for the life of the VM: a new config keeps them and only moves the cap.
@@ -71,7 +69,6 @@ export class MetricsRoot extends RootContext {
     this.series.defineDropped();
     if (this.models.limit != config.maxModels) this.models = new LabelSlots(MODEL_SLOTS_KEY, config.maxModels);
     if (this.tenants.limit != config.maxTenants) this.tenants = new LabelSlots(TENANT_SLOTS_KEY, config.maxTenants);
-    return true;
   }
 
   /** The label for a model: its configured name or pattern, a slot, or `other`. */

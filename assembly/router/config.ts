@@ -334,7 +334,11 @@ function readRule(config: RouterConfig, obj: ConfigObject, index: i32, defaultSt
 
 export function parseRouterConfig(text: string): RouterConfigResult {
   const errors = new ConfigErrors();
-  const root = readConfigRoot(text, errors);
+  return readRouterConfig(readConfigRoot(text, errors), errors);
+}
+
+/** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
+export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): RouterConfigResult {
   root.onlyKeys(TOP_KEYS);
   const config = new RouterConfig();
 

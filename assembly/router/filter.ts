@@ -2,6 +2,7 @@
 // filter's facts or from the body), ask policy.ts where it goes, and carry that out with the
 // routing header and a route-cache clear. At the end of each request they feed the target's guard
 // and, when asked, write the comparison record.
+import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import {
   Context,
   FilterDataStatusValues,
@@ -16,7 +17,6 @@ import {
   Logger,
   nowMillis,
   nowNanos,
-  pluginConfiguration,
   propertyInt,
   propertyString,
   removeRequestHeader,
@@ -35,7 +35,7 @@ import { UsageTracker } from "../shared/response-usage";
 import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../shared/route";
 import { stableHash } from "../shared/stable-hash";
 import { findModelField, withModel } from "./body";
-import { parseRouterConfig, RouterConfig } from "./config";
+import { readRouterConfig, RouterConfig } from "./config";
 import { Sample, SampleResult } from "./guard";
 import { recordSample, SharedHealth } from "./guard-state";
 import { decide, Decision, RequestView, RouteInput, Verdict, verdictOf } from "./policy";
@@ -79,12 +79,9 @@ export class RouterRoot extends RootContext {
     return new RouterStream(context_id, this);
   }
 
-  onConfigure(configuration_size: u32): bool {
-    const parsed = parseRouterConfig(pluginConfiguration(configuration_size));
-    if (parsed.config == null) {
-      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
-      return false;
-    }
+  configure(source: ConfigObject, errors: ConfigErrors): void {
+    const parsed = readRouterConfig(source, errors);
+    if (parsed.config == null) return;
     const config = parsed.config!;
     this.config = config;
     this.requestsMetric = [];
@@ -94,7 +91,6 @@ export class RouterRoot extends RootContext {
       this.requestsMetric.push(defineCounter(new TaggedName(METRIC_REQUESTS).tag(LABEL_TARGET, target.name).toString()));
       this.tripsMetric.push(target.guard != null ? defineCounter(new TaggedName(METRIC_GUARD_TRIPS).tag(LABEL_TARGET, target.name).toString()) : -1);
     }
-    return true;
   }
 
   /**

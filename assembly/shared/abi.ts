@@ -19,66 +19,66 @@ import {
   streamContext,
 } from "./context";
 
-import { forgetHostAnswers } from "./host";
+import { beginCallback, forgetStream } from "./host";
 
 export { malloc } from "./host";
 
 export function proxy_abi_version_0_2_1(): void {}
 
 export function proxy_on_context_create(context_id: u32, parent_context_id: u32): void {
-  forgetHostAnswers();
+  beginCallback(context_id);
   if (parent_context_id == 0) createRoot(context_id);
   else createStream(context_id, parent_context_id);
 }
 
 export function proxy_on_configure(root_context_id: u32, configuration_size: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(root_context_id);
   const root = rootContext(root_context_id);
   return root != null && root.onConfigure(configuration_size) ? 1 : 0;
 }
 
 export function proxy_on_tick(root_context_id: u32): void {
-  forgetHostAnswers();
+  beginCallback(root_context_id);
   const root = rootContext(root_context_id);
   if (root != null) root.onTick();
 }
 
 export function proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterHeadersStatusValues.Continue;
   return stream.onRequestHeaders(headers, end_of_stream != 0);
 }
 
 export function proxy_on_request_body(context_id: u32, body_buffer_length: u32, end_of_stream: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterDataStatusValues.Continue;
   return stream.onRequestBody(body_buffer_length, end_of_stream != 0);
 }
 
 export function proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterHeadersStatusValues.Continue;
   return stream.onResponseHeaders(headers, end_of_stream != 0);
 }
 
 export function proxy_on_response_body(context_id: u32, body_buffer_length: u32, end_of_stream: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterDataStatusValues.Continue;
   return stream.onResponseBody(body_buffer_length, end_of_stream != 0);
 }
 
 export function proxy_on_log(context_id: u32): void {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream != null) stream.onLog();
 }
 
 export function proxy_on_done(context_id: u32): u32 {
-  forgetHostAnswers();
+  beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream != null) return stream.onDone() ? 1 : 0;
   const root = rootContext(context_id);
@@ -86,6 +86,7 @@ export function proxy_on_done(context_id: u32): u32 {
 }
 
 export function proxy_on_delete(context_id: u32): void {
-  forgetHostAnswers();
+  beginCallback(context_id);
   deleteContext(context_id);
+  forgetStream(context_id);
 }

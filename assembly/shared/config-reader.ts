@@ -4,11 +4,21 @@
 import { JsonKind } from "./json";
 import { JsonValue, parseJson } from "./json-value";
 
+/** How an error names the configuration as a whole. */
+const WHOLE_CONFIG = "(config)";
+
 export class ConfigErrors {
   message: string = "";
 
   add(path: string, reason: string): void {
-    if (this.message.length == 0) this.message = (path.length > 0 ? path : "(config)") + ": " + reason;
+    if (this.message.length == 0) this.message = (path.length > 0 ? path : WHOLE_CONFIG) + ": " + reason;
+  }
+
+  /** Takes a section's first problem, the section's name in front of its path ("throttle.rules[0].rps: ..."). */
+  addSection(section: string, inner: ConfigErrors): void {
+    if (inner.ok || !this.ok) return;
+    const message = inner.message;
+    this.message = message.startsWith(WHOLE_CONFIG + ": ") ? section + message.slice(WHOLE_CONFIG.length) : section + "." + message;
   }
 
   get ok(): bool {

@@ -8,7 +8,9 @@
 // Envoy names as its parent: with a single root per VM, a second configuration's on_configure would
 // overwrite the first's settings for every stream (a reload from 0% to 100% and back stayed at 100%,
 // because Envoy kept the draining 0% root and never configured it again).
+import { ConfigErrors, ConfigObject, readConfigRoot } from "./config-reader";
 import { ContextTable } from "./context-table";
+import { Logger, pluginConfiguration, resumeRequest } from "./host";
 
 /** What a headers callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
 export enum FilterHeadersStatusValues {
@@ -40,10 +42,22 @@ export abstract class RootContext {
 
   abstract createContext(context_id: u32): Context;
 
-  /** False refuses the configuration: Envoy fails its start, or NACKs the update over xDS. */
+  /**
+   * Reads the plugin configuration; one that does not parse, or that configure() finds fault with,
+   * is refused with a log line naming the field and the reason: Envoy then fails its start, or
+   * NACKs the update over xDS.
+   */
   onConfigure(configuration_size: u32): bool {
-    return true;
+    const errors = new ConfigErrors();
+    const source = readConfigRoot(pluginConfiguration(configuration_size), errors);
+    if (errors.ok) this.configure(source, errors);
+    if (errors.ok) return true;
+    new Logger(registeredName).critical(this.context_id, "invalid configuration, refusing to start: " + errors.message);
+    return false;
   }
+
+  /** Reads the filter's configuration from its JSON object and, when that adds no error, starts using it. */
+  configure(source: ConfigObject, errors: ConfigErrors): void {}
 
   onTick(): void {}
 
@@ -62,6 +76,8 @@ export abstract class RootContext {
  */
 export class Context {
   readonly root_context_id: u32;
+  /** The stream this one runs inside as a stage, in llm-mesh's one-module build (assembly/mesh/). */
+  mesh: Context | null = null;
 
   constructor(public context_id: u32, root_context: RootContext) {
     this.root_context_id = root_context.context_id;
@@ -90,11 +106,23 @@ export class Context {
   onLog(): void {}
 
   onDelete(): void {}
+
+  /** Lets a request this stream paused go on, from a tick: through the later stages first when it runs inside a mesh stream. */
+  continueRequest(): void {
+    const mesh = this.mesh;
+    if (mesh != null) mesh.continueAfter(this);
+    else resumeRequest(this.context_id);
+  }
+
+  /** A mesh stream runs the stages after `stage` here; a lone filter's stream has none. */
+  continueAfter(stage: Context): void {}
 }
 
 // ---- registry ----
 
 let rootFactory: ((context_id: u32) => RootContext) | null = null;
+/** The root_id the filter is documented under, for its log lines. */
+let registeredName = "";
 /** Usually one; a few while Envoy drains the roots of replaced configurations. */
 const roots = new Array<RootContext>();
 const streams = new ContextTable<Context>();
@@ -105,6 +133,7 @@ const streams = new ContextTable<Context>();
  */
 export function registerFilter(factory: (context_id: u32) => RootContext, name: string): void {
   rootFactory = factory;
+  registeredName = name;
 }
 
 export function rootContext(context_id: u32): RootContext | null {

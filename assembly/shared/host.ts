@@ -1,5 +1,6 @@
 // The one place that talks to the proxy-wasm host. Everything here returns a result instead of
 // throwing: a trap in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
+import { ContextTable } from "./context-table";
 import * as imports from "./proxy-imports";
 
 /** proxy_log's levels, as the ABI numbers them. */
@@ -118,6 +119,49 @@ class HeaderSnapshot {
   bytes: ArrayBuffer | null = null;
   /** The size of the value find() found last. */
   valueSize: i32 = 0;
+  /** Headers this callback set since the snapshot was taken; they win over the snapshot's bytes. */
+  setNames: string[] = [];
+  setValues: string[] = [];
+
+  clear(): void {
+    this.bytes = null;
+    this.setNames.length = 0;
+    this.setValues.length = 0;
+  }
+
+  /** The value this callback set for `name`, or null when it set none. */
+  setValue(name: string): string | null {
+    for (let i = 0, n = this.setNames.length; i < n; i++) {
+      if (sameAsciiText(unchecked(this.setNames[i]), name)) return unchecked(this.setValues[i]);
+    }
+    return null;
+  }
+
+  /** After the host replaced `name`'s values with `value`. */
+  recordSet(name: string, value: string): void {
+    this.forget(name);
+    if (this.bytes == null) return;
+    for (let i = 0, n = this.setNames.length; i < n; i++) {
+      if (sameAsciiText(unchecked(this.setNames[i]), name)) {
+        unchecked((this.setValues[i] = value));
+        return;
+      }
+    }
+    this.setNames.push(name);
+    this.setValues.push(value);
+  }
+
+  /** After the host removed `name`. */
+  recordRemoval(name: string): void {
+    this.forget(name);
+    for (let i = 0, n = this.setNames.length; i < n; i++) {
+      if (sameAsciiText(unchecked(this.setNames[i]), name)) {
+        this.setNames.splice(i, 1);
+        this.setValues.splice(i, 1);
+        return;
+      }
+    }
+  }
 
   constructor(public map: u32) {}
 
@@ -159,13 +203,27 @@ class HeaderSnapshot {
     return -1;
   }
 
-  /** After the host removed `name`: its entries stop matching (a name never starts with NUL). */
-  forget(name: string): void {
+  /** Entries of `name` stop matching (a name never starts with NUL). */
+  private forget(name: string): void {
+    if (this.bytes == null) return;
     for (let at = this.find(name); at >= 0; at = this.find(name)) {
       store<u8>(changetype<usize>(this.bytes) + at - name.length - 1, 0);
     }
     if (this.find(name) == -2) this.bytes = null;
   }
+}
+
+function sameAsciiText(a: string, b: string): bool {
+  const n = a.length;
+  if (b.length != n) return false;
+  for (let i = 0; i < n; i++) {
+    let c = a.charCodeAt(i);
+    let d = b.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+    if (d >= 0x41 && d <= 0x5a) d |= 0x20;
+    if (c != d) return false;
+  }
+  return true;
 }
 
 function sameAsciiName(bytes: usize, name: string): bool {
@@ -182,12 +240,27 @@ function sameAsciiName(bytes: usize, name: string): bool {
 const requestHeadersOfThisCallback = new HeaderSnapshot(REQUEST_HEADERS);
 const responseHeadersOfThisCallback = new HeaderSnapshot(RESPONSE_HEADERS);
 let nowNanosOfThisCallback: u64 = 0;
+const propertiesAskedInThisCallback = new Array<string>();
+const propertyAnswersOfThisCallback = new Array<ArrayBuffer | null>();
+/** Counts local responses sent: a stage that sent one has ended the stream (mesh/filter.ts compares counts). */
+let localResponseCount: u32 = 0;
+
+/** The stream (or root) the host calls of this callback act on. */
+let currentContextId: u32 = 0;
 
 /** abi.ts calls this as every callback begins, and setEffectiveContext when a tick turns to another stream. */
-export function forgetHostAnswers(): void {
-  requestHeadersOfThisCallback.bytes = null;
-  responseHeadersOfThisCallback.bytes = null;
+export function beginCallback(contextId: u32): void {
+  currentContextId = contextId;
+  requestHeadersOfThisCallback.clear();
+  responseHeadersOfThisCallback.clear();
   nowNanosOfThisCallback = 0;
+  propertiesAskedInThisCallback.length = 0;
+  propertyAnswersOfThisCallback.length = 0;
+}
+
+/** How many local responses this VM has sent; a change across a call means the call ended its stream. */
+export function localResponsesSent(): u32 {
+  return localResponseCount;
 }
 
 // ---- headers ----
@@ -199,6 +272,8 @@ function snapshotOf(map: u32): HeaderSnapshot {
 function getHeader(map: u32, name: string): string | null {
   const snapshot = snapshotOf(map);
   if (snapshot.load()) {
+    const set = snapshot.setValue(name);
+    if (set != null) return set;
     const at = snapshot.find(name);
     if (at == -1) return null;
     if (at >= 0) return String.UTF8.decodeUnsafe(changetype<usize>(snapshot.bytes) + at, snapshot.valueSize);
@@ -210,22 +285,23 @@ function getHeader(map: u32, name: string): string | null {
 }
 
 function setHeader(map: u32, name: string, value: string): bool {
-  snapshotOf(map).bytes = null;
   const key = utf8(name);
   const bytes = utf8(value);
-  return imports.proxy_replace_header_map_value(map, changetype<usize>(key), key.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;
+  const done = imports.proxy_replace_header_map_value(map, changetype<usize>(key), key.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;
+  const snapshot = snapshotOf(map);
+  if (done) snapshot.recordSet(name, value);
+  else snapshot.clear();
+  return done;
 }
 
 function removeHeader(map: u32, name: string): bool {
   const snapshot = snapshotOf(map);
   // Removing what is not there is what most calls do (the internal headers no client sent).
-  if (snapshot.bytes != null && snapshot.find(name) == -1) return true;
+  if (snapshot.bytes != null && snapshot.setValue(name) == null && snapshot.find(name) == -1) return true;
   const key = utf8(name);
   const removed = imports.proxy_remove_header_map_value(map, changetype<usize>(key), key.byteLength) == OK;
-  if (snapshot.bytes != null) {
-    if (removed) snapshot.forget(name);
-    else snapshot.bytes = null;
-  }
+  if (removed) snapshot.recordRemoval(name);
+  else snapshot.clear();
   return removed;
 }
 
@@ -320,6 +396,7 @@ export class ResponseHeaders {
 
 /** Ends the stream with a response made here; `details` shows in Envoy's %RESPONSE_CODE_DETAILS%. */
 export function sendResponse(status: u32, details: string, body: string, headers: ResponseHeaders): bool {
+  localResponseCount++;
   const detailBytes = utf8(details);
   const bodyBytes = utf8(body);
   const headerBytes = headers.serialize();
@@ -329,12 +406,17 @@ export function sendResponse(status: u32, details: string, body: string, headers
 
 // ---- properties and filter state ----
 
-/** A host property by path segments; null when the host has none. */
+/** A host property by path segments; null when the host has none. Asked once per callback. */
 export function property(segments: string[]): ArrayBuffer | null {
-  const path = utf8(segments.join("\0"));
+  const joined = segments.join("\0");
+  const asked = propertiesAskedInThisCallback.indexOf(joined);
+  if (asked >= 0) return unchecked(propertyAnswersOfThisCallback[asked]);
+  const path = utf8(joined);
   const result = imports.proxy_get_property(changetype<usize>(path), path.byteLength, RETURNED_DATA, RETURNED_SIZE);
-  if (result != OK) return null;
-  return takeReturned();
+  const answer = result == OK ? takeReturned() : null;
+  propertiesAskedInThisCallback.push(joined);
+  propertyAnswersOfThisCallback.push(answer);
+  return answer;
 }
 
 /** A numeric host property (Envoy encodes integers as 8 little-endian bytes), or -1 when absent. */
@@ -349,17 +431,69 @@ export function propertyString(segments: string[]): string | null {
   return bytes == null ? null : String.UTF8.decode(bytes);
 }
 
+// Filter state this VM set on a stream, kept until the stream is deleted: a reader in the same VM (a
+// filter reading what it set, or in the one-module build every stage after the one that set it)
+// needs no host call. Names registered with keepFilterStateInVm are never handed to the host at
+// all: the one-module build's hand-overs between its stages, which nothing outside reads.
+
+class StreamFilterState {
+  names: string[] = [];
+  values: string[] = [];
+
+  constructor(public context_id: u32) {}
+
+  set(name: string, value: string): void {
+    const at = this.names.indexOf(name);
+    if (at >= 0) unchecked((this.values[at] = value));
+    else {
+      this.names.push(name);
+      this.values.push(value);
+    }
+  }
+
+  get(name: string): string | null {
+    const at = this.names.indexOf(name);
+    return at >= 0 ? unchecked(this.values[at]) : null;
+  }
+}
+
+const filterStateSetHere = new ContextTable<StreamFilterState>();
+const filterStateKeptInVm = new Array<string>();
+
+/** Filter state names that stay in this VM: only stages of the same module read them. */
+export function keepFilterStateInVm(names: string[]): void {
+  for (let i = 0; i < names.length; i++) filterStateKeptInVm.push(unchecked(names[i]));
+}
+
+/** Forgets what a deleted stream set (abi.ts, on proxy_on_delete). */
+export function forgetStream(contextId: u32): void {
+  filterStateSetHere.remove(contextId);
+}
+
 /**
  * Stores a value in the stream's filter state; Envoy keeps it as `wasm.<name>`, readable by later
  * Wasm filters with `filterState(name)` and by access logs with %FILTER_STATE(wasm.<name>:PLAIN)%.
  */
 export function setFilterState(name: string, value: string): bool {
+  let mine = filterStateSetHere.get(currentContextId);
+  if (mine == null) {
+    mine = new StreamFilterState(currentContextId);
+    filterStateSetHere.add(mine);
+  }
+  mine.set(name, value);
+  if (filterStateKeptInVm.includes(name)) return true;
   const path = utf8(name);
   const bytes = utf8(value);
   return imports.proxy_set_property(changetype<usize>(path), path.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;
 }
 
 export function filterState(name: string): string | null {
+  const mine = filterStateSetHere.get(currentContextId);
+  if (mine != null) {
+    const value = mine.get(name);
+    if (value != null) return value;
+  }
+  if (filterStateKeptInVm.includes(name)) return null;
   return propertyString([name]);
 }
 
@@ -390,7 +524,7 @@ export function resumeResponse(contextId: u32): bool {
 
 /** Makes a paused stream the current one, for work a tick does on its behalf (filter state, a local reply). */
 export function setEffectiveContext(contextId: u32): bool {
-  forgetHostAnswers();
+  beginCallback(contextId);
   return imports.proxy_set_effective_context(contextId) == OK;
 }
 

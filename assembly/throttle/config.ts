@@ -268,7 +268,11 @@ function readRule(ruleConfig: ConfigObject, index: i32, config: ThrottleConfig, 
 
 export function parseThrottleConfig(text: string): ThrottleConfigResult {
   const errors = new ConfigErrors();
-  const root = readConfigRoot(text, errors);
+  return readThrottleConfig(readConfigRoot(text, errors), errors);
+}
+
+/** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
+export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): ThrottleConfigResult {
   root.onlyKeys(TOP_KEYS);
   const config = new ThrottleConfig();
   const rules = root.objects("rules");

@@ -1,6 +1,7 @@
 // The throttle filter's contexts: they gather what a request is (from the admission filter's facts,
 // or from the body when that filter is not installed), ask store.ts and policy.ts whether it fits,
 // carry out the answer (forward, refuse, park, redirect), and settle the account from the response.
+import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import {
   Context,
   FilterDataStatusValues,
@@ -9,8 +10,8 @@ import {
 } from "../shared/context";
 import { errorBody, rateLimited } from "../shared/api-errors";
 import {
-  defineCounter, defineGauge, incrementMetric, Logger, nowMillis, pluginConfiguration, propertyString,
-  removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders, resumeRequest,
+  defineCounter, defineGauge, incrementMetric, Logger, nowMillis, propertyString,
+  removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders,
   sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader, setTickPeriod,
 } from "../shared/host";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
@@ -20,7 +21,7 @@ import { publishedUsage, usageAnnounced } from "../shared/usage-handoff";
 import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
 import { KeyHash } from "../shared/key-hash";
 import { TokenEstimator } from "../shared/tokens";
-import { Action, KeyKind, parseThrottleConfig, Rule, ThrottleConfig } from "./config";
+import { Action, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
   Check, Deny, DENY_NAMES, formatDuration, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
   reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
@@ -84,12 +85,9 @@ export class ThrottleRoot extends RootContext {
     return new ThrottleStream(context_id, this);
   }
 
-  onConfigure(configuration_size: u32): bool {
-    const parsed = parseThrottleConfig(pluginConfiguration(configuration_size));
-    if (parsed.config == null) {
-      logger.critical(this.context_id, "invalid configuration, refusing to start: " + parsed.error);
-      return false;
-    }
+  configure(source: ConfigObject, errors: ConfigErrors): void {
+    const parsed = readThrottleConfig(source, errors);
+    if (parsed.config == null) return;
     const config = parsed.config!;
     this.config = config;
     this.estimator = new TokenEstimator(config.tokenizer);
@@ -97,7 +95,6 @@ export class ThrottleRoot extends RootContext {
     for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
     this.metrics = metrics;
     setTickPeriod(<u32>tickPeriodMs(config));
-    return true;
   }
 
   onTick(): void {
@@ -421,7 +418,7 @@ export class ThrottleStream extends Context {
     setEffectiveContext(this.context_id);
     if (this.attempt(now, true) != Verdict.Continue) return false;
     this.leaveWaiting(now);
-    resumeRequest(this.context_id);
+    this.continueRequest();
     return true;
   }
 

@@ -1,0 +1,172 @@
+// llm-mesh in one module: admission, throttle, metrics and router as stages of a single Wasm
+// filter. Envoy then makes one set of callbacks per request instead of four, and the filters share
+// one VM per worker, one copy of the runtime and one read of each header map per callback.
+//
+// Each stage is the filter's own root and stream classes, unchanged; this file only passes Envoy's
+// callbacks to them the way Envoy's filter manager passes them along a chain of filters: the request
+// in configuration order, a stage that holds the headers still sees the body and lets the later
+// stages see headers and body once it lets them through, a stage that pauses the request (throttle's
+// queue) resumes the later stages before Envoy's; the response in reverse order; a local response
+// ends the request for every later stage.
+import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+import { Context, FilterDataStatusValues, FilterHeadersStatusValues, RootContext } from "../shared/context";
+import { localResponsesSent, resumeRequest } from "../shared/host";
+import { AdmissionRoot } from "../admission/filter";
+import { MetricsRoot } from "../metrics/filter";
+import { RouterRoot } from "../router/filter";
+import { ThrottleRoot } from "../throttle/filter";
+
+export const FILTER_NAME = "llm-mesh";
+
+/** The sections of the configuration, in the order their stages see a request. */
+export const STAGE_NAMES: string[] = ["admission", "throttle", "metrics", "router"];
+
+function newStageRoot(name: string, context_id: u32): RootContext {
+  if (name == "admission") return new AdmissionRoot(context_id);
+  if (name == "throttle") return new ThrottleRoot(context_id);
+  if (name == "metrics") return new MetricsRoot(context_id);
+  return new RouterRoot(context_id);
+}
+
+export class MeshRoot extends RootContext {
+  stages: RootContext[] = [];
+
+  configure(source: ConfigObject, errors: ConfigErrors): void {
+    source.onlyKeys(STAGE_NAMES);
+    const stages: RootContext[] = [];
+    for (let i = 0; i < STAGE_NAMES.length && errors.ok; i++) {
+      const name = unchecked(STAGE_NAMES[i]);
+      if (!source.has(name)) continue;
+      const section = source.object(name);
+      if (section == null) return;
+      const stage = newStageRoot(name, this.context_id);
+      const sectionErrors = new ConfigErrors();
+      stage.configure(new ConfigObject(section.value, "", sectionErrors), sectionErrors);
+      errors.addSection(name, sectionErrors);
+      stages.push(stage);
+    }
+    if (errors.ok && stages.length == 0) errors.add("", "names no stage: give at least one of " + STAGE_NAMES.join(", "));
+    if (errors.ok) this.stages = stages;
+  }
+
+  createContext(context_id: u32): Context {
+    const stages: Context[] = [];
+    for (let i = 0; i < this.stages.length; i++) stages.push(unchecked(this.stages[i]).createContext(context_id));
+    return new MeshStream(context_id, this, stages);
+  }
+
+  onTick(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).onTick();
+  }
+
+  onDelete(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).onDelete();
+  }
+}
+
+export class MeshStream extends Context {
+  /** Stages that have been given the request headers, counted from the first. */
+  private headersGiven: i32 = 0;
+  private sawBody: bool = false;
+  private requestEnded: bool = false;
+  private bodyLength: usize = 0;
+  /** A stage answered the request itself: nothing after it may act on the request. */
+  private answered: bool = false;
+
+  constructor(context_id: u32, root: MeshRoot, private stages: Context[]) {
+    super(context_id, root);
+    for (let i = 0; i < stages.length; i++) unchecked(stages[i]).mesh = this;
+  }
+
+  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.requestEnded = end_of_stream;
+    for (let i = 0, n = this.stages.length; i < n; i++) {
+      const status = this.giveHeaders(i);
+      if (this.answered) return FilterHeadersStatusValues.StopIteration;
+      if (status != FilterHeadersStatusValues.Continue) return status;
+    }
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (this.answered) return FilterDataStatusValues.StopIterationNoBuffer;
+    this.sawBody = true;
+    this.bodyLength = body_buffer_length;
+    if (end_of_stream) this.requestEnded = true;
+    return this.passRequestFrom(0);
+  }
+
+  /** Called by a stage that paused the request and now lets it go on (throttle, from its tick). */
+  continueAfter(stage: Context): void {
+    if (this.answered) return;
+    const next = this.stages.indexOf(stage) + 1;
+    if (next <= 0) return;
+    if (this.passRequestFrom(next) == FilterDataStatusValues.Continue) resumeRequest(this.context_id);
+  }
+
+  /**
+   * The request so far to stages `from` onwards: headers to a stage that has not had them, then
+   * the body seen so far (Envoy hands a buffering filter the whole buffer each time; stages that
+   * let a chunk through ignore it). A stage that holds the headers still sees the body, as Envoy
+   * gives it to a filter that holds; Continue means every stage let the request through.
+   */
+  private passRequestFrom(from: i32): FilterDataStatusValues {
+    for (let i = from, n = this.stages.length; i < n; i++) {
+      if (i >= this.headersGiven) {
+        const status = this.giveHeaders(i);
+        if (this.answered) return FilterDataStatusValues.StopIterationNoBuffer;
+        if (!this.sawBody) {
+          if (status != FilterHeadersStatusValues.Continue) return FilterDataStatusValues.StopIterationAndBuffer;
+          continue;
+        }
+      }
+      if (!this.sawBody) continue;
+      const before = localResponsesSent();
+      const status = unchecked(this.stages[i]).onRequestBody(this.bodyLength, this.requestEnded);
+      if (localResponsesSent() != before) {
+        this.answered = true;
+        return FilterDataStatusValues.StopIterationNoBuffer;
+      }
+      if (status != FilterDataStatusValues.Continue) return status;
+    }
+    return FilterDataStatusValues.Continue;
+  }
+
+  private giveHeaders(i: i32): FilterHeadersStatusValues {
+    this.headersGiven = i + 1;
+    const before = localResponsesSent();
+    const status = unchecked(this.stages[i]).onRequestHeaders(0, this.requestEnded && !this.sawBody);
+    if (localResponsesSent() != before) this.answered = true;
+    return status;
+  }
+
+  onResponseHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    for (let i = this.stages.length - 1; i >= 0; i--) {
+      const status = unchecked(this.stages[i]).onResponseHeaders(0, end_of_stream);
+      if (status != FilterHeadersStatusValues.Continue) return status;
+    }
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    for (let i = this.stages.length - 1; i >= 0; i--) {
+      const status = unchecked(this.stages[i]).onResponseBody(body_buffer_length, end_of_stream);
+      if (status != FilterDataStatusValues.Continue) return status;
+    }
+    return FilterDataStatusValues.Continue;
+  }
+
+  onLog(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).onLog();
+  }
+
+  onDone(): bool {
+    let done = true;
+    for (let i = 0; i < this.stages.length; i++) done = unchecked(this.stages[i]).onDone() && done;
+    return done;
+  }
+
+  onDelete(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).onDelete();
+  }
+}

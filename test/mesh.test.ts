@@ -1,0 +1,154 @@
+// The one-module build (build/mesh.wasm) in the real Envoy: the demo's configuration with its four
+// filters turned into sections of one filter (test/harness/one-module.ts). Each stage must act as
+// its filter does in the chain: admission refuses before the others see a request, throttle's
+// limits and queue hold, a queued request resumes through the router after it, metrics hands the
+// answer's usage to throttle, and a bad section is refused with its field named.
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
+import { postJson, readSse } from "./harness/http.ts";
+import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { asOneModule } from "./harness/one-module.ts";
+
+const hello = [{ role: "user", content: "Say hello to the mesh." }];
+const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
+
+async function accessLog(envoy: EnvoyHandle, count: number): Promise<any[]> {
+  const path = join(envoy.tmpDir, "access.log");
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    await (await fetch(envoy.adminUrl("/reopen_logs"), { method: "POST" })).text();
+    const entries = existsSync(path) ? readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [];
+    // Mirrored copies (authority "...-shadow") are the shadow listener's; these tests read the main one.
+    const main = entries.filter((e) => !/-shadow(:\d+)?$/.test(e.authority));
+    if (main.length >= count || Date.now() > deadline) return main;
+    await sleep(100);
+  }
+}
+
+async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
+  return (await envoy.stats()).get(`wasmcustom.${name}`) ?? 0;
+}
+
+describe("llm-mesh as one module", () => {
+  let primary: MockLlm;
+  let canary: MockLlm;
+  let shadow: MockLlm;
+  before(async () => {
+    primary = await startMockLlm({ name: "primary" });
+    canary = await startMockLlm({ name: "canary" });
+    shadow = await startMockLlm({ name: "shadow" });
+  });
+  after(() => Promise.all([primary.close(), canary.close(), shadow.close()]));
+  const resetMocks = () => [primary, canary, shadow].forEach((m) => m.reset());
+
+  const demo = (vars: Record<string, unknown> = {}) => () => ({
+    scenario: "demo",
+    vars: { UPSTREAM_PORT: primary.port, CANARY_PORT: canary.port, SHADOW_PORT: shadow.port, ...vars } as Record<string, never>,
+    concurrency: 2,
+    edit: asOneModule,
+  });
+
+  envoyTest("one filter in the chain: every stage's work shows on one answered request", demo(), async (envoy) => {
+    resetMocks();
+    const config = readFileSync(envoy.configPath, "utf8");
+    assert.match(config, /mesh\.wasm/);
+    assert.doesNotMatch(config, /(admission|throttle|metrics|router)\.wasm/);
+    const res = await postJson(envoy.url("/v1/chat/completions"), { model: "llama-3-8b", messages: hello, max_tokens: 8 }, { "x-tenant": "acme" });
+    assert.equal(res.status, 200, res.text);
+    assert.equal(res.headers["x-mock-served-by"], "primary");
+    // Throttle's answer headers, admission's facts forwarded upstream, the router's decision.
+    assert.equal(res.headers["x-ratelimit-limit-requests"], "5");
+    const seen = primary.requests[0].headers;
+    assert.equal(seen["x-llm-model"], "llama-3-8b");
+    assert.ok(Number(seen["x-llm-prompt-tokens"]) > 0);
+    assert.equal(seen["x-llm-route"], "primary");
+    const [entry] = await accessLog(envoy, 1);
+    const usage = JSON.parse(res.text).usage;
+    assert.equal(entry.llm.api, "openai.chat");
+    assert.equal(entry.llm.admission, "admitted");
+    assert.equal(entry.llm.throttle, "admitted");
+    assert.equal(entry.llm.router, "target=primary by=default");
+    assert.equal(entry.llm.outcome, "admitted");
+    assert.equal(Number(entry.llm.completion_tokens), usage.completion_tokens);
+    // Metrics stage counted it; throttle settled to the real usage metrics handed over.
+    const stats = await envoy.stats();
+    // (The shadow listener's stages count the mirrored copy under their own route.)
+    const sum = (prefix: string, label: string) =>
+      [...stats].filter(([k]) => k.startsWith(`wasmcustom.${prefix}`) && k.includes(label) && k.includes("llm_route=.=primary;.;")).reduce((a, [, v]) => a + v, 0);
+    assert.equal(sum("gen_ai_server_requests_total", "gen_ai_request_model=.=llama-3*;.;"), 1);
+    assert.equal(sum("gen_ai_usage_tokens_total", "gen_ai_token_type=.=output;.;"), usage.completion_tokens);
+    for (let i = 0; i < 30 && (await stat(envoy, "llm_throttle.per-tenant.in_flight")) !== 0; i++) await sleep(100);
+    assert.equal(await stat(envoy, "llm_throttle.per-tenant.tokens_used"), usage.total_tokens);
+  });
+
+  envoyTest("admission refuses before throttle, metrics' upstream and the router see the request", demo(), async (envoy) => {
+    resetMocks();
+    const res = await postJson(envoy.url("/v1/chat/completions"), { model: "gpt-9", messages: hello }, { "x-tenant": "acme" });
+    assert.equal(res.status, 400);
+    assert.equal(JSON.parse(res.text).error.code, "model_not_found");
+    assert.equal(primary.requests.length + canary.requests.length, 0);
+    assert.equal(await stat(envoy, "llm_throttle.per-tenant.admitted"), 0);
+    const [entry] = await accessLog(envoy, 1);
+    assert.equal(entry.llm.admission, "rejected:model_not_found");
+    assert.equal(entry.llm.throttle, null);
+    assert.equal(entry.llm.router, null);
+  });
+
+  envoyTest("throttle rejects over the tenant's budget with Retry-After; the router routes the rest to the canary", demo(), async (envoy) => {
+    resetMocks();
+    const url = envoy.url("/v1/chat/completions");
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) {
+      const res = await postJson(url, { model: "llama-3-8b", messages: hello, max_tokens: 16 }, { "x-tenant": "burst", "x-user-group": "beta" });
+      statuses.push(res.status);
+      if (res.status === 429) {
+        assert.ok(Number(res.headers["retry-after"]) >= 1, JSON.stringify(res.headers));
+        assert.equal(JSON.parse(res.text).error.code, "rate_limit_exceeded");
+      } else {
+        assert.equal(res.status, 200, res.text);
+        assert.equal(res.headers["x-mock-served-by"], "canary");
+      }
+    }
+    const admitted = statuses.filter((s) => s === 200).length;
+    assert.ok(admitted >= 5 && admitted <= 6, statuses.join(" "));
+    assert.equal(canary.requests.length, admitted);
+    // The router rewrote the model for the canary, after admission and throttle had read it.
+    assert.equal((canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
+  });
+
+  const queueing = {
+    rules: [{ name: "one-at-a-time", key: ["header:x-tenant"], limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000 } }],
+  };
+
+  envoyTest("a request the throttle stage queued resumes through the router stage", demo({ THROTTLE_CONFIG: queueing }), async (envoy) => {
+    resetMocks();
+    const url = envoy.url("/v1/chat/completions");
+    const tenant = { "x-tenant": "queue" };
+    const slow = postJson(url, { model: "llama-3-8b", messages: hello, max_tokens: 8 }, { ...tenant, "x-mock-latency-ms": "700" });
+    await sleep(150);
+    const started = Date.now();
+    const queued = await postJson(url, { model: "llama-3-8b", messages: hello, max_tokens: 8, stream: true }, { ...tenant, "x-user-group": "beta" });
+    const waited = Date.now() - started;
+    assert.equal((await slow).status, 200);
+    assert.equal(queued.status, 200, queued.text);
+    assert.ok(waited >= 300, `waited ${waited} ms`);
+    // Resumed from throttle's tick: the router still ran, and rewrote the buffered body.
+    assert.equal(queued.headers["x-mock-served-by"], "canary");
+    assert.equal((canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
+    assert.equal(readSse(queued.text).at(-1)!.data, "[DONE]");
+    const log = await accessLog(envoy, 2);
+    assert.deepEqual(log.map((e) => e.llm.throttle).sort(), ["admitted", "admitted_after_wait"]);
+    assert.equal(await stat(envoy, "llm_throttle.one-at-a-time.queued"), 1);
+  });
+
+  test("a bad section is refused at start with the section and field named", async () => {
+    const bad = { rules: [{ name: "r", key: ["global"], limits: { requests_per_second: 0 } }] };
+    await assert.rejects(
+      startEnvoy({ ...demo({ THROTTLE_CONFIG: bad })(), readyTimeoutMs: 15_000 }),
+      /llm-mesh\[\d+\]: invalid configuration, refusing to start: throttle\.rules\[0\]\.limits\.requests_per_second/,
+    );
+  });
+});
