@@ -18,7 +18,7 @@ import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
-import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, type Scenario } from "./bench/scenarios.ts";
+import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, type Scenario } from "./bench/scenarios.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
 
 const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
@@ -144,9 +144,11 @@ async function main(): Promise<void> {
   envoyBinary();
   mkdirSync(join(repoDir, ".tmp"), { recursive: true });
   const runDir = mkdtempSync(join(repoDir, ".tmp", "bench-run-"));
-  const { filters, skipped } = discoverFilters();
+  const { filters, mesh, skipped } = discoverFilters();
+  /** Every llm-mesh module measured: the filters, and the one-module build of them all. */
+  const llmModules = [...filters, ...(mesh ? [mesh] : [])];
   for (const s of skipped) log(`skipping ${s}`);
-  log(`filters: ${filters.map((f) => `${f.name} (${(f.bytes / 1024).toFixed(1)} KiB, ${f.configSource})`).join(", ") || "none built (run npm run build)"}`);
+  log(`filters: ${llmModules.map((f) => `${f.name} (${(f.bytes / 1024).toFixed(1)} KiB, ${f.configSource})`).join(", ") || "none built (run npm run build)"}`);
 
   // The quick run keeps the two workloads the targets are stated for.
   const workloads = allWorkloads().filter((w) => mode === "full" || w.id === "1k" || (mode === "quick" && w.id === "16k"));
@@ -168,7 +170,7 @@ async function main(): Promise<void> {
       skipped.push(problem);
     }
   }
-  const modules = [...filters, ...references];
+  const modules = [...llmModules, ...references];
   let scenarios: Scenario[] = [];
   const workloadsOf = (s: Scenario) => workloads.filter((w) => !s.workloads || s.workloads.includes(w.id));
 
@@ -201,7 +203,7 @@ async function main(): Promise<void> {
     // A module Envoy refuses (a missing import, a configuration it rejects) is left out of every
     // scenario, with Envoy's reason in the report, instead of failing the whole run.
     const usable: FilterModule[] = [];
-    for (const f of filters) {
+    for (const f of llmModules) {
       const refusal = await refusedByEnvoy(f, modules, upstream);
       if (refusal) {
         log(`leaving out ${f.name}: Envoy refuses it: ${refusal}`);
@@ -210,8 +212,9 @@ async function main(): Promise<void> {
         usable.push(f);
       }
     }
-    scenarios = buildScenarios(usable, references, scanWorkloads);
-    if (mode === "smoke") scenarios = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === usable[0]?.name);
+    const usableMesh = usable.find((f) => f === mesh);
+    scenarios = buildScenarios(usable.filter((f) => f !== mesh), references, scanWorkloads, usableMesh);
+    if (mode === "smoke") scenarios = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || s.id === usable[0]?.name);
     if (args.only) {
       const only = new Set([BARE, ...args.only.split(",")]);
       scenarios = scenarios.filter((s) => only.has(s.id));
@@ -261,11 +264,11 @@ async function main(): Promise<void> {
     // memory, which its CPU use does not change, and is done before anything is timed again.
     if (mode === "full" && !args["no-sizes"]) {
       log("where the module bytes go: compiling named release builds in the background");
-      sizing = Promise.allSettled(filters.map((f) => moduleSizes(f.name, runDir)));
+      sizing = Promise.allSettled(llmModules.map((f) => moduleSizes(f.name, runDir)));
     }
 
     if (!args["no-hostcalls"]) {
-      const traced = scenarios.filter((s) => s.id === ALL || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
+      const traced = scenarios.filter((s) => s.id === ALL || s.id === ONE_MODULE || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
         hostCalls.push(...(await countHostCalls(s, modules, upstream, workloadsOf(s), PRESETS.hostCallRequests)));
@@ -273,7 +276,7 @@ async function main(): Promise<void> {
     }
 
     if (!args["no-memory"]) {
-      const measured = scenarios.filter((s) => s.id === BARE || s.id === ALL || (PRESETS.memory === "every" && s.kind === "alone"));
+      const measured = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || (PRESETS.memory === "every" && s.kind === "alone"));
       const warm = workloads.find((w) => w.id === "128k") ?? workloads[0];
       log(`memory per VM: ${measured.map((s) => s.id).join(", ")} at 1 and ${settings.memoryWorkers} workers`);
       memory = await measureMemory(measured, modules, upstream, warm, bodyFiles.get(warm.id)!, settings.memoryWorkers);
@@ -285,7 +288,7 @@ async function main(): Promise<void> {
   const sizes: ModuleSizes[] = [];
   (await sizing)?.forEach((result, i) => {
     if (result.status === "fulfilled") sizes.push(result.value);
-    else log(`no size breakdown for ${filters[i].name}: its source does not compile now (${String(result.reason).split("\n")[0]})`);
+    else log(`no size breakdown for ${llmModules[i].name}: its source does not compile now (${String(result.reason).split("\n")[0]})`);
   });
 
   if (!args["no-kernels"]) {
@@ -306,7 +309,7 @@ async function main(): Promise<void> {
   const report: Report = {
     meta,
     settings,
-    modules: filters.map((f) => ({ name: f.name, bytes: f.bytes, configSource: f.configSource })),
+    modules: llmModules.map((f) => ({ name: f.name, bytes: f.bytes, configSource: f.configSource })),
     skippedFilters: skipped,
     scenarios,
     workloads: workloads.map((w) => ({ id: w.id, description: w.description, bytes: Buffer.byteLength(w.body) })),
@@ -320,7 +323,7 @@ async function main(): Promise<void> {
     kernelsMissing,
     profile,
     sizes,
-    verdicts: verdicts(summary, scenarios, filters),
+    verdicts: verdicts(summary, scenarios, llmModules),
     notes: mode === "smoke" ? "" : readFileSync(join(repoDir, "scripts", "bench", "notes.md"), "utf8"),
   };
   mkdirSync(outDir, { recursive: true });

@@ -4,7 +4,7 @@ import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
 import { type MemoryResult } from "./memory.ts";
 import { type ModuleSizes } from "./sizes.ts";
-import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, rawChainId, type Scenario } from "./scenarios.ts";
+import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, rawChainId, type Scenario } from "./scenarios.ts";
 
 export const TARGETS = {
   /** All filters keep at least this share of bare Envoy's requests/s at 1 KB. */
@@ -167,7 +167,6 @@ export function scanOnce(summary: CellSummary[], scenarios: Scenario[]): ScanOnc
   return rows;
 }
 
-/** The scenario that stands for "all filters": the full chain, or the only filter there is. */
 /** Per call kind and workload: extra proxy CPU of the call-<kind> reference over wasm-pass, per call. */
 export function hostCallCosts(summary: CellSummary[]): { kind: string; workload: string; usPerCall: number }[] {
   const costs: { kind: string; workload: string; usPerCall: number }[] = [];
@@ -180,14 +179,14 @@ export function hostCallCosts(summary: CellSummary[]): { kind: string; workload:
   return costs;
 }
 
+/** The scenario that stands for "all filters": the full chain, or the only filter there is. */
 export function allFiltersScenario(scenarios: Scenario[]): Scenario | undefined {
   return scenarios.find((s) => s.id === ALL) ?? scenarios.find((s) => s.kind === "alone");
 }
 
-export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules: FilterModule[]): Verdict[] {
-  const all = allFiltersScenario(scenarios);
+/** The two speed targets for one scenario standing for "all filters". */
+function speedVerdicts(summary: CellSummary[], all: Scenario | undefined, label: string): Verdict[] {
   const out: Verdict[] = [];
-  const label = all ? (all.id === ALL ? `all filters (${all.chain.join(", ")})` : `${all.id} (the only filter built)`) : "all filters";
   const at1k = all && summary.find((s) => s.scenario === all.id && s.workload === "1k");
   // Requests/s compares only when the bare proxy was saturated; on a small machine the load generator
   // and the upstream can hold it back, and then the ratio of CPU per request is the proxy's true
@@ -201,7 +200,7 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
   });
   // What Envoy alone charges for that many Wasm filters bounds what any filter code could reach.
   const rawChain = all && summary.find((s) => s.scenario === rawChainId(all.chain.length) && s.workload === "1k");
-  if (at1k?.vsBare && rawChain?.vsBare) {
+  if (at1k?.vsBare && rawChain?.vsBare && all!.chain.length > 1) {
     out[out.length - 1].measured += `; Envoy's own cost of ${all!.chain.length} Wasm filters that do nothing (${rawChain.scenario}) already leaves ${pct(1 / rawChain.vsBare.cpu)} by CPU per request`;
   }
   const at16k = all && summary.find((s) => s.scenario === all.id && s.workload === "16k");
@@ -210,6 +209,16 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
     measured: at16k?.vsBare ? `+${fmt(at16k.vsBare.addedLoneP50Ms, 3)} ms (p50 of a lone request ${fmt(at16k.loneP50Ms, 3)} vs ${fmt(at16k.loneP50Ms - at16k.vsBare.addedLoneP50Ms, 3)} ms); +${fmt(at16k.vsBare.addedCpuUs / 1000, 3)} ms of proxy CPU` : "not measured",
     met: at16k?.vsBare ? at16k.vsBare.addedLoneP50Ms <= TARGETS.maxAddedP50Ms16k : null,
   });
+  return out;
+}
+
+export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules: FilterModule[]): Verdict[] {
+  const out: Verdict[] = [];
+  const all = allFiltersScenario(scenarios);
+  const label = all ? (all.id === ALL ? `all filters (${all.chain.join(", ")})` : `${all.id} (the only filter built)`) : "all filters";
+  out.push(...speedVerdicts(summary, all, label));
+  const mesh = scenarios.find((s) => s.id === ONE_MODULE);
+  if (mesh) out.push(...speedVerdicts(summary, mesh, `the same filters as one module (${ONE_MODULE}.wasm)`));
   for (const m of modules) {
     out.push({
       target: `build/${m.name}.wasm <= ${TARGETS.maxModuleBytes / 1024} KiB`,

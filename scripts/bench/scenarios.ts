@@ -27,11 +27,17 @@ export interface FilterModule {
   configSource: string;
 }
 
-/** Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order. */
-export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; skipped: string[] } {
+/** The module that runs every filter as a stage of one (assembly/mesh/), configured with their configurations as sections. */
+export const ONE_MODULE = "mesh";
+
+/**
+ * Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order,
+ * and the one-module build configured with the same configurations, when it is built.
+ */
+export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; mesh?: FilterModule; skipped: string[] } {
   if (!existsSync(buildDir)) return { filters: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
   const names = readdirSync(buildDir)
-    .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm")
+    .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm" && f !== `${ONE_MODULE}.wasm`)
     .map((f) => f.slice(0, -".wasm".length));
   const rank = (n: string) => (RECOMMENDED_ORDER.includes(n) ? RECOMMENDED_ORDER.indexOf(n) : RECOMMENDED_ORDER.length);
   names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
@@ -56,7 +62,18 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
       configSource: source.replace(repoDir + "/", ""),
     });
   }
-  return { filters, skipped };
+  const meshFile = join(buildDir, `${ONE_MODULE}.wasm`);
+  if (!existsSync(meshFile) || filters.length < 2) return { filters, skipped };
+  const sections = Object.fromEntries(filters.map((f) => [f.name, JSON.parse(f.config)]));
+  const mesh: FilterModule = {
+    name: ONE_MODULE,
+    rootId: `llm-${ONE_MODULE}`,
+    file: meshFile,
+    bytes: statSync(meshFile).size,
+    config: JSON.stringify(sections),
+    configSource: `the configurations above as sections (${filters.map((f) => f.name).join(", ")})`,
+  };
+  return { filters, mesh, skipped };
 }
 
 export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan";
@@ -80,7 +97,7 @@ export const rawChainId = (count: number) => `${RAW_REFERENCE}-x${count}`;
  * once: a later filter alone must read the body itself, after admission it reads the facts. With
  * no later filter built yet, admission twice shows what a second scan of the body would cost.
  */
-export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[]): Scenario[] {
+export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[], mesh?: FilterModule): Scenario[] {
   const names = filters.map((f) => f.name);
   const scenarios: Scenario[] = [{ id: BARE, chain: [], kind: "baseline" }];
   for (const ref of references) scenarios.push({ id: ref.name, chain: [ref.name], kind: "reference" });
@@ -90,6 +107,7 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
   }
   for (const name of names) scenarios.push({ id: name, chain: [name], kind: "alone" });
   if (names.length > 1) scenarios.push({ id: ALL, chain: names, kind: "chain" });
+  if (mesh) scenarios.push({ id: mesh.name, chain: [mesh.name], kind: "chain" });
   if (names.includes(FIRST_FILTER)) {
     const later = names.filter((n) => n !== FIRST_FILTER);
     // The full chain already shows a pair when there are only two filters.
