@@ -1,5 +1,6 @@
 import { JsonKind, JsonReader } from "../shared/json";
 import { parseJson } from "../shared/json-value";
+import { TokenEstimator } from "../shared/tokens";
 
 function reader(text: string): JsonReader {
   return new JsonReader(Uint8Array.wrap(String.UTF8.encode(text)));
@@ -79,6 +80,32 @@ describe("JsonReader", () => {
       const r = new JsonReader(bytes(cases[i]));
       expect(r.skipValue()).toBe(false);
       expect(r.error).toBe("invalid UTF-8 in string");
+    }
+  });
+
+  it("feeds the estimator a string as decoded, escapes and runs cut by them included", () => {
+    const json = '"Line one\\nline \\"two\\" \\u00e9t\\u00E9 \\ud83d\\ude00 tab\\there \\\\ back\\/slash th\\u0065 end"';
+    const decoded = "Line one\nline \"two\" été 😀 tab\there \\ back/slash the end";
+    const read = new TokenEstimator();
+    const r = reader(json);
+    expect(r.readStringInto(read)).toBe(true);
+    expect(r.finish()).toBe(true);
+    const direct = new TokenEstimator();
+    for (let i = 0; i < decoded.length; i++) {
+      const cp = decoded.codePointAt(i);
+      direct.addCodePoint(cp);
+      if (cp > 0xffff) i++;
+    }
+    direct.endText();
+    expect(read.tokens()).toBe(direct.tokens());
+  });
+
+  it("stops a string at the end of the input, escapes included", () => {
+    const cut: string[] = ['"abc', '"abc\\', '"abc\\n', '"a\\u00', '"a\\ud83d\\u', '"word word'];
+    for (let i = 0; i < cut.length; i++) {
+      const r = reader(cut[i]);
+      expect(r.readStringInto(new TokenEstimator())).toBe(false, cut[i]);
+      expect(r.failed).toBe(true, cut[i]);
     }
   });
 

@@ -212,7 +212,50 @@ describe("TokenEstimator", () => {
   });
 });
 
+// Texts whose ASCII runs take addAscii's fast paths: chained spaced words (lower and capitalized),
+// "th" across a space, runs of spaces, digits, marks and newlines, numbers joined by single marks,
+// and words ending at other scripts.
+const RUN_TEXTS: string[] = [
+  "the quick brown fox jumps over the lazy dog",
+  "The Cat sat. A dog, the end",
+  "wit hat t hat th Th tHe",
+  "a b c d e f g h i",
+  "word  word \tword\t word\n word",
+  "    indented(x) {\n        return 1234567;\n\n\n    }",
+  "x=  42;;; ))) ... ,, \n\n  \r\n\t 0.5e10",
+  "café olé naïve, ciao amico, ok",
+  "Привет мир word слово Word",
+  "camelCaseWord HTTPServer getID x86_64",
+  "18,17,19,20,1234567,8 2024-01-31 v1.2.3, 0.5;7 1,,2 3,a 4.",
+];
+
 describe("estimateUtf8", () => {
+  it("takes runs in bytes as it takes them a code point at a time", () => {
+    for (let i = 0; i < RUN_TEXTS.length; i++) {
+      const text = RUN_TEXTS[i];
+      for (let family = 0; family <= 1; family++) {
+        const estimator = new TokenEstimator(<TokenizerFamily>family);
+        feed(estimator, text);
+        expect(estimateUtf8(utf8(text), <TokenizerFamily>family)).toBe(estimator.tokens(), text);
+      }
+    }
+  });
+
+  it("carries a run on across a cut between two calls", () => {
+    for (let i = 0; i < RUN_TEXTS.length; i++) {
+      const text = utf8(RUN_TEXTS[i]);
+      const whole = estimateUtf8(text, TokenizerFamily.O200K);
+      for (let cut = 0; cut <= text.length; cut++) {
+        // a cut inside a multi-byte character would make two invalid halves of it
+        if (cut < text.length && (text[cut] & 0xc0) == 0x80) continue;
+        const estimator = new TokenEstimator();
+        estimator.addUtf8(text.subarray(0, cut));
+        estimator.addUtf8(text.subarray(cut));
+        expect(estimator.tokens()).toBe(whole, RUN_TEXTS[i]);
+      }
+    }
+  });
+
   it("matches feeding the decoded code points", () => {
     const text = "Mixed: English, Ελληνικά, русский, 中文, 日本語, 한국어, emoji 🎉, tabs\tand\nnewlines.";
     const estimator = new TokenEstimator(TokenizerFamily.CL100K);

@@ -105,8 +105,31 @@ export class LlmRequest {
   }
 }
 
+// The top-level keys a scan reads, each allowed once (RequestScan#firstTime): bits of a mask rather
+// than a Set<string>, whose allocations and string hashing were a good part of reading a small body.
+enum TopKey {
+  Model,
+  MaxTokens,
+  MaxCompletionTokens,
+  Stream,
+  StreamOptions,
+  Messages,
+  System,
+  Prompt,
+  Input,
+  Tools,
+  Functions,
+}
+
+const TOP_KEY_NAMES: string[] = ["model", "max_tokens", "max_completion_tokens", "stream", "stream_options", "messages", "system", "prompt", "input", "tools", "functions"];
+
+function topKeyName(key: TopKey): string {
+  return unchecked(TOP_KEY_NAMES[<i32>key]);
+}
+
 class RequestScan {
-  seen: Set<string> = new Set<string>();
+  /** Bit `1 << key` for each TopKey met. */
+  seen: i32 = 0;
   /** Tokens known without the estimator: images and pre-tokenized input. */
   extraTokens: i32 = 0;
 
@@ -116,12 +139,14 @@ class RequestScan {
    * A key this scan reads may appear once: with two, our reading and the model server's (which
    * takes one of them) could differ, so the body is refused as ambiguous.
    */
-  firstTime(key: string): bool {
-    if (this.seen.has(key)) {
-      this.invalid("duplicate key \"" + key + "\" makes the request ambiguous", key);
+  firstTime(key: TopKey): bool {
+    const bit = 1 << <i32>key;
+    if ((this.seen & bit) != 0) {
+      const name = topKeyName(key);
+      this.invalid("duplicate key \"" + name + "\" makes the request ambiguous", name);
       return false;
     }
-    this.seen.add(key);
+    this.seen |= bit;
     return true;
   }
 
@@ -172,7 +197,7 @@ function readTopLevelMember(scan: RequestScan): bool {
   const request = scan.request;
   const shape = request.shape;
   if (reader.keyIs("model")) {
-    if (!scan.firstTime("model")) return false;
+    if (!scan.firstTime(TopKey.Model)) return false;
     const surrogates = reader.loneSurrogates;
     const model = reader.peek() == JsonKind.String ? reader.readString() : null;
     if (model == null) return scan.wrongType("model must be a string", "model");
@@ -181,9 +206,11 @@ function readTopLevelMember(scan: RequestScan): bool {
     request.hasModel = true;
     return true;
   }
-  if (reader.keyIs("max_tokens") || reader.keyIs("max_completion_tokens")) {
-    const field = reader.key();
-    if (!scan.firstTime(field)) return false;
+  const isMaxTokens = reader.keyIs("max_tokens");
+  if (isMaxTokens || reader.keyIs("max_completion_tokens")) {
+    const key = isMaxTokens ? TopKey.MaxTokens : TopKey.MaxCompletionTokens;
+    const field = topKeyName(key);
+    if (!scan.firstTime(key)) return false;
     if (reader.peek() == JsonKind.Null) return reader.readNull();
     if (reader.peek() != JsonKind.Number) return scan.wrongType(field + " must be a non-negative integer", field);
     const value = reader.readNumber();
@@ -199,7 +226,7 @@ function readTopLevelMember(scan: RequestScan): bool {
     return true;
   }
   if (reader.keyIs("stream")) {
-    if (!scan.firstTime("stream")) return false;
+    if (!scan.firstTime(TopKey.Stream)) return false;
     if (reader.peek() == JsonKind.Null) return reader.readNull();
     const kind = reader.peek();
     if (kind != JsonKind.True && kind != JsonKind.False) return scan.wrongType("stream must be a boolean", "stream");
@@ -207,28 +234,29 @@ function readTopLevelMember(scan: RequestScan): bool {
     return true;
   }
   if (reader.keyIs("stream_options")) {
-    if (!scan.firstTime("stream_options")) return false;
+    if (!scan.firstTime(TopKey.StreamOptions)) return false;
     return readStreamOptions(scan);
   }
   if (reader.keyIs("messages") && (shape == ApiShape.OpenAIChat || shape == ApiShape.AnthropicMessages)) {
-    if (!scan.firstTime("messages")) return false;
+    if (!scan.firstTime(TopKey.Messages)) return false;
     return readMessages(scan);
   }
   if (reader.keyIs("system") && shape == ApiShape.AnthropicMessages) {
-    if (!scan.firstTime("system")) return false;
+    if (!scan.firstTime(TopKey.System)) return false;
     return readContent(scan, "system");
   }
   if (reader.keyIs("prompt") && shape == ApiShape.OpenAICompletions) {
-    if (!scan.firstTime("prompt")) return false;
+    if (!scan.firstTime(TopKey.Prompt)) return false;
     return readTextOrTokenList(scan, "prompt");
   }
   if (reader.keyIs("input") && shape == ApiShape.OpenAIEmbeddings) {
-    if (!scan.firstTime("input")) return false;
+    if (!scan.firstTime(TopKey.Input)) return false;
     return readTextOrTokenList(scan, "input");
   }
-  if (reader.keyIs("tools") || reader.keyIs("functions")) {
+  const isTools = reader.keyIs("tools");
+  if (isTools || reader.keyIs("functions")) {
     // Tool definitions reach the model as text; their keys and strings all count.
-    if (!scan.firstTime(reader.key())) return false;
+    if (!scan.firstTime(isTools ? TopKey.Tools : TopKey.Functions)) return false;
     return reader.skipValueInto(scan.estimator, true);
   }
   return reader.skipValue();

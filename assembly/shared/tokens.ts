@@ -24,7 +24,7 @@ export function tokenizerFamilyName(family: TokenizerFamily): string {
   return family == TokenizerFamily.CL100K ? "cl100k" : "o200k";
 }
 
-// Character classes. ASCII ones come from ASCII_CLASS; LETTER (any non-ASCII letter) carries its
+// Character classes. ASCII ones come from TEXT_CLASSES; LETTER (any non-ASCII letter) carries its
 // script in the bits above the class.
 const LOWER: i32 = 0;
 const UPPER: i32 = 1;
@@ -34,32 +34,38 @@ const NEWLINE: i32 = 4;
 const PUNCT: i32 = 5;
 const LETTER: i32 = 6;
 const SYMBOL: i32 = 7;
+// In a class table for Machine#addAscii: a byte it leaves to the caller.
+const STOP: i32 = 15;
 
+// Class tables give the class of each of 256 bytes, for Machine#addAscii. This one is for UTF-8 text:
 // 0 lower, 1 upper, 2 digit, 3 space, 4 newline, 5 punctuation (control characters included: the
-// tokenizers' regex treats them as punctuation too). Static data, not a StaticArray: a managed
-// reference in the per-character path would cost a shadow-stack slot on every call.
-const ASCII_CLASS: usize = memory.data<u8>([
-  5, 5, 5, 5, 5, 5, 5, 5, 5, 3, 4, 3, 3, 4, 5, 5, // 0x00
-  5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, // 0x10
-  3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, // 0x20
-  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 5, 5, 5, 5, 5, 5, // 0x30
-  5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, // 0x40
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5, 5, 5, 5, 5, // 0x50
-  5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // 0x60
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 5, // 0x70
+// tokenizers' regex treats them as punctuation too), STOP for the bytes from 0x80 up, which start or
+// continue multi-byte sequences. Static data, not a StaticArray: a managed reference in the
+// per-character path would cost a shadow-stack slot on every call.
+const TEXT_CLASSES: usize = memory.data<u8>([
+  5, 5, 5, 5, 5, 5, 5, 5, 5, 3, 4, 3, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, // 0x00
+  3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 5, 5, 5, 5, 5, 5, // 0x20
+  5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5, 5, 5, 5, 5, // 0x40
+  5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 5, // 0x60
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
 ]);
 
-// 1 for every ASCII byte: what UTF-8 text holds undecoded.
-const ASCII_BYTE: usize = memory.data<u8>([
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-]);
+/**
+ * A class table for Machine#addAscii that stops at every byte `accepted` (256 bytes) holds 0 for, as
+ * well as at those from 0x80 up. Built once, at module start, by readers that stop at more bytes than
+ * UTF-8 text does (a JSON string stops at quote, backslash and control characters); never freed.
+ * `accepted` must take the letters a-z: addAscii reads a word's letters without the table.
+ */
+export function classesAccepting(accepted: usize): usize {
+  const table = heap.alloc(256);
+  for (let c: usize = 0; c < 256; c++) {
+    store<u8>(table + c, load<u8>(accepted + c) != 0 ? load<u8>(TEXT_CLASSES + c) : <u8>STOP);
+  }
+  return table;
+}
 
 // Scripts of non-ASCII letters. Accented Latin counts as Latin letters with an extra cost; the
 // others are costed per character, since both vocabularies hold far fewer of their words.
@@ -237,9 +243,15 @@ const LEAD_MARK: i32 = 2;
   return x < 0 ? 0 : x > 1 ? 1 : x;
 }
 
-@inline function endsLikeVowel(c: i32): bool {
-  // a, i, o and their accented forms (à-å, ì-ï, ò-ö)
-  return c == 0x61 || c == 0x69 || c == 0x6f || (c >= 0xe0 && c <= 0xe5) || (c >= 0xec && c <= 0xef) || (c >= 0xf2 && c <= 0xf6);
+/** 1 for a, i, o and their accented forms (à-å, ì-ï, ò-ö), else 0; without branches (see addWordPart). */
+@inline function endsLikeVowel(c: i32): i32 {
+  return <i32>(c == 0x61) | <i32>(c == 0x69) | <i32>(c == 0x6f) | <i32>(<u32>(c - 0xe0) <= 5) | <i32>(<u32>(c - 0xec) <= 3) | <i32>(<u32>(c - 0xf2) <= 4);
+}
+
+/** Where the run of bytes of class `cls` from `p` ends. */
+@inline function classRunEnd(p: usize, end: usize, classes: usize, cls: i32): usize {
+  while (p < end && <i32>load<u8>(classes + <usize>load<u8>(p)) == cls) p++;
+  return p;
 }
 
 @inline function increment(counts: usize, feature: i32, by: i32): void {
@@ -256,7 +268,7 @@ const MACHINE_BYTES: usize = (offsetof<Machine>() + 3) & ~(<usize>3);
  * its shadow stack on every call (that bookkeeping cost more than the work itself).
  */
 @unmanaged
-class Machine {
+export class Machine {
   mode: i32;
   prev: i32;
   // WORD: the current word part (words split at a lower-to-upper change, like o200k's regex)
@@ -293,7 +305,7 @@ class Machine {
   @inline addCodePoint(cp: i32): void {
     let kind: i32;
     if (<u32>cp < 0x80) {
-      kind = <i32>load<u8>(ASCII_CLASS + <usize>cp);
+      kind = <i32>load<u8>(TEXT_CLASSES + <usize>cp);
     } else if (<u32>cp > 0x10ffff) {
       this.addInvalid();
       return;
@@ -316,24 +328,93 @@ class Machine {
   }
 
   /**
-   * Feeds ASCII bytes from `ptr` while `accepted` (a 256-byte table) holds 1 for them, up to `end`;
-   * returns where it stopped. Most prompt text is lower-case letters inside words, so those runs take
-   * a loop of their own that keeps the machine's fields in locals. Callers pass the bytes they can
-   * hand over undecoded (plain ASCII for UTF-8 text; a JSON string also stops at quote and backslash).
+   * Feeds ASCII bytes from `ptr` up to `end`, stopping at the first byte that `classes` (a class
+   * table: TEXT_CLASSES or one from classesAccepting) gives STOP; returns where it stopped. Callers
+   * pass the bytes they can hand over undecoded (plain ASCII for UTF-8 text; a JSON string also stops
+   * at quote and backslash). Text is mostly runs of one class (letters in words, indentation, digits),
+   * and within a run only a counter moves: the bytes after a run's first take a tight loop instead of
+   * a trip through the state machine each. Marks and capitals mostly come alone, and a run loop for
+   * them cost more than it saved.
    */
-  addAscii(ptr: usize, end: usize, accepted: usize): usize {
+  addAscii(ptr: usize, end: usize, classes: usize): usize {
     let p = ptr;
     while (p < end) {
-      let c = <i32>load<u8>(p);
-      if (load<u8>(accepted + <usize>c) == 0) break;
-      if (this.mode != WORD || <u32>(c - 0x61) > 25) {
-        this.addCodePoint(c);
-        p++;
-        continue;
+      const c = <i32>load<u8>(p);
+      switch (<i32>load<u8>(classes + <usize>c)) {
+        case LOWER: {
+          if (this.mode != WORD) this.startWord();
+          p = this.addLowerRun(p, end, classes);
+          break;
+        }
+        case UPPER: {
+          this.addLetter(c, UPPER, 0);
+          this.prev = c;
+          p++;
+          break;
+        }
+        case DIGIT: {
+          this.addDigit();
+          let runEnd = classRunEnd(p + 1, end, classes, DIGIT);
+          let digits = this.digits + <i32>(runEnd - p - 1);
+          // Numbers joined by single marks (lists, tables, dates, decimals) take a loop of their own:
+          // each mark is a piece between two digit groups, which the state machine would go through
+          // one byte at a time.
+          while (runEnd + 1 < end && <i32>load<u8>(classes + <usize>load<u8>(runEnd)) == PUNCT && <i32>load<u8>(classes + <usize>load<u8>(runEnd + 1)) == DIGIT) {
+            increment(this.counts, F_DIGIT_GROUP, (digits + 2) / 3);
+            increment(this.counts, F_PUNCT, 1);
+            const groupStart = runEnd + 1;
+            runEnd = classRunEnd(groupStart + 1, end, classes, DIGIT);
+            digits = <i32>(runEnd - groupStart);
+          }
+          this.digits = digits;
+          p = this.endRun(runEnd);
+          break;
+        }
+        case SPACE: {
+          this.addSpace(c);
+          const runEnd = classRunEnd(p + 1, end, classes, SPACE);
+          this.spaces += <i32>(runEnd - p - 1);
+          p = this.endRun(runEnd);
+          this.lastSpace = this.prev;
+          break;
+        }
+        case NEWLINE: {
+          // More newlines change nothing: the piece they belong to is already a newline piece.
+          this.addNewline();
+          p = this.endRun(classRunEnd(p + 1, end, classes, NEWLINE));
+          break;
+        }
+        case PUNCT: {
+          this.addMark(c, PUNCT);
+          this.prev = c;
+          p++;
+          break;
+        }
+        default:
+          return p;
       }
+    }
+    return p;
+  }
+
+  /** After a run that ends before `runEnd`: its last byte is the previous character. */
+  @inline private endRun(runEnd: usize): usize {
+    this.prev = <i32>load<u8>(runEnd - 1);
+    return runEnd;
+  }
+
+  /**
+   * Adds the lower-case letters from `p` (at least one) to the word in progress, with the machine's
+   * fields in locals; returns where they end. A space and a letter right after them (most of prose)
+   * go straight on to the next spaced word.
+   */
+  @inline private addLowerRun(p: usize, end: usize, classes: usize): usize {
+    const spaceTaken = <i32>load<u8>(classes + 0x20) == SPACE;
+    while (true) {
       let prev = this.prev;
       let letters = this.letters;
       let th = 0;
+      let c = <i32>load<u8>(p);
       do {
         if (c == 0x68 && (prev | 0x20) == 0x74) th++;
         letters++;
@@ -346,8 +427,13 @@ class Machine {
       this.prev = prev;
       this.prevLower = true;
       if (th != 0) increment(this.counts, F_TH, th);
+      if (c != 0x20 || p + 1 >= end || !spaceTaken) return p;
+      const next = <i32>load<u8>(classes + <usize>load<u8>(p + 1));
+      if (next > UPPER) return p;
+      this.nextSpacedWord();
+      p++;
+      if (next == UPPER) return p;
     }
-    return p;
   }
 
   /** One byte that is not UTF-8: a piece of its own. */
@@ -379,7 +465,9 @@ class Machine {
         this.letters++;
         this.prevLower = true;
       } else {
-        this.endWordPart();
+        // Mostly letter after letter of one script: no Latin part to end, only the lead to drop.
+        if (this.letters != 0) this.endWordPart();
+        else this.lead = LEAD_NONE;
         increment(counts, F_SCRIPT_CHARS + script - 1, 1);
         this.hasScript = true;
       }
@@ -395,7 +483,24 @@ class Machine {
     this.prevLower = cls == LOWER;
   }
 
-  private startWord(): void {
+  /**
+   * What a space after a word does, followed by the start of the word it leads: the state that
+   * addSpace(0x20) and then startWord() leave, without the trip through SPACES.
+   */
+  @inline private nextSpacedWord(): void {
+    const counts = this.counts;
+    this.countWordPart(counts);
+    if (this.hasScript) increment(counts, F_SCRIPT_WORD, 1);
+    this.letters = 0;
+    this.uppers = 0;
+    this.lead = LEAD_SPACE;
+    this.prevLower = false;
+    this.hasScript = false;
+    this.lastSpace = 0x20;
+    this.prev = 0x20;
+  }
+
+  @inline private startWord(): void {
     let lead = LEAD_NONE;
     if (this.mode == SPACES) {
       this.leaveSpaces();
@@ -497,24 +602,33 @@ class Machine {
 
   /** Counts the Latin word part that ends at `prev`. */
   private addWordPart(counts: usize): void {
+    this.countWordPart(counts);
+  }
+
+  /**
+   * The body of addWordPart, inlined where words follow each other in prose (nextSpacedWord). Adds
+   * zeros rather than testing word lengths: lengths vary from word to word, so those tests were
+   * branches the CPU could not predict.
+   */
+  @inline private countWordPart(counts: usize): void {
     const letters = this.letters;
     if (letters == 0) return;
     increment(counts, F_LATIN_LETTERS, letters);
     if (this.lead == LEAD_SPACE) {
       increment(counts, F_WORD_SPACED, 1);
-      if (letters > 4) increment(counts, F_SPACED_OVER4, letters - 4);
-      if (letters > 8) increment(counts, F_SPACED_OVER8, letters - 8);
-      if (letters > 1 && endsLikeVowel(this.prev)) increment(counts, F_VOWEL_END, 1);
+      increment(counts, F_SPACED_OVER4, max(letters - 4, 0));
+      increment(counts, F_SPACED_OVER8, max(letters - 8, 0));
+      increment(counts, F_VOWEL_END, <i32>(letters > 1) & endsLikeVowel(this.prev));
     } else {
       increment(counts, this.lead == LEAD_MARK ? F_WORD_MARKED : F_WORD_BARE, 1);
-      if (letters > 3) increment(counts, F_BARE_OVER3, letters - 3);
+      increment(counts, F_BARE_OVER3, max(letters - 3, 0));
     }
-    if (letters > 12) increment(counts, F_LONG_OVER12, letters - 12);
-    if (this.uppers > 2) increment(counts, F_UPPER_OVER2, this.uppers - 2);
+    increment(counts, F_LONG_OVER12, max(letters - 12, 0));
+    increment(counts, F_UPPER_OVER2, max(this.uppers - 2, 0));
   }
 
   /** Adds the piece in progress to `counts`; leaves the state as it is. */
-  private addPiece(counts: usize): void {
+  @inline private addPiece(counts: usize): void {
     switch (this.mode) {
       case WORD: {
         this.addWordPart(counts);
@@ -542,7 +656,11 @@ class Machine {
     }
   }
 
-  private flush(): void {
+  /**
+   * Adds the piece in progress to the counts and clears it. Inlined (addPiece too): each caller then
+   * has a branch on the mode of its own, which the CPU predicts far better than one shared branch.
+   */
+  @inline private flush(): void {
     this.addPiece(this.counts);
     this.mode = NONE;
     this.letters = 0;
@@ -598,7 +716,11 @@ export class TokenEstimator {
   readonly family: TokenizerFamily;
   /** Owns the memory the machine lives in; it goes away with the estimator. */
   private storage: StaticArray<i32> = new StaticArray<i32>(STORAGE_WORDS);
-  private machine: Machine = changetype<Machine>(changetype<usize>(this.storage));
+  /**
+   * For loops that feed text piece by piece (the JSON reader): calls on the unmanaged machine skip
+   * the shadow-stack bookkeeping that each call on the estimator pays. Valid while the estimator lives.
+   */
+  readonly machine: Machine = changetype<Machine>(changetype<usize>(this.storage));
 
   constructor(family: TokenizerFamily = TokenizerFamily.O200K) {
     this.family = family == TokenizerFamily.CL100K ? TokenizerFamily.CL100K : TokenizerFamily.O200K;
@@ -633,15 +755,6 @@ export class TokenEstimator {
   addUtf8At(ptr: usize, length: i32): void {
     feedUtf8(this.machine, ptr, length);
   }
-
-  /**
-   * Feeds the bytes from `ptr` on while `accepted` (a table of 256 bytes, 1 for each byte to take)
-   * accepts them and they are ASCII, up to `end`; returns where it stopped. The caller vouches for the
-   * range; the table must refuse every byte from 0x80 up.
-   */
-  addAsciiWhile(ptr: usize, end: usize, accepted: usize): usize {
-    return this.machine.addAscii(ptr, end, accepted);
-  }
 }
 
 /**
@@ -652,42 +765,59 @@ export class TokenEstimator {
 function feedUtf8(machine: Machine, ptr: usize, length: i32): void {
   let i = 0;
   while (i < length) {
-    const b0 = <i32>load<u8>(ptr + <usize>i);
-    if (b0 < 0x80) {
-      i = <i32>(machine.addAscii(ptr + <usize>i, ptr + <usize>length, ASCII_BYTE) - ptr);
+    if (load<u8>(ptr + <usize>i) < 0x80) {
+      i = <i32>(machine.addAscii(ptr + <usize>i, ptr + <usize>length, TEXT_CLASSES) - ptr);
       continue;
     }
-    let extra = 0;
-    let cp = 0;
-    let min = 0;
-    if (b0 >= 0xc2 && b0 <= 0xdf) {
-      extra = 1;
-      cp = b0 & 0x1f;
-      min = 0x80;
-    } else if (b0 >= 0xe0 && b0 <= 0xef) {
-      extra = 2;
-      cp = b0 & 0x0f;
-      min = 0x800;
-    } else if (b0 >= 0xf0 && b0 <= 0xf4) {
-      extra = 3;
-      cp = b0 & 0x07;
-      min = 0x10000;
-    }
-    let valid = extra > 0 && i + extra < length;
-    for (let j = 1; valid && j <= extra; j++) {
-      const b = <i32>load<u8>(ptr + <usize>(i + j));
-      if ((b & 0xc0) != 0x80) valid = false;
-      cp = (cp << 6) | (b & 0x3f);
-    }
-    if (valid && (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))) valid = false;
-    if (valid) {
-      machine.addCodePoint(cp);
-      i += extra + 1;
-    } else {
-      machine.addInvalid();
-      i++;
-    }
+    // Non-ASCII characters come in runs too (words of other scripts): decoded one after another
+    // without a trip back through addAscii for each.
+    do {
+      const decoded = decodeUtf8At(ptr, length, i);
+      if (decoded < 0) {
+        machine.addInvalid();
+        i++;
+      } else {
+        machine.addCodePoint(decoded & 0x1fffff);
+        i += decoded >>> 21;
+      }
+    } while (i < length && load<u8>(ptr + <usize>i) >= 0x80);
   }
+}
+
+/**
+ * Decodes one multi-byte UTF-8 sequence at `pos` of the `length` bytes at `base` strictly (no
+ * overlongs, no surrogates, at most U+10FFFF). Returns the code point in the low 21 bits and the
+ * sequence length in the bits above, or -1 when invalid.
+ */
+// @ts-ignore: decorator
+@inline export function decodeUtf8At(base: usize, length: i32, pos: i32): i32 {
+  const b0 = <i32>load<u8>(base + <usize>pos);
+  if (b0 >= 0xc2 && b0 <= 0xdf) {
+    if (pos + 1 >= length) return -1;
+    const b1 = <i32>load<u8>(base + <usize>pos + 1);
+    if ((b1 & 0xc0) != 0x80) return -1;
+    return (2 << 21) | ((b0 & 0x1f) << 6) | (b1 & 0x3f);
+  }
+  if (b0 >= 0xe0 && b0 <= 0xef) {
+    if (pos + 2 >= length) return -1;
+    const b1 = <i32>load<u8>(base + <usize>pos + 1);
+    const b2 = <i32>load<u8>(base + <usize>pos + 2);
+    if ((b1 & 0xc0) != 0x80 || (b2 & 0xc0) != 0x80) return -1;
+    if (b0 == 0xe0 && b1 < 0xa0) return -1;
+    if (b0 == 0xed && b1 >= 0xa0) return -1;
+    return (3 << 21) | ((b0 & 0x0f) << 12) | ((b1 & 0x3f) << 6) | (b2 & 0x3f);
+  }
+  if (b0 >= 0xf0 && b0 <= 0xf4) {
+    if (pos + 3 >= length) return -1;
+    const b1 = <i32>load<u8>(base + <usize>pos + 1);
+    const b2 = <i32>load<u8>(base + <usize>pos + 2);
+    const b3 = <i32>load<u8>(base + <usize>pos + 3);
+    if ((b1 & 0xc0) != 0x80 || (b2 & 0xc0) != 0x80 || (b3 & 0xc0) != 0x80) return -1;
+    if (b0 == 0xf0 && b1 < 0x90) return -1;
+    if (b0 == 0xf4 && b1 >= 0x90) return -1;
+    return (4 << 21) | ((b0 & 0x07) << 18) | ((b1 & 0x3f) << 12) | ((b2 & 0x3f) << 6) | (b3 & 0x3f);
+  }
+  return -1;
 }
 
 // One estimator per family for the one-shot functions: module globals are per worker thread in
