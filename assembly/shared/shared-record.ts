@@ -39,11 +39,13 @@ export function readRecord(key: string, fieldCount: i32): SharedRecord {
 /**
  * Applies a change atomically: read, apply, write with the read CAS, and start over when another
  * worker wrote in between. Returns the fields as written, or null when the change declined or the
- * key stayed contended for MAX_CAS_ATTEMPTS rounds.
+ * key stayed contended for MAX_CAS_ATTEMPTS rounds. `known`, a read the caller has just made (it is
+ * changed in place), stands in for the first read: a shared-data read costs a host call, and a
+ * stale one only fails the first write.
  */
-export function changeRecord(key: string, fieldCount: i32, change: RecordChange): StaticArray<i64> | null {
+export function changeRecord(key: string, fieldCount: i32, change: RecordChange, known: SharedRecord | null = null): StaticArray<i64> | null {
   for (let attempt = 0; attempt < MAX_CAS_ATTEMPTS; attempt++) {
-    const current = readRecord(key, fieldCount);
+    const current = attempt == 0 && known != null ? known : readRecord(key, fieldCount);
     if (!current.exists) {
       createRecord(key, fieldCount);
       continue;

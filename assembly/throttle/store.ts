@@ -5,7 +5,7 @@
 // costs no memory beyond rules x slots records.
 // Each worker also remembers its holds (requests in flight and waiting) per record, and renews them
 // with every change it makes there and from its tick: holds nobody renews expire (policy.ts).
-import { changeRecord, readRecord, RecordChange } from "../shared/shared-record";
+import { changeRecord, readRecord, RecordChange, SharedRecord } from "../shared/shared-record";
 import { Limits, Rule } from "./config";
 import {
   addHeld, Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, Hold, holdEpochOf, homeSlot,
@@ -20,7 +20,16 @@ export class SlotRef {
     public key: string,
     /** All probe slots were held by active keys: this key shares its home slot's budget. */
     public shared: bool,
+    /** The record as locate read it, for the change that follows at once; null once used. */
+    public lastRead: SharedRecord | null = null,
   ) {}
+
+  /** The read locate made, once: a later change reads afresh. */
+  takeLastRead(): SharedRecord | null {
+    const read = this.lastRead;
+    this.lastRead = null;
+    return read;
+  }
 }
 
 export function slotKey(rule: Rule, slot: i32): string {
@@ -62,7 +71,7 @@ export function locate(rule: Rule, fingerprint: i64, now: i64): SlotRef {
   for (let p = 0; p < probes; p++) {
     const key = slotKey(rule, (home + p) % slots);
     const record = readRecord(key, FIELDS);
-    if (record.exists && unchecked(record.fields[F_FINGERPRINT]) == fingerprint) return new SlotRef(key, false);
+    if (record.exists && unchecked(record.fields[F_FINGERPRINT]) == fingerprint) return new SlotRef(key, false, record);
   }
   for (let p = 0; p < probes; p++) {
     const key = slotKey(rule, (home + p) % slots);
@@ -188,7 +197,7 @@ export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reserv
   for (let attempt = 0; attempt < 2; attempt++) {
     const hold = holds.of(where.key);
     const change = new Admit(hold, where, fingerprint, rule.limits, reservation, now, asking);
-    const written = changeRecord(where.key, FIELDS, change);
+    const written = changeRecord(where.key, FIELDS, change, where.takeLastRead());
     if (written != null) {
       hold.epoch = change.head;
       if (change.admitted) hold.inFlight++;
