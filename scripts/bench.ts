@@ -144,9 +144,11 @@ async function main(): Promise<void> {
   envoyBinary();
   mkdirSync(join(repoDir, ".tmp"), { recursive: true });
   const runDir = mkdtempSync(join(repoDir, ".tmp", "bench-run-"));
-  const { filters, mesh, skipped } = discoverFilters();
+  const { filters, meshes, skipped } = discoverFilters();
   /** Every llm-mesh module measured: the filters, and the one-module build of them all. */
-  const llmModules = [...filters, ...(mesh ? [mesh] : [])];
+  const llmModules = [...filters, ...meshes];
+  /** The module files among them (the one-module scenarios share theirs). */
+  const moduleFiles = llmModules.filter((m, i) => llmModules.findIndex((o) => o.file === m.file) === i);
   for (const s of skipped) log(`skipping ${s}`);
   log(`filters: ${llmModules.map((f) => `${f.name} (${(f.bytes / 1024).toFixed(1)} KiB, ${f.configSource})`).join(", ") || "none built (run npm run build)"}`);
 
@@ -212,8 +214,7 @@ async function main(): Promise<void> {
         usable.push(f);
       }
     }
-    const usableMesh = usable.find((f) => f === mesh);
-    scenarios = buildScenarios(usable.filter((f) => f !== mesh), references, scanWorkloads, usableMesh);
+    scenarios = buildScenarios(usable.filter((f) => !meshes.includes(f)), references, scanWorkloads, usable.filter((f) => meshes.includes(f)));
     if (mode === "smoke") scenarios = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || s.id === usable[0]?.name);
     if (args.only) {
       const only = new Set([BARE, ...args.only.split(",")]);
@@ -264,11 +265,11 @@ async function main(): Promise<void> {
     // memory, which its CPU use does not change, and is done before anything is timed again.
     if (mode === "full" && !args["no-sizes"]) {
       log("where the module bytes go: compiling named release builds in the background");
-      sizing = Promise.allSettled(llmModules.map((f) => moduleSizes(f.name, runDir)));
+      sizing = Promise.allSettled(moduleFiles.map((f) => moduleSizes(f.name, runDir)));
     }
 
     if (!args["no-hostcalls"]) {
-      const traced = scenarios.filter((s) => s.id === ALL || s.id === ONE_MODULE || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
+      const traced = scenarios.filter((s) => s.id === ALL || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
         hostCalls.push(...(await countHostCalls(s, modules, upstream, workloadsOf(s), PRESETS.hostCallRequests)));
@@ -288,7 +289,7 @@ async function main(): Promise<void> {
   const sizes: ModuleSizes[] = [];
   (await sizing)?.forEach((result, i) => {
     if (result.status === "fulfilled") sizes.push(result.value);
-    else log(`no size breakdown for ${llmModules[i].name}: its source does not compile now (${String(result.reason).split("\n")[0]})`);
+    else log(`no size breakdown for ${moduleFiles[i].name}: its source does not compile now (${String(result.reason).split("\n")[0]})`);
   });
 
   if (!args["no-kernels"]) {
@@ -309,7 +310,7 @@ async function main(): Promise<void> {
   const report: Report = {
     meta,
     settings,
-    modules: llmModules.map((f) => ({ name: f.name, bytes: f.bytes, configSource: f.configSource })),
+    modules: moduleFiles.map((f) => ({ name: f.name, bytes: f.bytes, configSource: f.configSource })),
     skippedFilters: skipped,
     scenarios,
     workloads: workloads.map((w) => ({ id: w.id, description: w.description, bytes: Buffer.byteLength(w.body) })),
@@ -323,7 +324,7 @@ async function main(): Promise<void> {
     kernelsMissing,
     profile,
     sizes,
-    verdicts: verdicts(summary, scenarios, llmModules),
+    verdicts: verdicts(summary, scenarios, moduleFiles),
     notes: mode === "smoke" ? "" : readFileSync(join(repoDir, "scripts", "bench", "notes.md"), "utf8"),
   };
   mkdirSync(outDir, { recursive: true });

@@ -4,9 +4,9 @@
 // limits and queue hold, a queued request resumes through the router after it, metrics hands the
 // answer's usage to throttle, and a bad section is refused with its field named.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { accessLog as allEntries, mirrored } from "./harness/access-log.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
 import { postJson, readSse } from "./harness/http.ts";
 import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
@@ -15,18 +15,8 @@ import { asOneModule } from "./harness/one-module.ts";
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
-async function accessLog(envoy: EnvoyHandle, count: number): Promise<any[]> {
-  const path = join(envoy.tmpDir, "access.log");
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    await (await fetch(envoy.adminUrl("/reopen_logs"), { method: "POST" })).text();
-    const entries = existsSync(path) ? readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)) : [];
-    // Mirrored copies (authority "...-shadow") are the shadow listener's; these tests read the main one.
-    const main = entries.filter((e) => !/-shadow(:\d+)?$/.test(e.authority));
-    if (main.length >= count || Date.now() > deadline) return main;
-    await sleep(100);
-  }
-}
+/** The main listener's entries: the shadow listener logs the mirrored copies. */
+const accessLog = (envoy: EnvoyHandle, count: number) => allEntries(envoy, count, (e) => !mirrored(e));
 
 async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
   return (await envoy.stats()).get(`wasmcustom.${name}`) ?? 0;

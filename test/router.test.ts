@@ -4,10 +4,11 @@
 // filesystem xDS is in test/router-reload.test.ts.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { repoDir } from "./harness/envoy-bin.ts";
+import { accessLog, mirrored } from "./harness/access-log.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
 import { type HttpResult, postJson, rawHttp, readSse } from "./harness/http.ts";
 import { type MockLlm, type RecordedRequest, startMockLlm } from "./harness/mock-llm.ts";
@@ -35,26 +36,6 @@ async function sendMany(url: string, count: number, parallel: number, make: (i: 
 const servedBy = (res: HttpResult) => res.headers["x-mock-served-by"];
 /** The model a mock was asked for. */
 const sentModel = (request: RecordedRequest) => (request.json as { model?: unknown } | undefined)?.model;
-/** An access-log entry of a mirrored copy: Envoy appends "-shadow" to the authority's host. */
-const mirrored = (entry: any) => /-shadow(:\d+)?$/.test(entry.authority);
-
-/**
- * The access log's entries, once it holds at least `count` of those `accept` takes. Envoy writes
- * access logs every 10 s; /reopen_logs makes it write them now.
- */
-async function accessLog(envoy: EnvoyHandle, count: number, accept: (entry: any) => boolean = () => true): Promise<any[]> {
-  const path = join(envoy.tmpDir, "access.log");
-  const deadline = Date.now() + 10_000;
-  while (true) {
-    await (await fetch(envoy.adminUrl("/reopen_logs"), { method: "POST" })).text();
-    const entries = existsSync(path)
-      ? readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l)).filter(accept)
-      : [];
-    if (entries.length >= count || Date.now() > deadline) return entries;
-    await sleep(100);
-  }
-}
-
 /** A router counter of one target (the target travels in the name, as llm-mesh metrics carry labels). */
 async function counter(envoy: EnvoyHandle, name: string, target: string): Promise<number> {
   return (await envoy.stats()).get(`wasmcustom.${name}llm_target=.=${target};.;`) ?? 0;

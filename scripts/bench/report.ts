@@ -4,7 +4,7 @@ import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
 import { type MemoryResult } from "./memory.ts";
 import { type ModuleSizes } from "./sizes.ts";
-import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, rawChainId, type Scenario } from "./scenarios.ts";
+import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, ONE_MODULE_LEAN, rawChainId, type Scenario } from "./scenarios.ts";
 
 export const TARGETS = {
   /** All filters keep at least this share of bare Envoy's requests/s at 1 KB. */
@@ -219,6 +219,8 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
   out.push(...speedVerdicts(summary, all, label));
   const mesh = scenarios.find((s) => s.id === ONE_MODULE);
   if (mesh) out.push(...speedVerdicts(summary, mesh, `the same filters as one module (${ONE_MODULE}.wasm)`));
+  const lean = scenarios.find((s) => s.id === ONE_MODULE_LEAN);
+  if (lean) out.push(...speedVerdicts(summary, lean, `one module without the optional x-llm-*/x-ratelimit-* headers and access-log records (${ONE_MODULE_LEAN})`));
   for (const m of modules) {
     out.push({
       target: `build/${m.name}.wasm <= ${TARGETS.maxModuleBytes / 1024} KiB`,
@@ -272,7 +274,9 @@ export function markdown(r: Report): string {
     "cost of a Wasm filter), and `wasm-raw-xN` is N of them chained, as many as `all` has filters; `wasm-pass` and `wasm-read-body` are a " +
     "reference filter on llm-mesh's own proxy-wasm layer (assembly/shared/) that " +
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
-    "a filter name is that filter alone; `all` is every filter in the recommended order; `admission+x` pairs show the body scanned once.");
+    "a filter name is that filter alone; `all` is every filter in the recommended order; `mesh` is the same filters with the same " +
+    "configurations as one module (build/mesh.wasm), and `mesh-lean` that module without the optional `x-llm-*` and `x-ratelimit-*` " +
+    "headers and access-log records; `admission+x` pairs show the body scanned once.");
   lines.push("");
   lines.push("Workloads: " + r.workloads.map((w) => `\`${w.id}\` ${w.description} (${w.bytes} bytes)`).join("; ") + ".");
   lines.push("");

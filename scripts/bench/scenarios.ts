@@ -29,13 +29,21 @@ export interface FilterModule {
 
 /** The module that runs every filter as a stage of one (assembly/mesh/), configured with their configurations as sections. */
 export const ONE_MODULE = "mesh";
+/** The one module again, without the optional per-request output that costs host calls. */
+export const ONE_MODULE_LEAN = "mesh-lean";
+/** What mesh-lean turns off, per section: the x-llm-* and x-ratelimit-* headers and the access-log records. */
+const LEAN_OPTIONS: Record<string, object> = {
+  admission: { forward_headers: false },
+  throttle: { response_headers: false },
+  metrics: { records: false },
+};
 
 /**
  * Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order,
  * and the one-module build configured with the same configurations, when it is built.
  */
-export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; mesh?: FilterModule; skipped: string[] } {
-  if (!existsSync(buildDir)) return { filters: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
+export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; meshes: FilterModule[]; skipped: string[] } {
+  if (!existsSync(buildDir)) return { filters: [], meshes: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
   const names = readdirSync(buildDir)
     .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm" && f !== `${ONE_MODULE}.wasm`)
     .map((f) => f.slice(0, -".wasm".length));
@@ -63,17 +71,17 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
     });
   }
   const meshFile = join(buildDir, `${ONE_MODULE}.wasm`);
-  if (!existsSync(meshFile) || filters.length < 2) return { filters, skipped };
+  if (!existsSync(meshFile) || filters.length < 2) return { filters, meshes: [], skipped };
   const sections = Object.fromEntries(filters.map((f) => [f.name, JSON.parse(f.config)]));
-  const mesh: FilterModule = {
-    name: ONE_MODULE,
-    rootId: `llm-${ONE_MODULE}`,
-    file: meshFile,
-    bytes: statSync(meshFile).size,
-    config: JSON.stringify(sections),
-    configSource: `the configurations above as sections (${filters.map((f) => f.name).join(", ")})`,
-  };
-  return { filters, mesh, skipped };
+  const lean = Object.fromEntries(Object.entries(sections).map(([name, config]) => [name, { ...config, ...LEAN_OPTIONS[name] }]));
+  const filterNames = filters.map((f) => f.name).join(", ");
+  const meshModule = (name: string, config: object, configSource: string): FilterModule =>
+    ({ name, rootId: `llm-${ONE_MODULE}`, file: meshFile, bytes: statSync(meshFile).size, config: JSON.stringify(config), configSource });
+  const meshes = [
+    meshModule(ONE_MODULE, sections, `the configurations above as sections (${filterNames})`),
+    meshModule(ONE_MODULE_LEAN, lean, `as ${ONE_MODULE}, with ${Object.entries(LEAN_OPTIONS).map(([n, o]) => `${n} ${JSON.stringify(o)}`).join(", ")}`),
+  ];
+  return { filters, meshes, skipped };
 }
 
 export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan";
@@ -97,7 +105,7 @@ export const rawChainId = (count: number) => `${RAW_REFERENCE}-x${count}`;
  * once: a later filter alone must read the body itself, after admission it reads the facts. With
  * no later filter built yet, admission twice shows what a second scan of the body would cost.
  */
-export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[], mesh?: FilterModule): Scenario[] {
+export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[], meshes: FilterModule[] = []): Scenario[] {
   const names = filters.map((f) => f.name);
   const scenarios: Scenario[] = [{ id: BARE, chain: [], kind: "baseline" }];
   for (const ref of references) scenarios.push({ id: ref.name, chain: [ref.name], kind: "reference" });
@@ -107,7 +115,7 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
   }
   for (const name of names) scenarios.push({ id: name, chain: [name], kind: "alone" });
   if (names.length > 1) scenarios.push({ id: ALL, chain: names, kind: "chain" });
-  if (mesh) scenarios.push({ id: mesh.name, chain: [mesh.name], kind: "chain" });
+  for (const mesh of meshes) scenarios.push({ id: mesh.name, chain: [mesh.name], kind: "chain" });
   if (names.includes(FIRST_FILTER)) {
     const later = names.filter((n) => n !== FIRST_FILTER);
     // The full chain already shows a pair when there are only two filters.

@@ -17,13 +17,8 @@ function stageOf(filter: HttpFilter): string | null {
   return config.root_id.slice("llm-".length);
 }
 
-/** The one-module configuration: each filter's JSON configuration under its section name. */
-export function meshConfiguration(sections: Record<string, unknown>): string {
-  return JSON.stringify(sections);
-}
-
 /** The http_filters entry of the one module, configured with `configuration` (JSON text). */
-export function meshFilter(configuration: string, wasmFile: string): HttpFilter {
+function meshFilter(configuration: string, wasmFile: string): HttpFilter {
   return {
     name: "llm-mesh",
     typed_config: {
@@ -54,7 +49,7 @@ export function asOneModule(yaml: string): string {
         for (const f of stages) sections[stageOf(f)!] = JSON.parse(f.typed_config!.config!.configuration?.value || "{}");
         const file = stages[0].typed_config!.config!.vm_config!.code!.local!.filename!.replace(/[^/]+\.wasm$/, "mesh.wasm");
         const first = filters.indexOf(stages[0]);
-        record.http_filters = [...filters.slice(0, first), meshFilter(meshConfiguration(sections), file), ...filters.slice(first).filter((f) => stageOf(f) === null)];
+        record.http_filters = [...filters.slice(0, first), meshFilter(JSON.stringify(sections), file), ...filters.slice(first).filter((f) => stageOf(f) === null)];
       }
     }
     Object.values(record).forEach(visit);
