@@ -12,12 +12,22 @@
 // into both and the difference between wasm-raw and wasm-pass is the layer's own cost.
 export * from "../../assembly/shared/abi";
 import { Context, FilterDataStatusValues, FilterHeadersStatusValues, registerFilter, RootContext } from "../../assembly/shared/context";
-import {
-  defineCounter, defineHistogram, filterState, incrementMetric, nowNanos, pluginConfiguration, propertyInt, recordMetric,
-  removeRequestHeader, requestBody, requestHeader, setFilterState, setRequestHeader, sharedGet, sharedSet,
-} from "../../assembly/shared/host";
+import { defineCounter, defineHistogram, pluginConfiguration, requestBody } from "../../assembly/shared/host";
+import * as imports from "../../assembly/shared/proxy-imports";
 
-const SHARED_KEY = "llm-reference:probe";
+// The calls go to the host functions directly, not through host.ts, whose per-callback caches would
+// answer most repeats without asking Envoy: the figure wanted is Envoy's own price of each call.
+const OUT_DATA: usize = memory.data(4, 4);
+const OUT_SIZE: usize = memory.data(4, 4);
+const OUT_CAS: usize = memory.data(4, 4);
+const OUT_TIME: usize = memory.data(8, 8);
+const PATH_HEADER = String.UTF8.encode(":path");
+const ABSENT_HEADER = String.UTF8.encode("x-llm-reference-absent");
+const PROBE_HEADER = String.UTF8.encode("x-llm-reference-probe");
+const PROBE_VALUE = String.UTF8.encode("value");
+const STATE_NAME = String.UTF8.encode("llm_reference.probe");
+const REQUEST_TIME = String.UTF8.encode("request\0time");
+const SHARED_KEY = String.UTF8.encode("llm-reference:probe");
 const SHARED_VALUE = new ArrayBuffer(220);
 
 class ReferenceRoot extends RootContext {
@@ -36,7 +46,7 @@ class ReferenceRoot extends RootContext {
       this.callCount = I32.parseInt(parts[2]);
       this.counter = defineCounter("llm_reference_probe_total");
       this.histogram = defineHistogram("llm_reference_probe");
-      sharedSet(SHARED_KEY, SHARED_VALUE, 0);
+      setShared();
     }
     return true;
   }
@@ -46,24 +56,48 @@ class ReferenceRoot extends RootContext {
   }
 }
 
+const ptr = (bytes: ArrayBuffer): usize => changetype<usize>(bytes);
+
+/** Frees what the host handed back: the module's malloc pinned it (assembly/shared/host.ts). */
+function dropReturned(): void {
+  const data = load<usize>(OUT_DATA);
+  if (data == 0) return;
+  store<usize>(OUT_DATA, 0);
+  __unpin(data);
+}
+
+function setShared(): void {
+  imports.proxy_set_shared_data(ptr(SHARED_KEY), SHARED_KEY.byteLength, ptr(SHARED_VALUE), SHARED_VALUE.byteLength, 0);
+}
+
+function setState(): void {
+  imports.proxy_set_property(ptr(STATE_NAME), STATE_NAME.byteLength, ptr(PROBE_VALUE), PROBE_VALUE.byteLength);
+}
+
 /** The host calls a "calls:" configuration can repeat; each name is a row of the report. */
 function makeCalls(root: ReferenceRoot): void {
   const kind = root.callKind;
   const n = root.callCount;
-  if (kind == "state-get") setFilterState("llm_reference.probe", "value");
+  if (kind == "state-get") setState();
   for (let i = 0; i < n; i++) {
-    if (kind == "header-get") requestHeader(":path");
-    else if (kind == "header-get-absent") requestHeader("x-llm-reference-absent");
-    else if (kind == "header-set") setRequestHeader("x-llm-reference-probe", "value");
-    else if (kind == "header-remove") removeRequestHeader("x-llm-reference-absent");
-    else if (kind == "state-set") setFilterState("llm_reference.probe", "value");
-    else if (kind == "state-get") filterState("llm_reference.probe");
-    else if (kind == "property-get") propertyInt(["request", "time"]);
-    else if (kind == "shared-get") sharedGet(SHARED_KEY);
-    else if (kind == "shared-set") sharedSet(SHARED_KEY, SHARED_VALUE, 0);
-    else if (kind == "metric-increment") incrementMetric(root.counter, 1);
-    else if (kind == "metric-record") recordMetric(root.histogram, 5);
-    else if (kind == "time") nowNanos();
+    if (kind == "header-get") {
+      if (imports.proxy_get_header_map_value(0, ptr(PATH_HEADER), PATH_HEADER.byteLength, OUT_DATA, OUT_SIZE) == 0) dropReturned();
+    } else if (kind == "header-get-absent") imports.proxy_get_header_map_value(0, ptr(ABSENT_HEADER), ABSENT_HEADER.byteLength, OUT_DATA, OUT_SIZE);
+    else if (kind == "header-pairs") {
+      if (imports.proxy_get_header_map_pairs(0, OUT_DATA, OUT_SIZE) == 0) dropReturned();
+    } else if (kind == "header-set") imports.proxy_replace_header_map_value(0, ptr(PROBE_HEADER), PROBE_HEADER.byteLength, ptr(PROBE_VALUE), PROBE_VALUE.byteLength);
+    else if (kind == "header-remove") imports.proxy_remove_header_map_value(0, ptr(ABSENT_HEADER), ABSENT_HEADER.byteLength);
+    else if (kind == "state-set") setState();
+    else if (kind == "state-get") {
+      if (imports.proxy_get_property(ptr(STATE_NAME), STATE_NAME.byteLength, OUT_DATA, OUT_SIZE) == 0) dropReturned();
+    } else if (kind == "property-get") {
+      if (imports.proxy_get_property(ptr(REQUEST_TIME), REQUEST_TIME.byteLength, OUT_DATA, OUT_SIZE) == 0) dropReturned();
+    } else if (kind == "shared-get") {
+      if (imports.proxy_get_shared_data(ptr(SHARED_KEY), SHARED_KEY.byteLength, OUT_DATA, OUT_SIZE, OUT_CAS) == 0) dropReturned();
+    } else if (kind == "shared-set") setShared();
+    else if (kind == "metric-increment") imports.proxy_increment_metric(<u32>root.counter, 1);
+    else if (kind == "metric-record") imports.proxy_record_metric(<u32>root.histogram, 5);
+    else if (kind == "time") imports.proxy_get_current_time_nanoseconds(OUT_TIME);
   }
 }
 
