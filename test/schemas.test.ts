@@ -155,3 +155,29 @@ describe("shipped configurations pass their filter's schema and the filter", () 
     }
   });
 });
+
+describe("the one-module configuration's schema", () => {
+  // Compiled after the four it refers to, which the ajv instance holds by their $id.
+  const validate = ajv.compile(JSON.parse(readFileSync(join(repoDir, "schemas", "mesh.schema.json"), "utf8")));
+  const shipped = () => Object.fromEntries(FILTERS.map((f) => [f, JSON.parse(readFileSync(join(pluginConfigDir, `${f}.json`), "utf8"))]));
+
+  test("the shipped configurations as sections pass, alone or together", () => {
+    assert.ok(validate(shipped()), ajv.errorsText(validate.errors));
+    for (const [filter, config] of Object.entries(shipped())) assert.ok(validate({ [filter]: config }), `${filter}: ${ajv.errorsText(validate.errors)}`);
+  });
+
+  test("no section, or an unknown one, fails at the root or at that section", () => {
+    assert.equal(validate({}), false);
+    assert.equal(validate({ ...shipped(), admision: {} }), false);
+    assert.ok(validate.errors!.map(fieldOf).includes("admision"));
+  });
+
+  test("each filter's invalid fixtures fail inside its section", () => {
+    for (const filter of FILTERS) {
+      for (const { name, value } of fixtures(filter, "invalid")) {
+        assert.equal(validate({ [filter]: value }), false, `${filter}/${name}: the schema accepts it`);
+        assert.ok(validate.errors!.map(fieldOf).some((f) => f === filter || f.startsWith(`${filter}.`) || f.startsWith(`${filter}[`)), `${filter}/${name}: ${ajv.errorsText(validate.errors)}`);
+      }
+    }
+  });
+});
