@@ -124,6 +124,8 @@ class HeaderSnapshot {
   setNames: string[] = [];
   setValues: string[] = [];
 
+  constructor(public map: u32) {}
+
   clear(): void {
     this.bytes = null;
     this.setNames.length = 0;
@@ -163,8 +165,6 @@ class HeaderSnapshot {
       }
     }
   }
-
-  constructor(public map: u32) {}
 
   /** Whether the host answered; false sends every question to the host instead. */
   load(): bool {
@@ -214,27 +214,20 @@ class HeaderSnapshot {
   }
 }
 
+/** An ASCII letter in lower case; any other code unit as it is. Header names match without regard to ASCII case. */
+@inline function asciiLower(c: i32): i32 {
+  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+}
+
 function sameAsciiText(a: string, b: string): bool {
   const n = a.length;
   if (b.length != n) return false;
-  for (let i = 0; i < n; i++) {
-    let c = a.charCodeAt(i);
-    let d = b.charCodeAt(i);
-    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-    if (d >= 0x41 && d <= 0x5a) d |= 0x20;
-    if (c != d) return false;
-  }
+  for (let i = 0; i < n; i++) if (asciiLower(a.charCodeAt(i)) != asciiLower(b.charCodeAt(i))) return false;
   return true;
 }
 
 function sameAsciiName(bytes: usize, name: string): bool {
-  for (let i = 0, n = name.length; i < n; i++) {
-    let c = name.charCodeAt(i);
-    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
-    let b = <i32>load<u8>(bytes + i);
-    if (b >= 0x41 && b <= 0x5a) b |= 0x20;
-    if (b != c) return false;
-  }
+  for (let i = 0, n = name.length; i < n; i++) if (asciiLower(<i32>load<u8>(bytes + i)) != asciiLower(name.charCodeAt(i))) return false;
   return true;
 }
 
