@@ -430,8 +430,8 @@ export function markdown(r: Report): string {
     lines.push("## What one host call costs");
     lines.push("");
     lines.push(`A reference filter that makes one kind of call ${HOST_CALL_REPEAT} times on the request headers (\`--host-call-costs\`): ` +
-      `(its proxy CPU per request − \`wasm-pass\`'s) / ${HOST_CALL_REPEAT}, under load, per workload. Noise is a few µs per request, so ` +
-      `below about 0.3 µs a call is indistinguishable from free.`);
+      `(its proxy CPU per request − \`wasm-pass\`'s) / ${HOST_CALL_REPEAT}, under load, per workload. Noise is about 10 µs per request, so ` +
+      `within about ±0.5 µs a call is indistinguishable from free.`);
     lines.push("");
     const workloads = [...new Set(callCosts.map((c) => c.workload))];
     const kinds = [...new Set(callCosts.map((c) => c.kind))];

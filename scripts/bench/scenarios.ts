@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { repoDir } from "../../test/harness/envoy-bin.ts";
+import { wasmHttpFilter } from "../../test/harness/one-module.ts";
 
 /** The order the README recommends and Istio's phases give: admission first, the router last. */
 export const RECOMMENDED_ORDER = ["admission", "throttle", "metrics", "router"];
@@ -166,8 +167,6 @@ export const HOST_CALL_KINDS = [
 export const HOST_CALL_REPEAT = 20;
 export const HOST_CALL_PREFIX = "call-";
 
-const WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-
 /** The http_filters entries (Envoy JSON) of a chain's Wasm filters; the router follows them. */
 export function httpFilterEntries(chain: string[], filters: FilterModule[]): object[] {
   const seen = new Map<string, number>();
@@ -178,18 +177,6 @@ export function httpFilterEntries(chain: string[], filters: FilterModule[]): obj
     seen.set(name, count);
     // A repeated filter needs its own Envoy filter name; root_id stays the one the module registers.
     const filterName = count === 1 ? module.rootId : `${module.rootId}-${count}`;
-    return {
-      name: filterName,
-      typed_config: {
-        "@type": WASM_FILTER,
-        config: {
-          name: filterName,
-          root_id: module.rootId,
-          allow_on_headers_stop_iteration: true,
-          configuration: { "@type": "type.googleapis.com/google.protobuf.StringValue", value: module.config },
-          vm_config: { vm_id: "llm-mesh", runtime: "envoy.wasm.runtime.v8", code: { local: { filename: module.file } } },
-        },
-      },
-    };
+    return wasmHttpFilter(filterName, module.rootId, module.config, module.file);
   });
 }

@@ -17,15 +17,19 @@ function stageOf(filter: HttpFilter): string | null {
   return config.root_id.slice("llm-".length);
 }
 
-/** The http_filters entry of the one module, configured with `configuration` (JSON text). */
-function meshFilter(configuration: string, wasmFile: string): HttpFilter {
+/**
+ * An http_filters entry (Envoy JSON) for an llm-mesh Wasm module read from `wasmFile`: its root id,
+ * its configuration as JSON text, the VM id every llm-mesh filter shares, and the header pause that
+ * admission's hold_headers needs.
+ */
+export function wasmHttpFilter(name: string, rootId: string, configuration: string, wasmFile: string): HttpFilter {
   return {
-    name: "llm-mesh",
+    name,
     typed_config: {
       "@type": WASM_FILTER,
       config: {
-        name: "llm-mesh",
-        root_id: "llm-mesh",
+        name,
+        root_id: rootId,
         allow_on_headers_stop_iteration: true,
         configuration: { "@type": "type.googleapis.com/google.protobuf.StringValue", value: configuration },
         vm_config: { vm_id: "llm-mesh", runtime: "envoy.wasm.runtime.v8", code: { local: { filename: wasmFile } } },
@@ -49,7 +53,7 @@ export function asOneModule(yaml: string): string {
         for (const f of stages) sections[stageOf(f)!] = JSON.parse(f.typed_config!.config!.configuration?.value || "{}");
         const file = stages[0].typed_config!.config!.vm_config!.code!.local!.filename!.replace(/[^/]+\.wasm$/, "mesh.wasm");
         const first = filters.indexOf(stages[0]);
-        record.http_filters = [...filters.slice(0, first), meshFilter(JSON.stringify(sections), file), ...filters.slice(first).filter((f) => stageOf(f) === null)];
+        record.http_filters = [...filters.slice(0, first), wasmHttpFilter("llm-mesh", "llm-mesh", JSON.stringify(sections), file), ...filters.slice(first).filter((f) => stageOf(f) === null)];
       }
     }
     Object.values(record).forEach(visit);
