@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { repoDir } from "../test/harness/envoy-bin.ts";
 import { type EnvoyHandle, startEnvoy } from "../test/harness/envoy.ts";
+import { wasmMemory } from "../test/harness/wasm-memory.ts";
 import { ALLOWED_MODELS, lit, objectText, requestMembers, type Shape } from "../test/fuzz/bodies.ts";
 import { ADMISSION_CONFIG, METRICS_CONFIG, ROUTER_CONFIG } from "../test/fuzz/mesh.ts";
 import { Rng } from "../test/fuzz/rng.ts";
@@ -181,32 +182,6 @@ interface Sample {
   vms: number;
   keys: number;
   inFlight: number;
-}
-
-/**
- * Wasm linear memory of every VM in the process: V8 reserves a large inaccessible region per
- * memory and opens its start for the memory's current size, so each accessible mapping right
- * below a reservation of 4 GiB or more is one VM's linear memory.
- */
-function wasmMemory(pid: number): { sizeKb: number; residentKb: number; vms: number } {
-  const maps = readFileSync(`/proc/${pid}/smaps`, "utf8").split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/).map((block) => {
-    const [range, perms] = block.split(" ");
-    const [start, end] = range.split("-").map((x) => BigInt(`0x${x}`));
-    return { start, end, perms, sizeKb: Number((end - start) / 1024n), rssKb: Number(/\nRss:\s+(\d+) kB/.exec(block)?.[1] ?? 0) };
-  });
-  const byEnd = new Map(maps.map((m) => [m.end, m]));
-  let sizeKb = 0;
-  let residentKb = 0;
-  let vms = 0;
-  for (const cage of maps) {
-    if (!cage.perms.startsWith("---") || cage.sizeKb < 4 * 1024 * 1024) continue;
-    const open = byEnd.get(cage.start);
-    if (!open || !open.perms.startsWith("rw")) continue;
-    vms++;
-    sizeKb += open.sizeKb;
-    residentKb += open.rssKb;
-  }
-  return { sizeKb, residentKb, vms };
 }
 
 function rssKb(pid: number): number {

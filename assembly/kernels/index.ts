@@ -3,6 +3,10 @@
 // their input into inputBuffer() and pass pointer and length to a kernel.
 import { estimateUtf8At, TokenizerFamily } from "../shared/tokens";
 
+// Built with the filters' runtime, so its collector runs only when called: the loader
+// (test/harness/kernels.ts) calls this after every kernel, as abi.ts does after every callback.
+export { collectWhenDue } from "../shared/collector";
+
 // ArrayBuffer's largest payload in the AssemblyScript runtime.
 const MAX_INPUT: i32 = (1 << 30) - 16;
 

@@ -19,6 +19,7 @@ import {
   streamContext,
 } from "./context";
 
+import { collectWhenDue } from "./collector";
 import { beginCallback, forgetStream } from "./host";
 
 export { malloc } from "./host";
@@ -29,64 +30,79 @@ export function proxy_on_context_create(context_id: u32, parent_context_id: u32)
   beginCallback(context_id);
   if (parent_context_id == 0) createRoot(context_id);
   else createStream(context_id, parent_context_id);
+  collectWhenDue();
 }
 
 export function proxy_on_configure(root_context_id: u32, configuration_size: u32): u32 {
   beginCallback(root_context_id);
   const root = rootContext(root_context_id);
-  return root != null && root.onConfigure(configuration_size) ? 1 : 0;
+  const accepted = root != null && root.onConfigure(configuration_size);
+  collectWhenDue();
+  return accepted ? 1 : 0;
 }
 
 export function proxy_on_tick(root_context_id: u32): void {
   beginCallback(root_context_id);
   const root = rootContext(root_context_id);
   if (root != null) root.onTick();
+  collectWhenDue();
 }
 
 export function proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: u32): u32 {
   beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterHeadersStatusValues.Continue;
-  return stream.onRequestHeaders(headers, end_of_stream != 0);
+  const status = stream.onRequestHeaders(headers, end_of_stream != 0);
+  collectWhenDue();
+  return status;
 }
 
 export function proxy_on_request_body(context_id: u32, body_buffer_length: u32, end_of_stream: u32): u32 {
   beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterDataStatusValues.Continue;
-  return stream.onRequestBody(body_buffer_length, end_of_stream != 0);
+  const status = stream.onRequestBody(body_buffer_length, end_of_stream != 0);
+  collectWhenDue();
+  return status;
 }
 
 export function proxy_on_response_headers(context_id: u32, headers: u32, end_of_stream: u32): u32 {
   beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterHeadersStatusValues.Continue;
-  return stream.onResponseHeaders(headers, end_of_stream != 0);
+  const status = stream.onResponseHeaders(headers, end_of_stream != 0);
+  collectWhenDue();
+  return status;
 }
 
 export function proxy_on_response_body(context_id: u32, body_buffer_length: u32, end_of_stream: u32): u32 {
   beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream == null) return FilterDataStatusValues.Continue;
-  return stream.onResponseBody(body_buffer_length, end_of_stream != 0);
+  const status = stream.onResponseBody(body_buffer_length, end_of_stream != 0);
+  collectWhenDue();
+  return status;
 }
 
 export function proxy_on_log(context_id: u32): void {
   beginCallback(context_id);
   const stream = streamContext(context_id);
   if (stream != null) stream.onLog();
+  collectWhenDue();
 }
 
 export function proxy_on_done(context_id: u32): u32 {
   beginCallback(context_id);
   const stream = streamContext(context_id);
-  if (stream != null) return stream.onDone() ? 1 : 0;
-  const root = rootContext(context_id);
-  return root == null || root.onDone() ? 1 : 0;
+  const root = stream == null ? rootContext(context_id) : null;
+  const done = stream != null ? stream.onDone() : root == null || root.onDone();
+  collectWhenDue();
+  return done ? 1 : 0;
 }
 
 export function proxy_on_delete(context_id: u32): void {
   beginCallback(context_id);
   deleteContext(context_id);
   forgetStream(context_id);
+  collectWhenDue();
 }

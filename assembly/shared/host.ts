@@ -1,5 +1,6 @@
 // The one place that talks to the proxy-wasm host. Everything here returns a result instead of
 // throwing: a trap in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
+import { noteHostBytes } from "./collector";
 import { ContextTable } from "./context-table";
 import * as imports from "./proxy-imports";
 
@@ -30,6 +31,7 @@ const OUT_U64: usize = memory.data(8, 8);
  * collector keeps it until takeReturned adopts it; the caller then owns it, without a copy.
  */
 export function malloc(size: usize): usize {
+  noteHostBytes(size);
   return __pin(changetype<usize>(new ArrayBuffer(<i32>size)));
 }
 

@@ -59,8 +59,8 @@ export class JsonReader {
   private first: StaticArray<bool>;
   error: string = "";
   errorAt: i32 = -1;
-  // Whether `error` is set, kept apart: reading a string's length costs shadow-stack bookkeeping, and
-  // every step of the reader asks.
+  // Whether `error` is set, kept apart: every step of the reader asks, and a flag is one load where a
+  // string's length is two.
   private hasError: bool = false;
   /** The last key read by nextMember: raw bytes between the quotes. */
   private keyStart: i32 = 0;
@@ -76,7 +76,7 @@ export class JsonReader {
   loneSurrogates: i32 = 0;
 
   // Where the bytes lie and how many there are, read once: Uint8Array's length getter is an
-  // out-of-line call with shadow-stack bookkeeping, and every step of the scan needs the length.
+  // out-of-line call, and every step of the scan needs the length.
   private base: usize;
   private length: i32;
 
@@ -87,7 +87,7 @@ export class JsonReader {
     this.length = bytes.length;
   }
 
-  // Inlined: a call to a method of a managed object sets up a shadow-stack frame.
+  // Inlined: every step of the reader asks.
   @inline get failed(): bool {
     return this.hasError;
   }
@@ -391,7 +391,7 @@ export class JsonReader {
     return true;
   }
 
-  // Inlined: it runs before every token, and as a call it cost a shadow-stack frame each time.
+  // Inlined: it runs before every token.
   @inline private skipWhitespace(): void {
     const base = this.base;
     const length = this.length;
@@ -409,7 +409,7 @@ export class JsonReader {
   /**
    * Scans a string starting at the opening quote, validating escapes and UTF-8; with an estimator's
    * machine, feeds it each decoded code point. Leaves `pos` after the closing quote. The machine, not
-   * the estimator: it is unmanaged, so holding it costs no shadow-stack bookkeeping per call.
+   * the estimator: the machine's methods work on its plain memory directly.
    */
   private scanString(machine: Machine | null): bool {
     const length = this.length;

@@ -76,9 +76,19 @@ export async function instantiateKernels(path: string = kernelsWasm): Promise<We
       },
     },
   });
-  const exports = instance.exports as WebAssembly.Exports & { memory: WebAssembly.Memory; inputBuffer(size: number): number };
-  memory = exports.memory;
-  return exports;
+  const raw = instance.exports as WebAssembly.Exports & { collectWhenDue(): void };
+  memory = raw.memory as WebAssembly.Memory;
+  // Each kernel call ends like a host callback in the filters: with the collector's turn.
+  const exports: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    const kernel = value as (...args: number[]) => number;
+    exports[name] = typeof value !== "function" || name === "collectWhenDue" ? value : (...args: number[]) => {
+      const result = kernel(...args);
+      raw.collectWhenDue();
+      return result;
+    };
+  }
+  return exports as WebAssembly.Exports & { memory: WebAssembly.Memory; inputBuffer(size: number): number };
 }
 
 export async function loadKernels(path: string = kernelsWasm): Promise<Kernels> {
