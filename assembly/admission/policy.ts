@@ -3,6 +3,7 @@
 import { ApiError, invalidRequest, tooLarge } from "../shared/api-errors";
 import { ApiShape, LlmRequest } from "../shared/llm-request";
 import { AdmissionConfig, ModelLimits, OutputLimitAction } from "./config";
+import { asciiLower } from "../shared/ascii";
 
 export enum Outcome {
   Admitted = 0,
@@ -47,7 +48,7 @@ export function checkReceivedLength(config: AdmissionConfig, received: i64): Api
 /** Whether a content-encoding header leaves the body as sent: absent, empty or `identity`. */
 export function isPlainEncoding(header: string | null): bool {
   if (header == null) return true;
-  const value = header.trim().toLowerCase();
+  const value = asciiLower(header.trim());
   return value.length == 0 || value == "identity";
 }
 

@@ -3,6 +3,7 @@
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { isLabelSafe, MAX_LABEL_VALUE_LENGTH } from "../shared/metric-names";
 import { ModelPattern, ModelTable } from "../shared/model-table";
+import { asciiLower } from "../shared/ascii";
 
 export const DEFAULT_MAX_MODELS: i64 = 20;
 export const DEFAULT_MAX_TENANTS: i64 = 20;
@@ -76,7 +77,7 @@ export function readMetricsConfig(root: ConfigObject, errors: ConfigErrors): Met
   }
 
   config.maxModels = <i32>root.int("max_models", DEFAULT_MAX_MODELS, 0, MAX_SLOTS);
-  config.tenantHeader = root.string("tenant_header", "").toLowerCase();
+  config.tenantHeader = asciiLower(root.string("tenant_header", ""));
   config.tenantLabel = root.bool("tenant_label", false);
   config.maxTenants = <i32>root.int("max_tenants", DEFAULT_MAX_TENANTS, 0, MAX_SLOTS);
   if (config.tenantLabel && config.tenantHeader.length == 0) {

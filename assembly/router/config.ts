@@ -5,6 +5,7 @@ import { HeaderMatch, HeaderTest } from "../shared/header-match";
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
 import { JsonKind } from "../shared/json";
 import { ModelPattern } from "../shared/model-table";
+import { asciiLower } from "../shared/ascii";
 
 export const DEFAULT_ROUTE_HEADER = "x-llm-route";
 export const DEFAULT_PRIMARY = "primary";
@@ -152,7 +153,7 @@ function headerName(obj: ConfigObject, key: string, fallback: string, mayBeEmpty
     if (!mayBeEmpty) obj.errors.add(obj.fieldPath(key), "must not be empty");
     return text;
   }
-  const lower = text.toLowerCase();
+  const lower = asciiLower(text);
   for (let i = 0; i < lower.length; i++) {
     const c = lower.charCodeAt(i);
     const token = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || "!#$%&'*+-.^_`|~".indexOf(String.fromCharCode(c)) >= 0;

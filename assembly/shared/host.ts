@@ -1,5 +1,6 @@
 // The one place that talks to the proxy-wasm host. Everything here returns a result instead of
 // throwing: a trap in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM).
+import { asciiLowerCode, sameAsciiText } from "./ascii";
 import { noteHostBytes } from "./collector";
 import { ContextTable } from "./context-table";
 import * as imports from "./proxy-imports";
@@ -216,20 +217,8 @@ class HeaderSnapshot {
   }
 }
 
-/** An ASCII letter in lower case; any other code unit as it is. Header names match without regard to ASCII case. */
-@inline function asciiLower(c: i32): i32 {
-  return c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-}
-
-function sameAsciiText(a: string, b: string): bool {
-  const n = a.length;
-  if (b.length != n) return false;
-  for (let i = 0; i < n; i++) if (asciiLower(a.charCodeAt(i)) != asciiLower(b.charCodeAt(i))) return false;
-  return true;
-}
-
 function sameAsciiName(bytes: usize, name: string): bool {
-  for (let i = 0, n = name.length; i < n; i++) if (asciiLower(<i32>load<u8>(bytes + i)) != asciiLower(name.charCodeAt(i))) return false;
+  for (let i = 0, n = name.length; i < n; i++) if (asciiLowerCode(<i32>load<u8>(bytes + i)) != asciiLowerCode(name.charCodeAt(i))) return false;
   return true;
 }
 

@@ -15,6 +15,7 @@
 // counted, chunk by chunk.
 import { OBJECT, TOTAL_OVERHEAD } from "rt/common";
 import { TokenEstimator, TokenizerFamily } from "./tokens";
+import { asciiLower } from "./ascii";
 
 /** Nesting kept track of; deeper structure is skipped (no usage or answer text lives that deep). */
 const MAX_DEPTH: i32 = 32;
@@ -733,7 +734,7 @@ export class UsageTracker {
   /** Whether a response content-type announces an SSE stream. */
   static isEventStream(contentType: string | null): bool {
     if (contentType == null) return false;
-    return contentType.trim().toLowerCase().startsWith("text/event-stream");
+    return asciiLower(contentType.trim()).startsWith("text/event-stream");
   }
 
   // ---- called by the scanner ----

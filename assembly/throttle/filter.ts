@@ -27,6 +27,7 @@ import {
   reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
+import { asciiLower } from "../shared/ascii";
 
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -233,7 +234,7 @@ export class ThrottleStream extends Context {
     if (this.root.config.responseHeaders) this.addRateLimitHeaders();
     if (this.status < 200 || this.status >= 300 || !this.countsTokens()) return FilterHeadersStatusValues.Continue;
     const encoding = responseHeader("content-encoding");
-    if (encoding != null && encoding.length > 0 && encoding.toLowerCase() != "identity") {
+    if (encoding != null && encoding.length > 0 && asciiLower(encoding) != "identity") {
       this.opaque = true;
     } else if (usageAnnounced(this.root.config.tokenizer)) {
       this.usageHandedOver = true;
