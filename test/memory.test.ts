@@ -4,10 +4,10 @@
 // request's garbage would stay: large prompts leave at least their own size (300 of 128 KB are
 // 37.5 MiB), small answered requests some kilobytes in each filter, mostly outside the host's bytes.
 import assert from "node:assert/strict";
-import { after, before, describe } from "node:test";
+import { describe } from "node:test";
 import { type EnvoyHandle, envoyTest } from "./harness/envoy.ts";
 import { postJson } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { useModelMocks } from "./harness/model-mocks.ts";
 import { asOneModule } from "./harness/one-module.ts";
 import { wasmMemory } from "./harness/wasm-memory.ts";
 
@@ -36,21 +36,13 @@ async function send(envoy: EnvoyHandle, kind: Kind, count: number, offset: numbe
 }
 
 describe("Wasm VM memory", () => {
-  let primary: MockLlm;
-  let canary: MockLlm;
-  let shadow: MockLlm;
-  before(async () => {
-    primary = await startMockLlm({ name: "primary" });
-    canary = await startMockLlm({ name: "canary" });
-    shadow = await startMockLlm({ name: "shadow" });
-  });
-  after(() => Promise.all([primary.close(), canary.close(), shadow.close()]));
+  const mocks = useModelMocks();
 
   const traffic: [Kind, number, number][] = [["large", 300, 413], ["small", 600, 200]];
   for (const [label, edit] of [["four filter modules", undefined], ["one module", asOneModule]] as const) {
     const options = () => ({
       scenario: "demo",
-      vars: { UPSTREAM_PORT: primary.port, CANARY_PORT: canary.port, SHADOW_PORT: shadow.port } as Record<string, never>,
+      vars: { ...mocks.ports() } as Record<string, never>,
       concurrency: 1,
       edit,
     });

@@ -5,11 +5,11 @@
 // answer's usage to throttle, and a bad section is refused with its field named.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { accessLog as allEntries, mirrored } from "./harness/access-log.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
 import { postJson, readSse } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { useModelMocks } from "./harness/model-mocks.ts";
 import { asOneModule } from "./harness/one-module.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
@@ -23,20 +23,12 @@ async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
 }
 
 describe("llm-mesh as one module", () => {
-  let primary: MockLlm;
-  let canary: MockLlm;
-  let shadow: MockLlm;
-  before(async () => {
-    primary = await startMockLlm({ name: "primary" });
-    canary = await startMockLlm({ name: "canary" });
-    shadow = await startMockLlm({ name: "shadow" });
-  });
-  after(() => Promise.all([primary.close(), canary.close(), shadow.close()]));
-  const resetMocks = () => [primary, canary, shadow].forEach((m) => m.reset());
+  const mocks = useModelMocks();
+  const resetMocks = () => mocks.all().forEach((m) => m.reset());
 
   const demo = (vars: Record<string, unknown> = {}) => () => ({
     scenario: "demo",
-    vars: { UPSTREAM_PORT: primary.port, CANARY_PORT: canary.port, SHADOW_PORT: shadow.port, ...vars } as Record<string, never>,
+    vars: { ...mocks.ports(), ...vars } as Record<string, never>,
     concurrency: 2,
     edit: asOneModule,
   });
@@ -51,7 +43,7 @@ describe("llm-mesh as one module", () => {
     assert.equal(res.headers["x-mock-served-by"], "primary");
     // Throttle's answer headers, admission's facts forwarded upstream, the router's decision.
     assert.equal(res.headers["x-ratelimit-limit-requests"], "5");
-    const seen = primary.requests[0].headers;
+    const seen = mocks.primary.requests[0].headers;
     assert.equal(seen["x-llm-model"], "llama-3-8b");
     assert.ok(Number(seen["x-llm-prompt-tokens"]) > 0);
     assert.equal(seen["x-llm-route"], "primary");
@@ -79,7 +71,7 @@ describe("llm-mesh as one module", () => {
     const res = await postJson(envoy.url("/v1/chat/completions"), { model: "gpt-9", messages: hello }, { "x-tenant": "acme" });
     assert.equal(res.status, 400);
     assert.equal(JSON.parse(res.text).error.code, "model_not_found");
-    assert.equal(primary.requests.length + canary.requests.length, 0);
+    assert.equal(mocks.primary.requests.length + mocks.canary.requests.length, 0);
     assert.equal(await stat(envoy, "llm_throttle.per-tenant.admitted"), 0);
     const [entry] = await accessLog(envoy, 1);
     assert.equal(entry.llm.admission, "rejected:model_not_found");
@@ -104,9 +96,9 @@ describe("llm-mesh as one module", () => {
     }
     const admitted = statuses.filter((s) => s === 200).length;
     assert.ok(admitted >= 5 && admitted <= 6, statuses.join(" "));
-    assert.equal(canary.requests.length, admitted);
+    assert.equal(mocks.canary.requests.length, admitted);
     // The router rewrote the model for the canary, after admission and throttle had read it.
-    assert.equal((canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
+    assert.equal((mocks.canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
   });
 
   const queueing = {
@@ -127,7 +119,7 @@ describe("llm-mesh as one module", () => {
     assert.ok(waited >= 300, `waited ${waited} ms`);
     // Resumed from throttle's tick: the router still ran, and rewrote the buffered body.
     assert.equal(queued.headers["x-mock-served-by"], "canary");
-    assert.equal((canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
+    assert.equal((mocks.canary.requests[0].json as { model: string }).model, "gpt-4o-mini-2024-07-18");
     assert.equal(readSse(queued.text).at(-1)!.data, "[DONE]");
     const log = await accessLog(envoy, 2);
     assert.deepEqual(log.map((e) => e.llm.throttle).sort(), ["admitted", "admitted_after_wait"]);

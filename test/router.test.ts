@@ -6,12 +6,13 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import { repoDir } from "./harness/envoy-bin.ts";
 import { accessLog, mirrored } from "./harness/access-log.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
 import { type HttpResult, postJson, rawHttp, readSse } from "./harness/http.ts";
-import { type MockLlm, type RecordedRequest, startMockLlm } from "./harness/mock-llm.ts";
+import { type RecordedRequest } from "./harness/mock-llm.ts";
+import { useModelMocks } from "./harness/model-mocks.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const chat = (model: string, extra: object = {}) => ({ model, messages: hello, max_tokens: 8, ...extra });
@@ -42,17 +43,9 @@ async function counter(envoy: EnvoyHandle, name: string, target: string): Promis
 }
 
 describe("llm-router", () => {
-  let primary: MockLlm;
-  let canary: MockLlm;
-  let shadow: MockLlm;
-  before(async () => {
-    primary = await startMockLlm({ name: "primary" });
-    canary = await startMockLlm({ name: "canary" });
-    shadow = await startMockLlm({ name: "shadow" });
-  });
-  after(() => Promise.all([primary.close(), canary.close(), shadow.close()]));
+  const mocks = useModelMocks();
   const resetMocks = () => {
-    for (const mock of [primary, canary, shadow]) {
+    for (const mock of mocks.all()) {
       mock.reset();
       mock.setDefault({});
     }
@@ -60,11 +53,11 @@ describe("llm-router", () => {
 
   const withAdmission = (config: object) => () => ({
     scenario: "router",
-    vars: { UPSTREAM_PORT: primary.port, CANARY_PORT: canary.port, SHADOW_PORT: shadow.port, ROUTER_CONFIG: config, ADMISSION_CONFIG: { hold_headers: true } },
+    vars: { ...mocks.ports(), ROUTER_CONFIG: config, ADMISSION_CONFIG: { hold_headers: true } },
   });
   const alone = (config: object, concurrency = 2) => () => ({
     scenario: "router-alone",
-    vars: { UPSTREAM_PORT: primary.port, CANARY_PORT: canary.port, ROUTER_CONFIG: config },
+    vars: { UPSTREAM_PORT: mocks.primary.port, CANARY_PORT: mocks.canary.port, ROUTER_CONFIG: config },
     concurrency,
   });
 
@@ -93,8 +86,8 @@ describe("llm-router", () => {
       assert.equal(servedBy(res), side, JSON.stringify(headers));
     }
     // The upstream sees the router's decision in the routing header.
-    assert.equal(primary.requests[0].headers["x-llm-route"], "primary");
-    assert.equal(canary.requests[0].headers["x-llm-route"], "canary");
+    assert.equal(mocks.primary.requests[0].headers["x-llm-route"], "primary");
+    assert.equal(mocks.canary.requests[0].headers["x-llm-route"], "canary");
     const log = await accessLog(envoy, cases.length, (e) => !mirrored(e));
     assert.deepEqual(log.map((e) => e.router), [
       "target=primary by=default",
@@ -112,14 +105,14 @@ describe("llm-router", () => {
     const url = envoy.url("/v1/chat/completions");
     const forged = await postJson(url, chat("gpt-4o"), { "x-tenant": "acme", "x-llm-route": "canary" });
     assert.equal(servedBy(forged), "primary");
-    assert.equal(primary.requests.at(-1)!.headers["x-llm-route"], "primary");
+    assert.equal(mocks.primary.requests.at(-1)!.headers["x-llm-route"], "primary");
 
     const tester = await postJson(url, chat("gpt-4o"), { "x-tenant": "acme", "x-llm-tester": "1", "x-llm-route": "canary" });
     assert.equal(servedBy(tester), "canary");
     // A trusting rule with a name it does not know falls through to the next rules.
     const unknown = await postJson(url, chat("gpt-4o"), { "x-tenant": "acme", "x-llm-tester": "1", "x-llm-route": "blue" });
     assert.equal(servedBy(unknown), "primary");
-    assert.equal(primary.requests.at(-1)!.headers["x-llm-route"], "primary");
+    assert.equal(mocks.primary.requests.at(-1)!.headers["x-llm-route"], "primary");
   });
 
   const modelRules = {
@@ -135,7 +128,7 @@ describe("llm-router", () => {
     assert.equal(res.status, 200, res.text);
     assert.equal(servedBy(res), "canary");
     assert.equal(res.json.model, "gpt-4o-2024-11-20");
-    const seen = canary.requests[0];
+    const seen = mocks.canary.requests[0];
     assert.deepEqual(seen.json, { ...body, model: "gpt-4o-2024-11-20" });
     assert.equal(Number(seen.headers["content-length"]), Buffer.byteLength(seen.body));
     assert.equal(seen.headers["x-llm-upstream-model"], "gpt-4o-2024-11-20");
@@ -145,20 +138,20 @@ describe("llm-router", () => {
     const streamed = await postJson(envoy.url("/v1/chat/completions"), chat("gpt-4o", { stream: true }));
     assert.equal(streamed.status, 200);
     assert.equal(readSse(streamed.text).at(-1)!.data, "[DONE]");
-    assert.equal(sentModel(canary.requests[1]), "gpt-4o-2024-11-20");
+    assert.equal(sentModel(mocks.canary.requests[1]), "gpt-4o-2024-11-20");
 
     const other = await postJson(envoy.url("/v1/chat/completions"), chat("gpt-4o-mini"));
     assert.equal(servedBy(other), "primary");
-    assert.equal(sentModel(primary.requests[0]), "gpt-4o-mini");
-    assert.equal(primary.requests[0].headers["x-llm-upstream-model"], "gpt-4o-mini");
+    assert.equal(sentModel(mocks.primary.requests[0]), "gpt-4o-mini");
+    assert.equal(mocks.primary.requests[0].headers["x-llm-upstream-model"], "gpt-4o-mini");
   });
 
   envoyTest("without the admission filter it reads the body itself, also when it arrives in chunks", alone(modelRules), async (envoy) => {
     resetMocks();
     const json = await postJson(envoy.url("/v1/messages"), { model: "gpt-4o", max_tokens: 5, messages: hello });
     assert.equal(servedBy(json), "canary");
-    assert.equal(sentModel(canary.requests[0]), "gpt-4o-2024-11-20");
-    assert.equal(Number(canary.requests[0].headers["content-length"]), Buffer.byteLength(canary.requests[0].body));
+    assert.equal(sentModel(mocks.canary.requests[0]), "gpt-4o-2024-11-20");
+    assert.equal(Number(mocks.canary.requests[0].headers["content-length"]), Buffer.byteLength(mocks.canary.requests[0].body));
 
     const text = JSON.stringify(chat("gpt-4o"));
     const half = Math.floor(text.length / 2);
@@ -167,7 +160,7 @@ describe("llm-router", () => {
     const raw = await rawHttp(envoy.ports.LISTEN_PORT, chunked, { timeoutMs: 3000 });
     assert.match(raw, /^HTTP\/1\.1 200/);
     assert.match(raw, /x-mock-served-by: canary/);
-    assert.equal(sentModel(canary.requests[1]), "gpt-4o-2024-11-20");
+    assert.equal(sentModel(mocks.canary.requests[1]), "gpt-4o-2024-11-20");
 
     // Not an LLM API call: routed on headers alone, nothing held.
     const models = await fetch(envoy.url("/v1/models"));
@@ -181,11 +174,11 @@ describe("llm-router", () => {
     const res = await postJson(envoy.url("/v1/chat/completions"), big);
     assert.equal(res.status, 200, res.text);
     assert.equal(servedBy(res), "primary");
-    assert.equal(sentModel(primary.requests[0]), "gpt-4o");
+    assert.equal(sentModel(mocks.primary.requests[0]), "gpt-4o");
     // Two models: ambiguous, so neither routed on nor rewritten.
     const twice = await postJson(envoy.url("/v1/chat/completions"), '{"model":"gpt-4o","messages":[],"model":"gpt-4o"}');
     assert.equal(servedBy(twice), "primary");
-    assert.equal(primary.requests[1].body, '{"model":"gpt-4o","messages":[],"model":"gpt-4o"}');
+    assert.equal(mocks.primary.requests[1].body, '{"model":"gpt-4o","messages":[],"model":"gpt-4o"}');
   });
 
   test("keeps each user on one side and splits users by the weights", { timeout: 120_000 }, async () => {
@@ -227,7 +220,7 @@ describe("llm-router", () => {
 
   envoyTest("a failing canary loses its traffic within the window and gets it back after the cool-down", alone(guarded), async (envoy) => {
     resetMocks();
-    canary.setDefault({ status: 500 });
+    mocks.canary.setDefault({ status: 500 });
     const url = envoy.url("/v1/chat/completions");
     let failures = 0;
     let sent = 0;
@@ -245,7 +238,7 @@ describe("llm-router", () => {
     assert.ok(during.every((r) => r.status === 200));
     assert.equal(await counter(envoy, "llm_router_guard_trips_total", "canary"), 1);
 
-    canary.setDefault({});
+    mocks.canary.setDefault({});
     await sleep(2100);
     const reopened = envoy.waitForLog(/guard of target "canary": cool-down over, sending it traffic again/, 5000);
     const after = await sendMany(url, 40, 4, () => [chat("gpt-4o"), {}]);
@@ -283,7 +276,7 @@ describe("llm-router", () => {
     rules: [{ name: "all-canary", weights: { canary: 100 } }],
   }), async (envoy) => {
     resetMocks();
-    canary.setDefault({ latencyMs: 300 });
+    mocks.canary.setDefault({ latencyMs: 300 });
     const url = envoy.url("/v1/chat/completions");
     for (let i = 0; i < 3; i++) assert.equal(servedBy(await postJson(url, chat("gpt-4o"))), "canary");
     await envoy.waitForLog(/guard of target "canary" tripped: mean latency 3\d\d ms over 3 requests is above max_mean_latency_ms 150/, 5000);
@@ -298,7 +291,7 @@ describe("llm-router", () => {
   envoyTest("mirrors to a shadow that records its side, and the report compares both", withAdmission(shadowConfig), async (envoy) => {
     resetMocks();
     // The shadow answers 5 tokens unless told otherwise; requests that ask for 5 get the same answer.
-    shadow.setDefault({ completionTokens: 5 });
+    mocks.shadow.setDefault({ completionTokens: 5 });
     const url = envoy.url("/v1/chat/completions");
     const same = { "x-mock-completion-tokens": "5" };
     const plan: Record<string, string>[] = [same, {}, same, same, {}, same];
@@ -311,8 +304,8 @@ describe("llm-router", () => {
     const shadowSide = log.filter(mirrored);
     assert.equal(shadowSide.length, plan.length);
     assert.ok(shadowSide.every((e) => e.route === "shadow" && e.router === "target=shadow" && e.upstream_cluster === "shadow_model"));
-    assert.equal(shadow.requests.length, plan.length);
-    assert.ok(shadow.requests.every((r) => sentModel(r) === "gpt-4o-mini" && r.authority.includes("-shadow")));
+    assert.equal(mocks.shadow.requests.length, plan.length);
+    assert.ok(mocks.shadow.requests.every((r) => sentModel(r) === "gpt-4o-mini" && r.authority.includes("-shadow")));
 
     const primaryRecord = JSON.parse(log.find((e) => !mirrored(e)).record);
     assert.equal(primaryRecord.side, "primary");
@@ -360,9 +353,9 @@ describe("llm-router", () => {
   envoyTest("leaves a request the throttle redirected to a fallback where the throttle sent it", () => ({
     scenario: "router-throttle",
     vars: {
-      UPSTREAM_PORT: primary.port,
-      CANARY_PORT: canary.port,
-      FALLBACK_PORT: shadow.port,
+      UPSTREAM_PORT: mocks.primary.port,
+      CANARY_PORT: mocks.canary.port,
+      FALLBACK_PORT: mocks.shadow.port,
       ROUTER_CONFIG: { rules: [{ name: "all-canary", target: "canary" }] },
       THROTTLE_CONFIG: {
         rules: [{ name: "per-tenant", key: ["header:x-tenant"], limits: { requests_per_second: 1 }, action: "redirect", redirect: { header: "x-llm-fallback", value: "overflow" } }],
@@ -376,7 +369,7 @@ describe("llm-router", () => {
     const over = await postJson(url, chat("gpt-4o"), tenant);
     assert.equal(over.status, 200, over.text);
     assert.equal(servedBy(over), "shadow");
-    assert.equal(shadow.requests[0].headers["x-llm-route"], undefined);
+    assert.equal(mocks.shadow.requests[0].headers["x-llm-route"], undefined);
     const log = await accessLog(envoy, 2);
     assert.deepEqual(log.map((e) => [e.route, e.router]), [["canary", "target=canary by=outright rule=all-canary"], ["fallback", "target=fallback by=earlier-filter"]]);
     assert.equal(await counter(envoy, "llm_router_requests_total", "canary"), 1);
