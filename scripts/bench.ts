@@ -15,10 +15,11 @@ import { answerHeader, chatUrl, checkOnce, type RunningEnvoy, startFront, startU
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";
 import { type KernelResult, profileScan, type ProfileEntry, runKernelBenchmarks } from "./bench/kernels.ts";
 import { measureMemory, type MemoryResult } from "./bench/memory.ts";
+import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
-import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, type Scenario } from "./bench/scenarios.ts";
+import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
 
 const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
@@ -34,7 +35,8 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
   --only a,b       only these scenarios (ids as in the report: bare, admission, all, admission+throttle)
   --out DIR        where to write <name>.json and <name>.md
   --no-pin         do not bind the proxy, the upstream and wrk to separate CPUs
-  --no-memory, --no-hostcalls, --no-kernels, --no-sizes   skip those parts
+  --no-memory, --no-hostcalls, --no-kernels, --no-sizes, --no-perf   skip those parts
+                   (--no-perf: the perf profile of where the proxy's CPU goes, 1 KB and 16 KB)
   --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
 `;
 
@@ -54,6 +56,7 @@ const { values: args } = parseArgs({
     "no-hostcalls": { type: "boolean" },
     "no-kernels": { type: "boolean" },
     "no-sizes": { type: "boolean" },
+    "no-perf": { type: "boolean" },
     "host-call-costs": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
@@ -200,6 +203,8 @@ async function main(): Promise<void> {
   let kernels: KernelResult[] = [];
   let kernelsMissing: string[] = [];
   let profile: ProfileEntry[] = [];
+  const cpuSplits: CpuSplit[] = [];
+  let cpuSplitMissing = args["no-perf"] ? "--no-perf" : "";
   let sizing: Promise<PromiseSettledResult<ModuleSizes>[]> | undefined;
   try {
     // A module Envoy refuses (a missing import, a configuration it rejects) is left out of every
@@ -258,6 +263,23 @@ async function main(): Promise<void> {
             `p50 ${(last.p50Us / 1000).toFixed(3)} ms  cpu ${last.cpuUsPerRequest.toFixed(1)} µs/req  lone p50 ${(cell.lone[cell.lone.length - 1].p50Us / 1000).toFixed(3)} ms`);
         }
       }
+    }
+    if (!args["no-perf"] && !perfAvailable()) cpuSplitMissing = "perf is not installed (Debian package linux-perf)";
+    if (!cpuSplitMissing) {
+      for (const s of scenarios.filter((s) => [BARE, ALL, ONE_MODULE, ONE_MODULE_LEAN].includes(s.id))) {
+        for (const w of workloadsOf(s).filter((w) => (w.id === "1k" || w.id === "16k") && !cellOf(s, w).problem)) {
+          log(`where the CPU goes (perf): ${s.id} ${w.id}`);
+          const front = fronts.get(s.id)!;
+          // The load runs a second longer on each side than the sampling, which sees only steady load.
+          const load = runWrk({ url: chatUrl(front), bodyFile: bodyFiles.get(w.id)!, answer: answerHeader(w), connections: settings.connections, seconds: settings.seconds + 2, cpus: cpuPlan?.wrk });
+          await new Promise((done) => setTimeout(done, 1000));
+          const split = await sampleCpu(front.pid, settings.seconds, join(runDir, "perf.data"));
+          await load;
+          if (typeof split === "string") cpuSplitMissing = split;
+          else cpuSplits.push({ scenario: s.id, workload: w.id, ...split });
+        }
+      }
+      if (cpuSplitMissing) log(`no CPU profile: ${cpuSplitMissing}`);
     }
     for (const front of fronts.values()) await stopEnvoy(front);
     fronts.clear();
@@ -320,6 +342,8 @@ async function main(): Promise<void> {
     memory,
     memoryWorkers: settings.memoryWorkers,
     hostCalls,
+    cpuSplits,
+    cpuSplitMissing: cpuSplits.length > 0 ? "" : cpuSplitMissing,
     kernels,
     kernelsMissing,
     profile,

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node
 import { join } from "node:path";
 import { test } from "node:test";
 import { repoDir } from "./harness/envoy-bin.ts";
+import { parseReport, perfAvailable } from "../scripts/bench/perf.ts";
 
 const filtersBuilt = readdirSync(join(repoDir, "build")).filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm");
 
@@ -32,9 +33,34 @@ test("npm run bench -- --smoke measures bare Envoy and the built filters and wri
     assert.ok(report.hostCalls.some((h: { callbacks: Record<string, number> }) => (h.callbacks.proxy_on_request_headers ?? 0) >= 1), "host calls were counted");
   }
   assert.ok(report.kernels.some((k: { kernel: string; mbPerSecond: number }) => k.kernel === "estimateTokens" && k.mbPerSecond > 0), "the estimator micro-benchmark ran");
+  if (perfAvailable()) {
+    const split = report.cpuSplits.find((c: { scenario: string; workload: string }) => c.scenario === "bare" && c.workload === "1k");
+    assert.ok(split?.samples > 0, `bare Envoy's CPU was profiled: ${report.cpuSplitMissing}`);
+    const total = Object.values(split.shares as Record<string, number>).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(total - 1) < 1e-9 && split.shares.envoy > 0, `shares ${JSON.stringify(split.shares)}`);
+    if (filtersBuilt.length > 0) {
+      const all = report.cpuSplits.find((c: { scenario: string }) => c.scenario === "all");
+      assert.ok(all?.shares.jit > 0, "with Wasm filters some samples are in V8's generated code");
+    }
+  } else {
+    assert.match(report.cpuSplitMissing, /perf is not installed/);
+  }
   const markdown = readFileSync(join(out, "smoke.md"), "utf8");
-  for (const section of ["## Targets", "## Throughput and latency under load", "## Latency of a lone request", "## Modules", "## Memory per Wasm VM"]) {
+  for (const section of ["## Targets", "## Throughput and latency under load", "## Latency of a lone request", "## Modules", "## Memory per Wasm VM", "## Where the proxy's CPU goes"]) {
     assert.ok(markdown.includes(section), `the report has ${section}`);
   }
   rmSync(out, { recursive: true, force: true });
+});
+
+test("the CPU profile sorts perf's shared objects by the home of their code", () => {
+  const text = [
+    "# Samples: 10K of event 'cpu-clock:ppp'",
+    "    32.02%          3174  [JIT] tid 18310  ",
+    "    11.21%          1111  [kernel.kallsyms]",
+    "     0.22%            22  [vdso]           ",
+    "    53.90%          5343  envoy            ",
+    "     2.65%           263  libc.so.6        ",
+    "",
+  ].join("\n");
+  assert.deepEqual(parseReport(text), { samples: 9913, byHome: { envoy: 5343, jit: 3174, kernel: 1133, libraries: 263 } });
 });

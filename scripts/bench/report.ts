@@ -3,6 +3,7 @@
 import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
 import { type MemoryResult } from "./memory.ts";
+import { CODE_HOMES, type CpuSplit } from "./perf.ts";
 import { type ModuleSizes } from "./sizes.ts";
 import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, ONE_MODULE_LEAN, rawChainId, type Scenario } from "./scenarios.ts";
 
@@ -90,6 +91,9 @@ export interface Report {
   memory: MemoryResult[];
   memoryWorkers: number;
   hostCalls: HostCallCount[];
+  cpuSplits: CpuSplit[];
+  /** Why there is no CPU split, when there is none. */
+  cpuSplitMissing: string;
   kernels: KernelResult[];
   kernelsMissing: string[];
   profile: ProfileEntry[];
@@ -422,6 +426,27 @@ export function markdown(r: Report): string {
       }
     }
     lines.push(table(["scenario", "workloads", "callbacks (host → VM)", "host calls (VM → host)", "bytes in"], rows));
+  }
+  lines.push("");
+
+  lines.push("## Where the proxy's CPU goes");
+  lines.push("");
+  if (r.cpuSplits.length === 0) {
+    lines.push(`Not measured in this run${r.cpuSplitMissing ? `: ${r.cpuSplitMissing}` : "."}`);
+  } else {
+    lines.push(
+      "Linux `perf record` sampled the proxy for one throughput run's length under the same load, and `perf report --sort dso` " +
+        "sorted the samples by the home of the code: Envoy's binary, code V8 generated (the Wasm modules and V8's stubs between " +
+        "them and Envoy), the kernel, shared libraries. µs per request = share × the cell's median CPU per request above. " +
+        "Envoy's binary is stripped and V8 writes no symbol map inside Envoy, so the split goes no finer.",
+    );
+    lines.push("");
+    const HOME_NAMES: Record<string, string> = { envoy: "Envoy", jit: "Wasm and V8 stubs", kernel: "kernel", libraries: "libraries" };
+    const rows = r.cpuSplits.map((c) => {
+      const cpu = r.summary.find((x) => x.scenario === c.scenario && x.workload === c.workload)?.cpuUsPerRequest;
+      return [c.scenario, c.workload, ...CODE_HOMES.map((h) => `${pct(c.shares[h])} (${fmt(cpu === undefined ? undefined : c.shares[h] * cpu, 0)} µs)`), String(c.samples)];
+    });
+    lines.push(table(["scenario", "workload", ...CODE_HOMES.map((h) => HOME_NAMES[h]), "samples"], rows, ["---", "---", ...CODE_HOMES.map(() => "---:"), "---:"]));
   }
   lines.push("");
 
