@@ -11,7 +11,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { envoyBinary, repoDir } from "../test/harness/envoy-bin.ts";
 import { type Workload, workloads as allWorkloads } from "./bench/bodies.ts";
-import { answerHeader, chatUrl, checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy } from "./bench/envoys.ts";
+import { checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";
 import { type KernelResult, profileScan, type ProfileEntry, runKernelBenchmarks } from "./bench/kernels.ts";
 import { measureMemory, type MemoryResult } from "./bench/memory.ts";
@@ -105,7 +105,7 @@ function tryRun(cmd: string, argv: string[]): string {
 }
 
 async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workload, bodyFile: string, cell: Cell): Promise<void> {
-  const run = { url: chatUrl(front), bodyFile, answer: answerHeader(w), cpus: cpuPlan?.wrk };
+  const run = { ...workloadTarget(front, w, bodyFile), cpus: cpuPlan?.wrk };
   const frontBefore = cpuNs(front.pid);
   const upstreamBefore = cpuNs(upstream.pid);
   const t0 = process.hrtime.bigint();
@@ -245,7 +245,7 @@ async function main(): Promise<void> {
       const warm = workloads.find((w) => w.id === "16k") ?? workloads[0];
       log(`warm-up: ${settings.warmupSeconds} s per proxy (${warm.id}, discarded)`);
       for (const s of scenarios) {
-        await runWrk({ url: chatUrl(fronts.get(s.id)!), bodyFile: bodyFiles.get(warm.id)!, answer: answerHeader(warm), connections: settings.connections, seconds: settings.warmupSeconds, cpus: cpuPlan?.wrk });
+        await runWrk({ ...workloadTarget(fronts.get(s.id)!, warm, bodyFiles.get(warm.id)!), connections: settings.connections, seconds: settings.warmupSeconds, cpus: cpuPlan?.wrk });
       }
     }
 
@@ -271,7 +271,7 @@ async function main(): Promise<void> {
           log(`where the CPU goes (perf): ${s.id} ${w.id}`);
           const front = fronts.get(s.id)!;
           // The load runs a second longer on each side than the sampling, which sees only steady load.
-          const load = runWrk({ url: chatUrl(front), bodyFile: bodyFiles.get(w.id)!, answer: answerHeader(w), connections: settings.connections, seconds: settings.seconds + 2, cpus: cpuPlan?.wrk });
+          const load = runWrk({ ...workloadTarget(front, w, bodyFiles.get(w.id)!), connections: settings.connections, seconds: settings.seconds + 2, cpus: cpuPlan?.wrk });
           await new Promise((done) => setTimeout(done, 1000));
           const split = await sampleCpu(front.pid, settings.seconds, join(runDir, "perf.data"));
           await load;

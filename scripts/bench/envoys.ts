@@ -59,8 +59,10 @@ export async function stopEnvoy(envoy: RunningEnvoy): Promise<void> {
   rmSync(envoy.tmpDir, { recursive: true, force: true });
 }
 
-export const chatUrl = (front: RunningEnvoy) => front.url(CHAT_PATH);
-export const answerHeader = (w: Workload) => (w.stream ? "sse" : "");
+const chatUrl = (front: RunningEnvoy) => front.url(CHAT_PATH);
+const answerHeader = (w: Workload) => (w.stream ? "sse" : "");
+/** What wrk needs to send the workload (its body written to `bodyFile`) through the proxy. */
+export const workloadTarget = (front: RunningEnvoy, w: Workload, bodyFile: string) => ({ url: chatUrl(front), bodyFile, answer: answerHeader(w) });
 
 /**
  * One request of the workload through the proxy, checked: a benchmark of rejected requests would

@@ -2,7 +2,7 @@
 // so the same chain started with 1 and with N workers differs by N-1 VMs of each module, and by N-1
 // workers' own memory, which bare Envoy's difference measures and which is subtracted.
 import { type Workload } from "./bodies.ts";
-import { answerHeader, chatUrl, type RunningEnvoy, startFront, stopEnvoy } from "./envoys.ts";
+import { type RunningEnvoy, startFront, stopEnvoy, workloadTarget } from "./envoys.ts";
 import { rssBytes } from "./proc.ts";
 import { BARE, type FilterModule, type Scenario } from "./scenarios.ts";
 import { runWrk } from "./wrk.ts";
@@ -23,7 +23,7 @@ export interface MemoryResult {
 async function settledRss(front: RunningEnvoy, warm: Workload, bodyFile: string): Promise<{ rss: number; vms: number }> {
   // Enough connections that the kernel's reuse-port hashing hands every worker some requests, and
   // the largest body, so each VM's linear memory has grown to what real traffic makes it.
-  await runWrk({ url: chatUrl(front), bodyFile, answer: answerHeader(warm), connections: 16, seconds: 1 });
+  await runWrk({ ...workloadTarget(front, warm, bodyFile), connections: 16, seconds: 1 });
   await new Promise((done) => setTimeout(done, 300));
   const stats = await front.stats();
   return { rss: rssBytes(front.pid), vms: stats.get("wasm.wasm_vm_count") ?? 0 };
