@@ -3,7 +3,8 @@
 // the shared libraries. Linux perf samples the proxy process on the software clock, which works
 // where the machine offers no hardware counters. Envoy's binary is stripped and Envoy passes no
 // flags to V8 (so V8 writes no symbol map), so this split is as fine as it goes from outside.
-import { spawn, spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
 
 export const CODE_HOMES = ["envoy", "jit", "kernel", "libraries"] as const;
 export type CodeHome = (typeof CODE_HOMES)[number];
@@ -42,23 +43,23 @@ export function parseReport(text: string): { samples: number; byHome: Record<Cod
   return { samples, byHome };
 }
 
-function run(cmd: string, argv: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((done) => {
-    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    let out = "";
-    child.stdout.on("data", (c: Buffer) => (out += c));
-    child.stderr.on("data", (c: Buffer) => (out += c));
-    child.once("close", (code) => done({ code, out }));
-  });
-}
+const run = promisify(execFile);
+const lastLine = (err: unknown) => String((err as { stderr?: string }).stderr || err).trim().split("\n").pop();
 
 /** Samples process `pid` for `seconds`; the share per home, or why it could not. */
 export async function sampleCpu(pid: number, seconds: number, dataFile: string): Promise<Omit<CpuSplit, "scenario" | "workload"> | string> {
-  const record = await run("perf", ["record", "-F", "999", "-p", String(pid), "-o", dataFile, "--", "sleep", String(seconds)]);
-  if (record.code !== 0) return `perf record failed: ${record.out.trim().split("\n").pop()}`;
-  const report = await run("perf", ["report", "-i", dataFile, "--no-children", "--sort", "dso", "--stdio", "-F", "overhead,sample,dso"]);
-  if (report.code !== 0) return `perf report failed: ${report.out.trim().split("\n").pop()}`;
-  const { samples, byHome } = parseReport(report.out);
+  let report: string;
+  try {
+    await run("perf", ["record", "-F", "999", "-p", String(pid), "-o", dataFile, "--", "sleep", String(seconds)]);
+  } catch (err) {
+    return `perf record failed: ${lastLine(err)}`;
+  }
+  try {
+    report = (await run("perf", ["report", "-i", dataFile, "--no-children", "--sort", "dso", "--stdio", "-F", "overhead,sample,dso"])).stdout;
+  } catch (err) {
+    return `perf report failed: ${lastLine(err)}`;
+  }
+  const { samples, byHome } = parseReport(report);
   if (samples === 0) return "perf recorded no samples";
   const shares = Object.fromEntries(CODE_HOMES.map((h) => [h, byHome[h] / samples])) as Record<CodeHome, number>;
   return { samples, shares };
