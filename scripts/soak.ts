@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { repoDir } from "../test/harness/envoy-bin.ts";
 import { type EnvoyHandle, startEnvoy } from "../test/harness/envoy.ts";
 import { wasmMemory } from "../test/harness/wasm-memory.ts";
+import { rssBytes } from "./bench/proc.ts";
 import { ALLOWED_MODELS, lit, objectText, requestMembers, type Shape } from "../test/fuzz/bodies.ts";
 import { ADMISSION_CONFIG, METRICS_CONFIG, ROUTER_CONFIG } from "../test/fuzz/mesh.ts";
 import { Rng } from "../test/fuzz/rng.ts";
@@ -184,10 +185,6 @@ interface Sample {
   inFlight: number;
 }
 
-function rssKb(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? NaN);
-}
-
 async function sample(envoy: EnvoyHandle, requests: number, rps: number): Promise<Sample> {
   const stats = await envoy.stats();
   const wasm = wasmMemory(envoy.pid);
@@ -196,7 +193,7 @@ async function sample(envoy: EnvoyHandle, requests: number, rps: number): Promis
     at: Date.now(),
     requests,
     rps,
-    rssMb: rssKb(envoy.pid) / 1024,
+    rssMb: rssBytes(envoy.pid) / 1048576,
     wasmMb: wasm.sizeKb / 1024,
     wasmResidentMb: wasm.residentKb / 1024,
     heapMb: (stats.get("server.memory_allocated") ?? NaN) / 1048576,
