@@ -10,6 +10,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, wri
 import { join, relative, resolve } from "node:path";
 import { after, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
+import { asOneModule, STAGES } from "../scripts/one-module.ts";
 import { envoyBinary, repoDir } from "./harness/envoy-bin.ts";
 import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render } from "./harness/manifests.ts";
 
@@ -355,57 +356,133 @@ describe("rolling a canary", () => {
   });
 });
 
-describe("the hold-headers EnvoyFilter in the real Envoy", () => {
-  const admissionWasm = join(repoDir, "build", "admission.wasm");
-
-  /**
-   * A bootstrap whose HTTP chain is the extension config the EnvoyFilter adds, with its code swapped
-   * for the local build the way istio-agent swaps the fetched image in.
-   */
-  function bootstrapWith(configurationValue?: string): string {
-    const filter = one(renderings.get("k8s/base")!, "EnvoyFilter", "llm-admission-hold-headers");
-    const ecds = structuredClone(filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG").patch.value);
-    ecds.typed_config.config.vm_config.code = { local: { filename: admissionWasm } };
-    if (configurationValue !== undefined) ecds.typed_config.config.configuration.value = configurationValue;
-    const bootstrap = {
-      static_resources: {
-        listeners: [{
-          name: "gateway",
-          address: { socket_address: { address: "127.0.0.1", port_value: 0 } },
-          filter_chains: [{
-            filters: [{
-              name: "envoy.filters.network.http_connection_manager",
-              typed_config: {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                stat_prefix: "gateway",
-                route_config: { virtual_hosts: [{ name: "all", domains: ["*"], routes: [{ match: { prefix: "/" }, direct_response: { status: 200 } }] }] },
-                http_filters: [
-                  { name: ecds.name, typed_config: ecds.typed_config },
-                  { name: "envoy.filters.http.router", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
-                ],
-              },
-            }],
+/**
+ * A bootstrap whose HTTP chain is the extension config a hold-headers EnvoyFilter adds, with its code
+ * swapped for the local build the way istio-agent swaps the fetched image in.
+ */
+function bootstrapWith(filter: Manifest, wasmFile: string, configurationValue?: string): string {
+  const ecds = structuredClone(filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG").patch.value);
+  ecds.typed_config.config.vm_config.code = { local: { filename: wasmFile } };
+  if (configurationValue !== undefined) ecds.typed_config.config.configuration.value = configurationValue;
+  const bootstrap = {
+    static_resources: {
+      listeners: [{
+        name: "gateway",
+        address: { socket_address: { address: "127.0.0.1", port_value: 0 } },
+        filter_chains: [{
+          filters: [{
+            name: "envoy.filters.network.http_connection_manager",
+            typed_config: {
+              "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+              stat_prefix: "gateway",
+              route_config: { virtual_hosts: [{ name: "all", domains: ["*"], routes: [{ match: { prefix: "/" }, direct_response: { status: 200 } }] }] },
+              http_filters: [
+                { name: ecds.name, typed_config: ecds.typed_config },
+                { name: "envoy.filters.http.router", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } },
+              ],
+            },
           }],
         }],
-      },
-    };
-    const path = join(mkdtempSync(join(scratch, "envoy-")), "bootstrap.json");
-    writeFileSync(path, JSON.stringify(bootstrap));
-    return path;
-  }
+      }],
+    },
+  };
+  const path = join(mkdtempSync(join(scratch, "envoy-")), "bootstrap.json");
+  writeFileSync(path, JSON.stringify(bootstrap));
+  return path;
+}
 
-  const validate = (path: string) =>
-    spawnSync(envoyBinary(), ["--mode", "validate", "-c", path, "-l", "warning", "--component-log-level", "wasm:info"], { encoding: "utf8", timeout: 60_000 });
+const validate = (path: string) =>
+  spawnSync(envoyBinary(), ["--mode", "validate", "-c", path, "-l", "warning", "--component-log-level", "wasm:info"], { encoding: "utf8", timeout: 60_000 });
+
+describe("the hold-headers EnvoyFilter in the real Envoy", () => {
+  const admissionWasm = join(repoDir, "build", "admission.wasm");
+  const filter = () => one(renderings.get("k8s/base")!, "EnvoyFilter", "llm-admission-hold-headers");
 
   test("its extension config loads llm-admission with the flag and the configuration as the filter reads it", () => {
     assert.ok(existsSync(admissionWasm), "build/admission.wasm is missing: run npm run build");
-    const result = validate(bootstrapWith());
+    const result = validate(bootstrapWith(filter(), admissionWasm));
     assert.equal(result.status, 0, result.stdout + result.stderr);
   });
 
   test("a configuration the filter refuses fails the same load (the check above is not vacuous)", () => {
-    const result = validate(bootstrapWith(JSON.stringify({ hold_headers: "yes" })));
+    const result = validate(bootstrapWith(filter(), admissionWasm, JSON.stringify({ hold_headers: "yes" })));
     assert.notEqual(result.status, 0);
     assert.match(result.stdout + result.stderr, /llm-admission\[\d+\]: invalid configuration, refusing to start: hold_headers: must be true or false/);
+  });
+});
+
+describe("as one module (scripts/one-module.ts)", () => {
+  const meshWasm = join(repoDir, "build", "mesh.wasm");
+  const converted = new Map([...renderings].map(([where, docs]) => [where, asOneModule(docs)]));
+
+  for (const [where, docs] of renderings) {
+    const out = converted.get(where)!;
+    const plugins = docs.filter((d) => d.kind === "WasmPlugin");
+    const admission = one(plugins, "WasmPlugin", "llm-admission");
+
+    test(`${where}: one WasmPlugin for build/mesh.wasm carries the four pluginConfigs as its sections`, () => {
+      const mesh = one(out, "WasmPlugin");
+      assert.equal(mesh.metadata.name, "llm-mesh");
+      assert.equal(mesh.spec.pluginName, "llm-mesh");
+      assert.deepEqual(mesh.spec.pluginConfig, Object.fromEntries(STAGES.map((s) => [s, one(plugins, "WasmPlugin", `llm-${s}`).spec.pluginConfig])));
+      assert.deepEqual(Object.keys(mesh.spec.pluginConfig), ["admission", "throttle", "metrics", "router"], "sections in stage order");
+      assert.deepEqual([mesh.spec.phase, mesh.spec.priority, mesh.spec.failStrategy], ["AUTHZ", -100, "FAIL_RELOAD"]);
+      assert.equal(mesh.spec.url, admission.spec.url.replace("/admission:", "/mesh:"));
+      assert.equal(mesh.spec.sha256, "0".repeat(64), "unpinned: the placeholder that matches no image");
+      assert.deepEqual([mesh.metadata.namespace, mesh.spec.selector], [admission.metadata.namespace, admission.spec.selector]);
+    });
+
+    test(`${where}: everything else is left as the overlay renders it, in the same order`, () => {
+      const rest = (list: Manifest[]) => list.filter((d) => d.kind !== "WasmPlugin" && d.kind !== "EnvoyFilter");
+      assert.deepEqual(rest(out), rest(docs));
+      assert.deepEqual(out.map((d) => d.kind), docs.filter((d) => d.kind !== "WasmPlugin" || d === admission).map((d) => d.kind));
+    });
+
+    test(`${where}: the hold-headers EnvoyFilter serves llm-mesh, in step with its WasmPlugin`, () => {
+      const mesh = one(out, "WasmPlugin", "llm-mesh");
+      const filter = one(out, "EnvoyFilter");
+      const ecds = filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG").patch.value;
+      const replace = filter.spec.configPatches.find((p: any) => p.applyTo === "HTTP_FILTER");
+      assert.equal(replace.match.listener.filterChain.filter.subFilter.name, `${mesh.metadata.namespace}.llm-mesh`);
+      assert.equal(replace.patch.value.name, ecds.name);
+      const config = ecds.typed_config.config;
+      assert.equal(config.allow_on_headers_stop_iteration, true);
+      assert.equal(config.root_id, "llm-mesh");
+      assert.equal(config.failure_policy, FAIL_POLICY[mesh.spec.failStrategy]);
+      assert.equal(config.vm_config.code.remote.http_uri.uri, mesh.spec.url);
+      assert.equal(config.vm_config.code.remote.sha256, mesh.spec.sha256);
+      assert.deepEqual(JSON.parse(config.configuration.value), mesh.spec.pluginConfig);
+    });
+
+    test(`${where}: the result passes Istio's and Kubernetes' schemas, with no unknown field`, async () => {
+      const changed = out.filter((d) => d.kind === "WasmPlugin" || d.kind === "EnvoyFilter");
+      assert.deepEqual((await Promise.all(changed.map(schemaProblem))).filter(Boolean), []);
+      assert.deepEqual(unknownFields(changed.map((doc) => ({ where: `${where} ${describeDoc(doc)}`, doc }))), []);
+    });
+  }
+
+  test("the real Envoy loads build/mesh.wasm from the prod EnvoyFilter with every section, and refuses a broken one", () => {
+    assert.ok(existsSync(meshWasm), "build/mesh.wasm is missing: run npm run build");
+    const filter = one(converted.get("k8s/overlays/prod")!, "EnvoyFilter");
+    const loaded = validate(bootstrapWith(filter, meshWasm));
+    assert.equal(loaded.status, 0, loaded.stdout + loaded.stderr);
+    const sections = JSON.parse(filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG").patch.value.typed_config.config.configuration.value);
+    sections.throttle.rules[0].limits.requests_per_second = -1;
+    const refused = validate(bootstrapWith(filter, meshWasm, JSON.stringify(sections)));
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stdout + refused.stderr, /llm-mesh\[\d+\]: invalid configuration, refusing to start: throttle\.rules\[0\]\.limits\.requests_per_second/);
+  });
+
+  test("npm run one-module prints it for an overlay, pinned by --sha256, and refuses a digest that is not one", () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, ["--import", "tsx", join(repoDir, "scripts", "one-module.ts"), ...args], { cwd: repoDir, encoding: "utf8" });
+    const digest = "ab".repeat(32);
+    const printed = run("k8s/overlays/dev", "--sha256", `sha256:${digest}`);
+    assert.equal(printed.status, 0, printed.stderr);
+    const mesh = one(parseYamlDocuments(printed.stdout, "one-module output"), "WasmPlugin");
+    assert.equal(mesh.spec.sha256, digest);
+    assert.deepEqual(mesh.spec.pluginConfig.throttle, one(renderings.get("k8s/overlays/dev")!, "WasmPlugin", "llm-throttle").spec.pluginConfig, "the overlay's own budgets");
+    const refused = run("k8s/overlays/dev", "--sha256", "latest");
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /--sha256 "latest": not a sha256 digest/);
   });
 });
