@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
+import { asOneModule } from "../scripts/one-module.ts";
 import { type ConfigCheckers, loadConfigCheckers } from "./harness/config-check.ts";
 import { repoDir } from "./harness/envoy-bin.ts";
 import { FILTERS, kustomizationDirs, pluginConfigs, render } from "./harness/manifests.ts";
@@ -164,6 +165,13 @@ describe("the one-module configuration's schema", () => {
   test("the shipped configurations as sections pass, alone or together", () => {
     assert.ok(validate(shipped()), ajv.errorsText(validate.errors));
     for (const [filter, config] of Object.entries(shipped())) assert.ok(validate({ [filter]: config }), `${filter}: ${ajv.errorsText(validate.errors)}`);
+  });
+
+  test("the k8s/ deployments turned into one module (npm run one-module) pass it", () => {
+    for (const dir of kustomizationDirs()) {
+      const mesh = asOneModule(render(dir)).find((d) => d.kind === "WasmPlugin")!;
+      assert.ok(validate(mesh.spec.pluginConfig), `${dir.slice(repoDir.length + 1)}: ${ajv.errorsText(validate.errors)}`);
+    }
   });
 
   test("no section, or an unknown one, fails at the root or at that section", () => {
