@@ -10,10 +10,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { envoyBinary, repoDir } from "../test/harness/envoy-bin.ts";
-import { type Workload, workloads as allWorkloads } from "./bench/bodies.ts";
+import { jsonAnswer, type Workload, workloads as allWorkloads } from "./bench/bodies.ts";
 import { checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";
 import { type KernelResult, profileScan, type ProfileEntry, runKernelBenchmarks } from "./bench/kernels.ts";
+import { profileModule } from "./bench/module-profile.ts";
+import { namedReleaseBuild } from "./bench/named-build.ts";
 import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
@@ -36,7 +38,8 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
   --out DIR        where to write <name>.json and <name>.md
   --no-pin         do not bind the proxy, the upstream and wrk to separate CPUs
   --no-memory, --no-hostcalls, --no-kernels, --no-sizes, --no-perf   skip those parts
-                   (--no-perf: the perf profile of where the proxy's CPU goes, 1 KB and 16 KB)
+                   (--no-perf: the perf profile of where the proxy's CPU goes, 1 KB and 16 KB;
+                   --no-kernels: the V8 micro-benchmarks and profiles, the one module's included)
   --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
 `;
 
@@ -203,6 +206,7 @@ async function main(): Promise<void> {
   let kernels: KernelResult[] = [];
   let kernelsMissing: string[] = [];
   let profile: ProfileEntry[] = [];
+  const moduleProfiles: Report["moduleProfiles"] = [];
   const cpuSplits: CpuSplit[] = [];
   let cpuSplitMissing = args["no-perf"] ? "--no-perf" : "";
   let sizing: Promise<PromiseSettledResult<ModuleSizes>[]> | undefined;
@@ -325,6 +329,16 @@ async function main(): Promise<void> {
       log(`V8 profile of scanRequest over the ${profiled.id} body`);
       profile = await profileScan(profiled.body, runDir, PRESETS.kernelMs * 2);
     }
+    if (meshes.length > 0) {
+      const named = join(runDir, "mesh-profiled.wasm");
+      await namedReleaseBuild("assembly/mesh/index.ts", "asconfig.json", named);
+      for (const mesh of meshes) {
+        for (const w of workloads.filter((w) => !w.stream && w.id !== "128k")) {
+          log(`V8 profile of ${mesh.name}'s own code over a ${w.id} request`);
+          moduleProfiles.push({ scenario: mesh.name, workload: w.id, ...(await profileModule(readFileSync(named), mesh.config, w.body, jsonAnswer(), PRESETS.kernelMs * 2)) });
+        }
+      }
+    }
   }
   meta.loadAfter = loadavg()[0].toFixed(2);
 
@@ -347,6 +361,7 @@ async function main(): Promise<void> {
     kernels,
     kernelsMissing,
     profile,
+    moduleProfiles,
     sizes,
     verdicts: verdicts(summary, scenarios, moduleFiles),
     notes: mode === "smoke" ? "" : readFileSync(join(repoDir, "scripts", "bench", "notes.md"), "utf8"),

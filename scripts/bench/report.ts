@@ -2,6 +2,7 @@
 // and the Markdown report (bench-results/<name>.md) that the README cites.
 import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
+import { type ModuleProfile } from "./module-profile.ts";
 import { type MemoryResult } from "./memory.ts";
 import { CODE_HOMES, type CpuSplit } from "./perf.ts";
 import { type ModuleSizes } from "./sizes.ts";
@@ -97,6 +98,8 @@ export interface Report {
   kernels: KernelResult[];
   kernelsMissing: string[];
   profile: ProfileEntry[];
+  /** The one module's own code per request, function by function, in V8 (module-profile.ts). */
+  moduleProfiles: ({ scenario: string; workload: string } & ModuleProfile)[];
   sizes: ModuleSizes[];
   verdicts: Verdict[];
   notes: string;
@@ -447,6 +450,27 @@ export function markdown(r: Report): string {
       return [c.scenario, c.workload, ...CODE_HOMES.map((h) => `${pct(c.shares[h])} (${fmt(cpu === undefined ? undefined : c.shares[h] * cpu, 0)} µs)`), String(c.samples)];
     });
     lines.push(table(["scenario", "workload", ...CODE_HOMES.map((h) => HOME_NAMES[h]), "samples"], rows, ["---", "---", ...CODE_HOMES.map(() => "---:"), "---:"]));
+  }
+  lines.push("");
+
+  lines.push("## The one module's own code, function by function");
+  lines.push("");
+  if (r.moduleProfiles.length === 0) {
+    lines.push("Not measured in this run.");
+  } else {
+    lines.push(
+      "What the split above cannot show: build/mesh.wasm, built again with its names kept, in Node's V8 (the engine Envoy embeds), " +
+        "driven through the callbacks Envoy makes for one request with its host calls answered from fixed data (the benchmark's " +
+        "request and answer, status 200), under V8's sampling profiler (`scripts/bench/module-profile.ts`). Module µs is the " +
+        "module's own functions per request; what the host side of each call costs is Envoy's and is in the tables above. " +
+        "Host calls are the ones the module made here, to compare with the counts from Envoy.",
+    );
+    lines.push("");
+    lines.push(table(["scenario", "workload", "module µs/req", "allocator and collector", "largest functions (µs/req)", "host calls per request"],
+      r.moduleProfiles.map((m) => [m.scenario, m.workload, fmt(m.moduleUsPerRequest, 1), fmt(m.allocatorUsPerRequest, 1),
+        m.functions.slice(0, 6).map((f) => `\`${f.name}\` ${fmt(f.usPerRequest, 1)}`).join("; "),
+        Object.entries(m.hostCallsPerRequest).map(([name, n]) => `${name.replace(/^proxy_/, "")} ${fmt(n, 1)}`).join(", ")]),
+      ["---", "---", "---:", "---:", "---", "---"]));
   }
   lines.push("");
 
