@@ -249,7 +249,7 @@ export async function driveModule(wasm: BufferSource, configuration: string, req
 }
 
 export interface ModuleProfile {
-  /** Wall time per request of the whole loop: the module and the JavaScript answering its host calls. */
+  /** Wall time per request, unprofiled: the module and the JavaScript answering its host calls. */
   usPerRequest: number;
   /** The module's own code per request (its functions; not V8's wrappers or the answering host). */
   moduleUsPerRequest: number;
@@ -261,25 +261,34 @@ export interface ModuleProfile {
 
 const isAllocator = (name: string) => name.startsWith("~lib/rt/") || name.startsWith("assembly/shared/collector/");
 
+/**
+ * Times requests through the module, then samples them with V8's profiler: the profiler slows what
+ * it samples, so each function's share of the samples is applied to the unprofiled time.
+ */
 export async function profileModule(wasm: BufferSource, configuration: string, requestBody: string, answer: string, ms: number, top = 15): Promise<ModuleProfile> {
   const driver = await driveModule(wasm, configuration, requestBody, answer);
-  for (let i = 0; i < 5000; i++) driver.request();
+  const runFor = (duration: number) => {
+    const started = performance.now();
+    let requests = 0;
+    while (performance.now() - started < duration) {
+      driver.request();
+      requests++;
+    }
+    return { requests, elapsed: performance.now() - started };
+  };
+  runFor(ms / 4);
   driver.hostCalls.clear();
+  const timed = runFor(ms / 2);
+  const usPerRequest = (timed.elapsed * 1000) / timed.requests;
+  const hostCallsPerRequest = Object.fromEntries([...driver.hostCalls].map(([name, n]) => [name, n / timed.requests]));
   const session = new Session();
   session.connect();
   try {
     await session.post("Profiler.enable");
     await session.post("Profiler.setSamplingInterval", { interval: 50 });
     await session.post("Profiler.start");
-    const started = performance.now();
-    let requests = 0;
-    while (performance.now() - started < ms) {
-      driver.request();
-      requests++;
-    }
-    const elapsed = performance.now() - started;
+    runFor(ms / 2);
     const { profile } = await session.post("Profiler.stop");
-    const usPerRequest = (elapsed * 1000) / requests;
     const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
     const samples = profile.samples ?? [];
     const own = new Map<string, number>();
@@ -296,7 +305,7 @@ export async function profileModule(wasm: BufferSource, configuration: string, r
       moduleUsPerRequest: total(() => true),
       allocatorUsPerRequest: total(isAllocator),
       functions: [...own].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, n]) => ({ name, usPerRequest: perRequest(n) })),
-      hostCallsPerRequest: Object.fromEntries([...driver.hostCalls].map(([name, n]) => [name, n / requests])),
+      hostCallsPerRequest,
     };
   } finally {
     session.disconnect();
@@ -311,6 +320,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     console.error(`module-profile: --scenario is mesh or mesh-lean (build/mesh.wasm built), --workload one of ${workloads().filter((w) => !w.stream).map((w) => w.id).join(", ")}`);
     process.exit(2);
   }
+  process.stdout.on("error", () => process.exit(0));
   mkdirSync(join(repoDir, ".tmp"), { recursive: true });
   const dir = mkdtempSync(join(repoDir, ".tmp", "module-profile-"));
   try {
