@@ -5,11 +5,11 @@
 // build/kernels.wasm, the same source the filters compile, so MB/s here is an upper bound of what a
 // filter can do once Envoy's own costs (copying the body in, host calls) are added.
 import { readFileSync } from "node:fs";
-import { Session } from "node:inspector/promises";
 import { join } from "node:path";
 import { ensureKernelsBuilt, kernelsWasm } from "../../test/harness/kernels.ts";
 import { jsonAnswer, sseAnswer } from "./bodies.ts";
 import { namedReleaseBuild } from "./named-build.ts";
+import { sampleWasm } from "./wasm-samples.ts";
 
 /** ApiShape.OpenAIChat in assembly/shared/llm-request.ts. */
 const OPENAI_CHAT = 1;
@@ -142,30 +142,10 @@ export async function profileScan(body: string, dir: string, ms: number, top = 1
   new Uint8Array(kernels.memory.buffer, ptr, bytes.length).set(bytes);
   const scan = () => kernels.scanRequest!(ptr, bytes.length, OPENAI_CHAT);
   timeCalls(scan, 100);
-  const session = new Session();
-  session.connect();
-  try {
-    await session.post("Profiler.enable");
-    await session.post("Profiler.setSamplingInterval", { interval: 100 });
-    await session.post("Profiler.start");
-    const until = performance.now() + ms;
-    while (performance.now() < until) scan();
-    const { profile } = await session.post("Profiler.stop");
-    const byId = new Map(profile.nodes.map((n) => [n.id, n]));
-    const counts = new Map<string, number>();
-    let inWasm = 0;
-    for (const id of profile.samples ?? []) {
-      const frame = byId.get(id)!.callFrame;
-      // Samples in the profiler loop itself or idle are not the kernel's.
-      if (!frame.url.startsWith("wasm://")) continue;
-      counts.set(frame.functionName, (counts.get(frame.functionName) ?? 0) + 1);
-      inWasm++;
-    }
-    return [...counts]
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, top)
-      .map(([name, n]) => ({ name, share: n / inWasm }));
-  } finally {
-    session.disconnect();
-  }
+  const { byFunction } = await sampleWasm(scan, ms, 100);
+  const inWasm = [...byFunction.values()].reduce((sum, n) => sum + n, 0);
+  return [...byFunction]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([name, n]) => ({ name, share: n / inWasm }));
 }

@@ -8,13 +8,13 @@
 // each call costs is Envoy's, measured by `npm run bench` (`--host-call-costs`) in the real Envoy.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { repoDir } from "../../test/harness/envoy-bin.ts";
 import { jsonAnswer, workloads } from "./bodies.ts";
 import { namedReleaseBuild } from "./named-build.ts";
 import { discoverFilters } from "./scenarios.ts";
+import { sampleWasm } from "./wasm-samples.ts";
 
 const OK = 0;
 const NOT_FOUND = 1;
@@ -281,35 +281,16 @@ export async function profileModule(wasm: BufferSource, configuration: string, r
   const timed = runFor(ms / 2);
   const usPerRequest = (timed.elapsed * 1000) / timed.requests;
   const hostCallsPerRequest = Object.fromEntries([...driver.hostCalls].map(([name, n]) => [name, n / timed.requests]));
-  const session = new Session();
-  session.connect();
-  try {
-    await session.post("Profiler.enable");
-    await session.post("Profiler.setSamplingInterval", { interval: 50 });
-    await session.post("Profiler.start");
-    runFor(ms / 2);
-    const { profile } = await session.post("Profiler.stop");
-    const frames = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
-    const samples = profile.samples ?? [];
-    const own = new Map<string, number>();
-    for (const id of samples) {
-      const frame = frames.get(id)!;
-      // V8's wasm-to-js wrappers are the way out to the host, whose cost this does not measure.
-      if (!frame.url.startsWith("wasm://") || frame.functionName.startsWith("wasm-to-js")) continue;
-      own.set(frame.functionName, (own.get(frame.functionName) ?? 0) + 1);
-    }
-    const perRequest = (n: number) => (n / samples.length) * usPerRequest;
-    const total = (filter: (name: string) => boolean) => perRequest([...own].filter(([name]) => filter(name)).reduce((sum, [, n]) => sum + n, 0));
-    return {
-      usPerRequest,
-      moduleUsPerRequest: total(() => true),
-      allocatorUsPerRequest: total(isAllocator),
-      functions: [...own].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, n]) => ({ name, usPerRequest: perRequest(n) })),
-      hostCallsPerRequest,
-    };
-  } finally {
-    session.disconnect();
-  }
+  const { byFunction, total: samples } = await sampleWasm(driver.request, ms / 2, 50);
+  const perRequest = (n: number) => (n / samples) * usPerRequest;
+  const total = (filter: (name: string) => boolean) => perRequest([...byFunction].filter(([name]) => filter(name)).reduce((sum, [, n]) => sum + n, 0));
+  return {
+    usPerRequest,
+    moduleUsPerRequest: total(() => true),
+    allocatorUsPerRequest: total(isAllocator),
+    functions: [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, n]) => ({ name, usPerRequest: perRequest(n) })),
+    hostCallsPerRequest,
+  };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
