@@ -14,9 +14,9 @@ import { jsonAnswer, type Workload, workloads as allWorkloads } from "./bench/bo
 import { checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";
 import { type KernelResult, profileScan, type ProfileEntry, runKernelBenchmarks } from "./bench/kernels.ts";
+import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { profileModule } from "./bench/module-profile.ts";
 import { namedReleaseBuild } from "./bench/named-build.ts";
-import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
