@@ -332,10 +332,11 @@ async function main(): Promise<void> {
     if (meshes.length > 0) {
       const named = join(runDir, "mesh-profiled.wasm");
       await namedReleaseBuild("assembly/mesh/index.ts", "asconfig.json", named);
+      const meshWasm = readFileSync(named);
       for (const mesh of meshes) {
         for (const w of workloads.filter((w) => !w.stream && w.id !== "128k")) {
           log(`V8 profile of ${mesh.name}'s own code over a ${w.id} request`);
-          moduleProfiles.push({ scenario: mesh.name, workload: w.id, ...(await profileModule(readFileSync(named), mesh.config, w.body, jsonAnswer(), PRESETS.kernelMs * 2)) });
+          moduleProfiles.push({ scenario: mesh.name, workload: w.id, ...(await profileModule(meshWasm, mesh.config, w.body, jsonAnswer(), PRESETS.kernelMs * 2)) });
         }
       }
     }

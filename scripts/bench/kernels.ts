@@ -51,7 +51,8 @@ async function instantiate(path: string): Promise<Exports> {
 }
 
 /** Runs `call` in batches for about `ms`, after a warm-up that lets V8 tier the code up; the median batch wins. */
-function timeCalls(call: () => number, ms: number): { usPerCall: number; result: number } {
+/** µs per call: the median over batches of calls for `ms`, after a warm-up; and the last call's result. */
+export function timeCalls<T>(call: () => T, ms: number): { usPerCall: number; result: T } {
   let result = call();
   const warmUntil = performance.now() + Math.max(50, ms / 4);
   while (performance.now() < warmUntil) result = call();

@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { repoDir } from "../../test/harness/envoy-bin.ts";
 import { jsonAnswer, workloads } from "./bodies.ts";
+import { timeCalls } from "./kernels.ts";
 import { namedReleaseBuild } from "./named-build.ts";
 import { discoverFilters } from "./scenarios.ts";
 import { sampleWasm } from "./wasm-samples.ts";
@@ -259,6 +260,9 @@ export interface ModuleProfile {
   hostCallsPerRequest: Record<string, number>;
 }
 
+/** Requests over which host calls are counted: enough for a tick (every 200) to weigh in as it does in Envoy. */
+const COUNTED_REQUESTS = 1000;
+
 const isAllocator = (name: string) => name.startsWith("~lib/rt/") || name.startsWith("assembly/shared/collector/");
 
 /**
@@ -267,20 +271,10 @@ const isAllocator = (name: string) => name.startsWith("~lib/rt/") || name.starts
  */
 export async function profileModule(wasm: BufferSource, configuration: string, requestBody: string, answer: string, ms: number, top = 15): Promise<ModuleProfile> {
   const driver = await driveModule(wasm, configuration, requestBody, answer);
-  const runFor = (duration: number) => {
-    const started = performance.now();
-    let requests = 0;
-    while (performance.now() - started < duration) {
-      driver.request();
-      requests++;
-    }
-    return { requests, elapsed: performance.now() - started };
-  };
-  runFor(ms / 4);
+  const { usPerCall: usPerRequest } = timeCalls(driver.request, ms / 2);
   driver.hostCalls.clear();
-  const timed = runFor(ms / 2);
-  const usPerRequest = (timed.elapsed * 1000) / timed.requests;
-  const hostCallsPerRequest = Object.fromEntries([...driver.hostCalls].map(([name, n]) => [name, n / timed.requests]));
+  for (let i = 0; i < COUNTED_REQUESTS; i++) driver.request();
+  const hostCallsPerRequest = Object.fromEntries([...driver.hostCalls].map(([name, n]) => [name, n / COUNTED_REQUESTS]));
   const { byFunction, total: samples } = await sampleWasm(driver.request, ms / 2, 50);
   const perRequest = (n: number) => (n / samples) * usPerRequest;
   const total = (filter: (name: string) => boolean) => perRequest([...byFunction].filter(([name]) => filter(name)).reduce((sum, [, n]) => sum + n, 0));
