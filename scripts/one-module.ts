@@ -14,11 +14,11 @@
 // the base uses, which matches no image, so an unpinned deployment fails at the pull.
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { type Manifest, render } from "../test/harness/manifests.ts";
+import { STAGES } from "../test/harness/one-module.ts";
 
-/** The sections of the one module's configuration, in the order its stages run (assembly/mesh/filter.ts). */
-export const STAGES = ["admission", "throttle", "metrics", "router"] as const;
 export const ONE_MODULE_PLUGIN = "llm-mesh";
 const PLACEHOLDER_DIGEST = "0".repeat(64);
 const FAIL_POLICY: Record<string, string> = { FAIL_CLOSE: "FAIL_CLOSED", FAIL_OPEN: "FAIL_OPEN", FAIL_RELOAD: "FAIL_RELOAD" };
@@ -130,27 +130,17 @@ export function manifestsText(docs: Manifest[]): string {
   return docs.map((doc) => stringify(doc, { aliasDuplicateObjects: false, lineWidth: 0 })).join("---\n");
 }
 
-function parseArgs(argv: string[]): { dir: string; pin: ImagePin } {
-  const positional: string[] = [];
-  const pin: ImagePin = {};
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    if (arg === "--url" || arg === "--sha256") {
-      const value = argv[++i];
-      if (!value) throw new Error(`${arg} needs a value`);
-      if (arg === "--url") pin.url = value;
-      else pin.sha256 = value;
-    } else if (arg.startsWith("-")) {
-      throw new Error(`unknown option ${arg} (known: --url IMAGE, --sha256 DIGEST)`);
-    } else positional.push(arg);
-  }
-  if (positional.length !== 1) throw new Error("usage: npm run -s one-module -- <kustomization dir, e.g. k8s/overlays/prod> [--url IMAGE] [--sha256 DIGEST]");
-  return { dir: positional[0], pin };
+const USAGE = "usage: npm run -s one-module -- <kustomization dir, e.g. k8s/overlays/prod> [--url IMAGE] [--sha256 DIGEST]";
+
+function parseArguments(argv: string[]): { dir: string; pin: ImagePin } {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { url: { type: "string" }, sha256: { type: "string" } } });
+  if (positionals.length !== 1) throw new Error(USAGE);
+  return { dir: positionals[0], pin: values };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   try {
-    const { dir, pin } = parseArgs(process.argv.slice(2));
+    const { dir, pin } = parseArguments(process.argv.slice(2));
     if (pin.sha256 === undefined) console.error("one-module: no --sha256, so llm-mesh keeps the all-zero placeholder digest and will not pull until you pin it");
     process.stdout.write(manifestsText(asOneModule(render(resolve(dir)), pin)));
   } catch (err) {

@@ -5,10 +5,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { repoDir } from "../../test/harness/envoy-bin.ts";
-import { wasmHttpFilter } from "../../test/harness/one-module.ts";
+import { STAGES, wasmHttpFilter } from "../../test/harness/one-module.ts";
 
-/** The order the README recommends and Istio's phases give: admission first, the router last. */
-export const RECOMMENDED_ORDER = ["admission", "throttle", "metrics", "router"];
 /** The filter that publishes request facts; later filters read those instead of the body. */
 export const FIRST_FILTER = "admission";
 
@@ -48,7 +46,7 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
   const names = readdirSync(buildDir)
     .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm" && f !== `${ONE_MODULE}.wasm`)
     .map((f) => f.slice(0, -".wasm".length));
-  const rank = (n: string) => (RECOMMENDED_ORDER.includes(n) ? RECOMMENDED_ORDER.indexOf(n) : RECOMMENDED_ORDER.length);
+  const rank = (n: string) => (STAGES.includes(n) ? STAGES.indexOf(n) : STAGES.length);
   names.sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
   const filters: FilterModule[] = [];
   const skipped: string[] = [];

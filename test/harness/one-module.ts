@@ -5,6 +5,12 @@ import { parse, stringify } from "yaml";
 
 const WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
+/**
+ * The filters in the order a request meets them: the order the README recommends and Istio's phases
+ * give, and the order of the one module's stages (STAGE_NAMES in assembly/mesh/filter.ts).
+ */
+export const STAGES: readonly string[] = ["admission", "throttle", "metrics", "router"];
+
 interface HttpFilter {
   name: string;
   typed_config?: { "@type"?: string; config?: { root_id?: string; configuration?: { value?: string }; vm_config?: { code?: { local?: { filename?: string } } } } };
