@@ -16,7 +16,7 @@ import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
-import { type Manifest, render } from "../test/harness/manifests.ts";
+import { type Manifest, render, wasmPluginFilterNames } from "../test/harness/manifests.ts";
 import { STAGES } from "../test/harness/one-module.ts";
 
 export const ONE_MODULE_PLUGIN = "llm-mesh";
@@ -97,18 +97,19 @@ export function asOneModule(docs: Manifest[], pin: ImagePin = {}): Manifest[] {
 }
 
 const extensionConfigPatch = (filter: Manifest) => filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG");
-const httpFilterPatch = (filter: Manifest) => filter.spec.configPatches.find((p: any) => p.applyTo === "HTTP_FILTER" && p.patch?.operation === "REPLACE");
+const httpFilterPatches = (filter: Manifest) => filter.spec.configPatches.filter((p: any) => p.applyTo === "HTTP_FILTER" && p.patch?.operation === "REPLACE");
+const replacedName = (patch: any): string | undefined => patch.match?.listener?.filterChain?.filter?.subFilter?.name;
 
 /** An EnvoyFilter that swaps the plugin's HTTP filter for one with allow_on_headers_stop_iteration (k8s/base/hold-headers-envoyfilter.yaml). */
 function servesPlugin(doc: Manifest, plugin: Manifest): boolean {
   if (doc.kind !== "EnvoyFilter") return false;
-  const replaced = httpFilterPatch(doc)?.match?.listener?.filterChain?.filter?.subFilter?.name;
-  return replaced === `${plugin.metadata.namespace}.${plugin.metadata.name}` && extensionConfigPatch(doc) !== undefined;
+  const names = wasmPluginFilterNames(plugin.metadata.namespace!, plugin.metadata.name);
+  return httpFilterPatches(doc).some((p: any) => names.includes(replacedName(p)!)) && extensionConfigPatch(doc) !== undefined;
 }
 
 function holdHeadersFor(filter: Manifest, plugin: Manifest): Manifest {
   const copy = structuredClone(filter);
-  const namespace = plugin.metadata.namespace;
+  const namespace = plugin.metadata.namespace!;
   const extensionName = `${namespace}.${plugin.metadata.name}-hold-headers`;
   copy.metadata.name = `${plugin.metadata.name}-hold-headers`;
   const extension = extensionConfigPatch(copy).patch.value;
@@ -120,9 +121,14 @@ function holdHeadersFor(filter: Manifest, plugin: Manifest): Manifest {
   config.vm_config.code.remote.http_uri.uri = plugin.spec.url;
   config.vm_config.code.remote.sha256 = plugin.spec.sha256;
   config.configuration = { "@type": "type.googleapis.com/google.protobuf.StringValue", value: JSON.stringify(plugin.spec.pluginConfig, null, 2) };
-  const replace = httpFilterPatch(copy);
-  replace.match.listener.filterChain.filter.subFilter.name = `${namespace}.${plugin.metadata.name}`;
-  replace.patch.value.name = extensionName;
+  // The same replacements, one per name Istio may give the plugin's filter, now naming this plugin.
+  const replaces = httpFilterPatches(copy);
+  const names = wasmPluginFilterNames(namespace, plugin.metadata.name);
+  if (replaces.length !== names.length) throw new Error(`EnvoyFilter ${filter.metadata.name}: expected ${names.length} HTTP filter replacements (one per Istio naming), found ${replaces.length}`);
+  replaces.forEach((replace: any, i: number) => {
+    replace.match.listener.filterChain.filter.subFilter.name = names[i];
+    replace.patch.value.name = extensionName;
+  });
   return copy;
 }
 

@@ -184,14 +184,20 @@ for (const [where, docs] of renderings) {
       const admission = one(plugins, "WasmPlugin", "llm-admission");
       const filter = one(docs, "EnvoyFilter", "llm-admission-hold-headers");
       const ecds = filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG");
-      const replace = filter.spec.configPatches.find((p: any) => p.applyTo === "HTTP_FILTER");
+      const replaces = filter.spec.configPatches.filter((p: any) => p.applyTo === "HTTP_FILTER");
       assert.deepEqual(filter.spec.workloadSelector.labels, admission.spec.selector.matchLabels);
-      // Istio names a WasmPlugin's HTTP filter <namespace>.<name>.
-      assert.equal(replace.match.listener.filterChain.filter.subFilter.name, `${admission.metadata.namespace}.${admission.metadata.name}`);
-      assert.equal(replace.patch.operation, "REPLACE");
+      // One replacement per name Istio gives a WasmPlugin's HTTP filter: 1.26-1.29, then master.
+      assert.deepEqual(replaces.map((r: any) => r.match.listener.filterChain.filter.subFilter.name), [
+        "extensions.istio.io/wasmplugin/llm-serving.llm-admission",
+        "extensions.istio.io/trafficextension/llm-serving.llm-admission~istio-translated-wasmplugin",
+      ]);
       assert.equal(ecds.patch.operation, "ADD");
-      assert.equal(replace.patch.value.name, ecds.patch.value.name, "the replaced filter takes its config from the added extension");
-      assert.deepEqual(replace.patch.value.config_discovery.type_urls, [ecds.patch.value.typed_config["@type"]]);
+      for (const replace of replaces) {
+        assert.equal(replace.patch.operation, "REPLACE");
+        assert.equal(replace.patch.value.name, ecds.patch.value.name, "the replaced filter takes its config from the added extension");
+        // The plugin's type, and RBAC for the deny-all filter istio-agent serves when the image fails.
+        assert.deepEqual(replace.patch.value.config_discovery.type_urls, [ecds.patch.value.typed_config["@type"], "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"]);
+      }
       const config = ecds.patch.value.typed_config.config;
       assert.equal(config.allow_on_headers_stop_iteration, true);
       assert.equal(config.root_id, admission.spec.pluginName);
@@ -443,9 +449,12 @@ describe("as one module (scripts/one-module.ts)", () => {
       const mesh = one(out, "WasmPlugin", "llm-mesh");
       const filter = one(out, "EnvoyFilter");
       const ecds = filter.spec.configPatches.find((p: any) => p.applyTo === "EXTENSION_CONFIG").patch.value;
-      const replace = filter.spec.configPatches.find((p: any) => p.applyTo === "HTTP_FILTER");
-      assert.equal(replace.match.listener.filterChain.filter.subFilter.name, `${mesh.metadata.namespace}.llm-mesh`);
-      assert.equal(replace.patch.value.name, ecds.name);
+      const replaces = filter.spec.configPatches.filter((p: any) => p.applyTo === "HTTP_FILTER");
+      assert.deepEqual(replaces.map((r: any) => r.match.listener.filterChain.filter.subFilter.name), [
+        "extensions.istio.io/wasmplugin/llm-serving.llm-mesh",
+        "extensions.istio.io/trafficextension/llm-serving.llm-mesh~istio-translated-wasmplugin",
+      ]);
+      for (const replace of replaces) assert.equal(replace.patch.value.name, ecds.name);
       const config = ecds.typed_config.config;
       assert.equal(config.allow_on_headers_stop_iteration, true);
       assert.equal(config.root_id, "llm-mesh");

@@ -66,6 +66,15 @@ export function kustomizationDirs(root: string = k8sDir): string[] {
 
 export const FILTERS = ["admission", "throttle", "router", "metrics"] as const;
 
+/**
+ * The names Istio gives a WasmPlugin's HTTP filter in the chain, which an EnvoyFilter's `subFilter`
+ * must match, on the Istio versions that run Envoy 1.35 or later: 1.26 to 1.29, then master, where
+ * WasmPlugins are translated into TrafficExtensions.
+ */
+export function wasmPluginFilterNames(namespace: string, name: string): string[] {
+  return [`extensions.istio.io/wasmplugin/${namespace}.${name}`, `extensions.istio.io/trafficextension/${namespace}.${name}~istio-translated-wasmplugin`];
+}
+
 export interface PluginConfigSite {
   filter: string;
   /** Where it was found, for messages. */
