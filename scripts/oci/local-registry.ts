@@ -21,6 +21,8 @@ export interface LocalRegistryOptions {
   readOnly?: boolean;
   /** Where the config, htpasswd file and log go; a fresh temp dir by default. */
   workDir?: string;
+  /** The address to listen on: loopback unless another network namespace must reach it. */
+  address?: string;
 }
 
 export interface LocalRegistry {
@@ -37,9 +39,9 @@ export function registryBinary(): string | undefined {
   return candidates.find((c): c is string => !!c && existsSync(c));
 }
 
-export async function freePort(): Promise<number> {
+export async function freePort(address = "127.0.0.1"): Promise<number> {
   const server = createServer();
-  await new Promise<void>((ok, fail) => server.once("error", fail).listen(0, "127.0.0.1", () => ok()));
+  await new Promise<void>((ok, fail) => server.once("error", fail).listen(0, address, () => ok()));
   const { port } = server.address() as { port: number };
   await new Promise((done) => server.close(done));
   return port;
@@ -60,7 +62,8 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
   const workDir = options.workDir ?? mkdtempSync(join(tmpdir(), "llm-mesh-registry-"));
   mkdirSync(workDir, { recursive: true });
   mkdirSync(options.storageDir, { recursive: true });
-  const port = await freePort();
+  const address = options.address ?? "127.0.0.1";
+  const port = await freePort(address);
   const auth = options.auth ?? { kind: "none" };
 
   const config: Record<string, unknown> = {
@@ -72,7 +75,7 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
       filesystem: { rootdirectory: options.storageDir },
       maintenance: { uploadpurging: { enabled: false }, readonly: { enabled: options.readOnly ?? false } },
     },
-    http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString("hex"), headers: { "X-Content-Type-Options": ["nosniff"] } },
+    http: { addr: `${address}:${port}`, secret: randomBytes(16).toString("hex"), headers: { "X-Content-Type-Options": ["nosniff"] } },
   };
   if (auth.kind === "htpasswd") {
     const file = join(workDir, "htpasswd");
@@ -106,7 +109,7 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
     clearTimeout(timer);
   };
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://${address}:${port}`;
   const deadline = Date.now() + 10_000;
   while (true) {
     if (exited) throw new Error(`docker-registry ${exited}:\n${logText.slice(-3000)}`);
@@ -123,5 +126,5 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  return { port, host: `127.0.0.1:${port}`, url, log: () => logText, stop };
+  return { port, host: `${address}:${port}`, url, log: () => logText, stop };
 }

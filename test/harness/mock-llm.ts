@@ -326,8 +326,10 @@ const HANDLERS: Record<string, { api: Api; json: (x: Exchange) => Json; stream?:
 
 const MODELS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "claude-3-5-sonnet-latest"];
 
-export async function startMockLlm(options: { port?: number; name?: string } = {}): Promise<MockLlm> {
+/** `host`: the address to listen on, loopback unless a test's pod network must reach it. */
+export async function startMockLlm(options: { port?: number; name?: string; host?: string } = {}): Promise<MockLlm> {
   const name = options.name ?? "mock-llm";
+  const host = options.host ?? "127.0.0.1";
   const requests: RecordedRequest[] = [];
   let defaults: MockBehavior = {};
   let seq = 0;
@@ -395,13 +397,13 @@ export async function startMockLlm(options: { port?: number; name?: string } = {
 
   await new Promise<void>((ok, fail) => {
     server.once("error", fail);
-    server.listen(options.port ?? 0, "127.0.0.1", () => ok());
+    server.listen(options.port ?? 0, host, () => ok());
   });
   const port = (server.address() as { port: number }).port;
 
   return {
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `http://${host}:${port}`,
     name,
     requests,
     reset: () => void requests.splice(0),
