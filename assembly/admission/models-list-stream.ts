@@ -1,10 +1,12 @@
 // A model list or model request on an admission stream: it moves headers and bodies between Envoy
-// and models-list.ts. The answer is read whole, within the filter's body limit (the largest
-// `max_body_bytes`), then written back with a true content-length when the headers could be held
-// (`hold_headers`); otherwise the headers go on at once without content-length. An answer there is
-// nothing to read from (an error, no body, an encoding, more than the limit) is replaced by the list
-// the configuration gives: while the headers are still here, as a local reply.
+// and models-list.ts. The model server's answer is gathered here chunk by chunk, never past the
+// filter's body limit (the largest `max_body_bytes`), and goes on as the last chunk, rewritten: with
+// a true content-length when the headers could be held (`hold_headers`), otherwise without one
+// (the headers went on at once). An answer there is nothing to read from (an error, no body, an
+// encoding, more than the limit) is replaced by the list the configuration gives: as a local reply
+// while its headers are still here.
 import { errorBody } from "../shared/api-errors";
+import { ByteWriter } from "../shared/byte-writer";
 import { FilterDataStatusValues, FilterHeadersStatusValues } from "../shared/context";
 import {
   Logger,
@@ -31,7 +33,7 @@ const NOTHING = new Uint8Array(0);
 enum Step {
   /** For the model server's answer. */
   Waiting = 0,
-  /** Its body, until the end. */
+  /** Its body, gathered here until the end. */
   Buffering,
   /** Its body past the limit, after the configuration's list went out instead: dropped as it comes. */
   Draining,
@@ -45,6 +47,8 @@ let warnedOverLimit = false;
 export class ModelsListStream {
   private step: Step = Step.Waiting;
   private held: bool = false;
+  /** The answer so far, while buffering. */
+  private received: ByteWriter | null = null;
 
   constructor(private contextId: u32, private config: AdmissionConfig, private logger: Logger, private request: ModelsRequest) {}
 
@@ -93,6 +97,7 @@ export class ModelsListStream {
       return FilterHeadersStatusValues.StopIteration;
     }
     this.step = Step.Buffering;
+    this.received = new ByteWriter(length > 0 ? <i32>length : 4096);
     if (this.config.holdHeaders) {
       this.held = true;
       return FilterHeadersStatusValues.StopIteration;
@@ -108,26 +113,32 @@ export class ModelsListStream {
       if (length > 0) replaceResponseBody(length, NOTHING);
       return FilterDataStatusValues.Continue;
     }
-    if (this.step != Step.Buffering) return FilterDataStatusValues.Continue;
+    const received = this.received;
+    if (this.step != Step.Buffering || received == null) return FilterDataStatusValues.Continue;
     const anthropic = this.request.anthropic;
-    if (<i64>length > this.config.maxBufferBytes) {
+    if (<i64>received.length + <i64>length > this.config.maxBufferBytes) {
       this.warnOverLimit();
       if (this.held) {
         this.replyFromConfig("the model server's list is over " + this.config.maxBufferBytes.toString() + " bytes");
         return FilterDataStatusValues.StopIterationNoBuffer;
       }
       replaceResponseBody(length, configuredList(this.config, anthropic));
-      this.step = Step.Draining;
+      this.step = end_of_stream ? Step.Done : Step.Draining;
       return FilterDataStatusValues.Continue;
     }
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (length > 0) received.append(responseBody(0, length));
+    // Kept here rather than in Envoy's buffer: Envoy adds each chunk to its buffer before this
+    // filter sees it, and fails the answer (500) when one chunk takes it past its own limit.
+    if (!end_of_stream) return FilterDataStatusValues.StopIterationNoBuffer;
     this.step = Step.Done;
-    let answer = filteredList(this.config, responseBody(0, length), anthropic, routerModels());
+    this.received = null;
+    let answer = filteredList(this.config, received.view(), anthropic, routerModels());
     if (answer == null) {
       this.logger.debug(this.contextId, "the model server's answer is no model list; answering the configuration's");
       answer = configuredList(this.config, anthropic);
       if (this.held) setResponseHeader("content-type", "application/json");
     }
+    // The last chunk carries the whole answer; the ones before it were not passed on.
     replaceResponseBody(length, answer);
     if (this.held) setResponseHeader("content-length", answer.length.toString());
     return FilterDataStatusValues.Continue;

@@ -9,6 +9,7 @@
 // them exactly. The model server's entries keep their fields; a client that sends
 // `anthropic-version` gets Anthropic's list shape.
 import { ApiError } from "../shared/api-errors";
+import { ByteWriter } from "../shared/byte-writer";
 import { JsonKind, JsonReader } from "../shared/json";
 import { jsonQuote } from "../shared/json-write";
 import { ModelsRequest } from "../shared/models-api";
@@ -230,36 +231,4 @@ export function isoUtc(seconds: i64): string {
 
 function pad(value: i64, width: i32): string {
   return value.toString().padStart(width, "0");
-}
-
-/** Bytes appended into one growing buffer: a list of thousands of entries is not built string by string. */
-class ByteWriter {
-  private buffer: Uint8Array;
-  private length: i32 = 0;
-
-  constructor(capacity: i32) {
-    this.buffer = new Uint8Array(max(capacity, 16));
-  }
-
-  private reserve(extra: i32): void {
-    if (this.length + extra <= this.buffer.length) return;
-    const grown = new Uint8Array(max(this.buffer.length * 2, this.length + extra));
-    grown.set(this.buffer.subarray(0, this.length));
-    this.buffer = grown;
-  }
-
-  bytes(source: Uint8Array, start: i32, end: i32): void {
-    this.reserve(end - start);
-    this.buffer.set(source.subarray(start, end), this.length);
-    this.length += end - start;
-  }
-
-  text(value: string): void {
-    const encoded = Uint8Array.wrap(String.UTF8.encode(value));
-    this.bytes(encoded, 0, encoded.length);
-  }
-
-  finish(): Uint8Array {
-    return this.buffer.slice(0, this.length);
-  }
 }
