@@ -50,6 +50,9 @@ Try:
   # an unknown model, refused before it reaches a GPU:
   curl -s ${base}/v1/chat/completions -d '{"model":"gpt-9","messages":[]}'
 
+  # the models a client may name: the model server's list, less what admission refuses:
+  curl -s ${base}/v1/models
+
   # beta users go to the canary (answered by the "canary" mock, model rewritten):
   curl -si ${base}/v1/chat/completions -H 'x-user-group: beta' \\
     -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}' | grep -i x-mock-served-by

@@ -41,6 +41,7 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
     ['{"invalid_body":true}', "invalid_body"],
     ['{"hold_headers":"yes"}', "hold_headers"],
     ['{"forward_headers":1}', "forward_headers"],
+    ['{"model_list":"filtered"}', "model_list"],
   ],
   throttle: [
     ["{", "(config)"],

@@ -14,7 +14,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-test("the demo prints a curl line that works, and a refused unknown model", { timeout: 60000 }, async () => {
+test("the demo prints a curl line that works, a refused unknown model, and the models it serves", { timeout: 60000 }, async () => {
   const env = { ...process.env };
   for (const name of ["LLM_MESH_PORT", "LLM_MESH_ADMIN_PORT", "LLM_MESH_PRIMARY_PORT", "LLM_MESH_CANARY_PORT", "LLM_MESH_SHADOW_PORT", "LLM_MESH_SHADOW_LISTEN_PORT"]) env[name] = String(await freePort());
   const demo = spawn(process.execPath, ["--import", "tsx", "scripts/demo.ts"], { cwd: repoDir, env, stdio: ["ignore", "pipe", "pipe"] });
@@ -36,6 +36,11 @@ test("the demo prints a curl line that works, and a refused unknown model", { ti
     const refused = await fetch(second[4], { method: "POST", body: second[5] });
     assert.equal(refused.status, 400);
     assert.equal((await refused.json()).error.code, "model_not_found");
+    const list = output.match(/curl -s (\S+\/v1\/models)\n/);
+    assert.ok(list, output);
+    // The mock model server lists gpt-4o, gpt-4o-mini, text-embedding-3-small, claude-3-5-sonnet-latest.
+    const models = await (await fetch(list[1])).json();
+    assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["gpt-4o-mini"]);
     const beta = output.match(/curl -si (\S+) -H '([^:']+): ([^']+)' \\\s*\n\s*-d '([^']+)'/);
     assert.ok(beta, output);
     const canary = await fetch(beta[1], { method: "POST", headers: { [beta[2]]: beta[3] }, body: beta[4] });

@@ -394,12 +394,15 @@ describe("metrics filter without the admission filter", () => {
   envoyTest("reads the model from the body itself and publishes the facts", () => ({ scenario: "metrics-alone", vars: { UPSTREAM_PORT: mock.port, METRICS_CONFIG: metricsConfig } }), async (envoy) => {
     const res = await postJson(envoy.url("/v1/messages"), { model: "claude-3-5-sonnet-latest", messages: hello, max_tokens: 4 });
     assert.equal(res.status, 200);
-    const notLlm = await fetch(envoy.url("/v1/models"));
-    assert.equal(notLlm.status, 200);
-    await notLlm.text();
-    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === 1);
+    const list = await fetch(envoy.url("/v1/models"));
+    assert.equal(list.status, 200);
+    await list.text();
+    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === 2);
     assert.equal(sumOf(samples, "gen_ai_server_requests_total", { gen_ai_request_model: "claude-3-5-sonnet-latest", llm_api: "anthropic.messages" }), 1);
-    assert.equal(sumOf(samples, "gen_ai_server_requests_total"), 1, "GET /v1/models is not an LLM request");
+    // The model list counts under its own API, with no model and no tokens, not as a chat request.
+    assert.equal(sumOf(samples, "gen_ai_server_requests_total", { gen_ai_request_model: "none", llm_api: "openai.models", llm_outcome: "admitted" }), 1);
+    assert.equal(sumOf(samples, "gen_ai_server_requests_total"), 2);
+    assert.equal(sumOf(samples, "gen_ai_usage_tokens_total", { llm_api: "openai.models" }), 0);
     const records = await accessLog(envoy);
     assert.equal(records.length, 2);
     const record = records[0];

@@ -64,7 +64,7 @@ describe("admission config", () => {
     expect(configError('{"apis":["openai.chat","grpc"]}')).toBe('apis[1]: unknown API "grpc" (known: openai.chat, openai.completions, openai.embeddings, anthropic.messages)');
     expect(configError('{"paths":{"chat":"openai.chat"}}')).toBe("paths.chat: a path must start with /");
     expect(configError('{"unknown_model":"maybe"}')).toBe('unknown_model: must be one of reject, allow, got "maybe"');
-    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, invalid_body, forward_headers, hold_headers)");
+    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, model_list, invalid_body, forward_headers, hold_headers)");
     expect(configError('{"forward_headers":"yes"}')).toBe('forward_headers: must be true or false, got "yes"');
   });
 });

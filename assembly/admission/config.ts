@@ -12,7 +12,15 @@ const TOKEN_LIMIT: i64 = 100_000_000;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
 const MODEL_KEYS: string[] = ["max_body_bytes", "max_prompt_tokens", "max_output_tokens", "output_limit_action", "tokenizer"];
-const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "invalid_body", "forward_headers", "hold_headers"];
+const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "model_list", "invalid_body", "forward_headers", "hold_headers"];
+
+/** What `GET /v1/models` answers (models-list.ts). */
+export enum ModelListMode {
+  /** The model server's list less the models this filter refuses. */
+  Admitted = 0,
+  /** The model server's list, untouched. */
+  Upstream,
+}
 
 export enum OutputLimitAction {
   Reject = 0,
@@ -51,6 +59,8 @@ export class AdmissionConfig {
   mayRewriteBody: bool = false;
   /** The most any request may buffer: the largest byte limit of any entry. */
   maxBufferBytes: i64 = DEFAULT_MAX_BODY_BYTES;
+  /** Admitted by default when unknown models are refused and some are listed: the list then says what is served. */
+  modelList: ModelListMode = ModelListMode.Upstream;
 
   /** The API a request path is for, if the filter applies to it. */
   shapeFor(path: string): ApiShape {
@@ -149,6 +159,10 @@ export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): A
     if (limit > config.maxBufferBytes) config.maxBufferBytes = limit;
     if (unchecked(config.models.values[i]).outputLimitAction == OutputLimitAction.Clamp) config.mayRewriteBody = true;
   }
+
+  const limitsModels = config.rejectUnknownModels && config.models.size > 0;
+  const modelList = root.oneOf("model_list", ["admitted", "upstream"], limitsModels ? "admitted" : "upstream");
+  config.modelList = modelList == "admitted" ? ModelListMode.Admitted : ModelListMode.Upstream;
 
   const result = new AdmissionConfigResult();
   if (errors.ok) result.config = config;

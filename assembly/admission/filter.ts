@@ -14,6 +14,7 @@ import { TokenEstimator } from "../shared/tokens";
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
+import { ModelsListStream } from "./models-list-stream";
 
 export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -51,6 +52,8 @@ export class AdmissionStream extends Context {
   private finished: bool = false;
   private sawBody: bool = false;
   private encoded: bool = false;
+  /** Set on a model list or model request (GET /v1/models...), whose answer this filter may rewrite. */
+  private models: ModelsListStream | null = null;
 
   constructor(context_id: u32, private root: AdmissionRoot) {
     super(context_id, root);
@@ -61,6 +64,11 @@ export class AdmissionStream extends Context {
     const config = this.root.config;
     const method = requestHeader(":method");
     const path = requestHeader(":path");
+    const models = ModelsListStream.start(this.context_id, config, logger, method, path);
+    if (models != null) {
+      this.models = models;
+      return models.onRequestHeaders();
+    }
     if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
     this.shape = config.shapeFor(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
@@ -126,6 +134,16 @@ export class AdmissionStream extends Context {
     if (verdict.outcome != Outcome.PassedThrough) {
       RequestFacts.fromRequest(request).publish(config.holdHeaders && config.forwardHeaders);
     }
+  }
+
+  onResponseHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const models = this.models;
+    return models != null ? models.onResponseHeaders(end_of_stream) : FilterHeadersStatusValues.Continue;
+  }
+
+  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    const models = this.models;
+    return models != null ? models.onResponseBody(body_buffer_length, end_of_stream) : FilterDataStatusValues.Continue;
   }
 
   onLog(): void {

@@ -1,5 +1,6 @@
 // The callbacks Envoy makes into this filter, and only those (assembly/shared/abi.ts says why):
-// admission never looks at the response and has nothing to finish when a stream is done.
+// admission reads the response only to answer the model list (models-list-stream.ts), and has
+// nothing to finish when a stream is done.
 export {
   malloc,
   proxy_abi_version_0_2_1,
@@ -7,6 +8,8 @@ export {
   proxy_on_configure,
   proxy_on_request_headers,
   proxy_on_request_body,
+  proxy_on_response_headers,
+  proxy_on_response_body,
   proxy_on_log,
   proxy_on_delete,
 } from "../shared/abi";

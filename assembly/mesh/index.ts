@@ -15,10 +15,11 @@ export {
 } from "../shared/abi";
 import { registerFilter, RootContext } from "../shared/context";
 import { keepFilterStateInVm } from "../shared/host";
+import { FACT_ROUTER_MODELS } from "../shared/models-api";
 import { FACT_ALL } from "../shared/request-facts";
 import { FACT_USAGE, FACT_USAGE_TRACKED } from "../shared/usage-handoff";
 import { FILTER_NAME, MeshRoot } from "./filter";
 
 registerFilter((context_id: u32): RootContext => new MeshRoot(context_id), FILTER_NAME);
 // What the stages hand each other and nothing else reads: no host call to store it.
-keepFilterStateInVm([FACT_ALL, FACT_USAGE_TRACKED, FACT_USAGE]);
+keepFilterStateInVm([FACT_ALL, FACT_USAGE_TRACKED, FACT_USAGE, FACT_ROUTER_MODELS]);

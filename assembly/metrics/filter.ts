@@ -13,6 +13,7 @@ import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shar
 import { LabelSlots } from "../shared/metric-labels";
 import { LABEL_NONE } from "../shared/metric-names";
 import { MetricTable, NO_METRIC } from "../shared/metric-table";
+import { ModelsCall, ModelsRequest, readModelsRequest } from "../shared/models-api";
 import { RequestFacts } from "../shared/request-facts";
 import { UsageTracker } from "../shared/response-usage";
 import { announceUsage, publishUsage } from "../shared/usage-handoff";
@@ -105,6 +106,8 @@ export class MetricsStream extends Context {
   private readingBody: bool = false;
   private activeId: i32 = NO_METRIC;
   private tracker: UsageTracker | null = null;
+  /** A model list or model request: counted under its own API, with no body or usage to read. */
+  private models: ModelsRequest | null = null;
 
   constructor(context_id: u32, private root: MetricsRoot) {
     super(context_id, root);
@@ -141,7 +144,7 @@ export class MetricsStream extends Context {
   }
 
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
-    if (!this.llm) return FilterHeadersStatusValues.Continue;
+    if (!this.llm || this.models != null) return FilterHeadersStatusValues.Continue;
     const tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
     this.tracker = tracker;
     // The throttle filter sees the response after this one and takes the usage from here.
@@ -181,13 +184,14 @@ export class MetricsStream extends Context {
     // Facts published after the headers passed here (by a filter that reads the body without holding headers).
     if (this.facts == null) this.facts = RequestFacts.fromFilterState();
     const facts = this.facts;
-    const requested = facts != null ? facts.model : "";
+    const requested = this.requestedModel();
     const answered = tracker != null ? tracker.model : "";
+    const models = this.models;
 
     const labels = new RequestLabels();
     labels.requestModel = root.modelLabel(requested, served);
     labels.responseModel = answered.length > 0 ? root.modelLabel(answered, served) : labels.requestModel;
-    labels.api = apiShapeName(this.shape);
+    labels.api = models != null ? models.api : apiShapeName(this.shape);
     labels.route = isShadowRequest() ? ROUTE_SHADOW : currentRoute();
     labels.statusClass = statusClass(ending.status);
     labels.outcome = outcome;
@@ -248,15 +252,27 @@ export class MetricsStream extends Context {
     } else {
       const method = requestHeader(":method");
       const path = requestHeader(":path");
-      if (method != null && method == "POST" && path != null) this.shape = apiShapeForPath(path);
+      if (method != null && method == "POST" && path != null) {
+        this.shape = apiShapeForPath(path);
+      } else if (method != null && method == "GET") {
+        const models = readModelsRequest(method, path, requestHeader("anthropic-version"));
+        if (models.call != ModelsCall.None) this.models = models;
+      }
     }
-    this.llm = this.shape != ApiShape.Unknown;
+    this.llm = this.shape != ApiShape.Unknown || this.models != null;
+  }
+
+  /** The model the request names: from the facts or the body, or the one a model request asks for. */
+  private requestedModel(): string {
+    const facts = this.facts;
+    if (facts != null) return facts.model;
+    const models = this.models;
+    return models != null ? models.id : "";
   }
 
   /** The in-flight gauge counts from when the model is known (from facts or the body) until onLog. */
   private startActive(): void {
-    const requested = this.facts != null ? this.facts!.model : "";
-    this.activeId = this.root.activeGauge(this.root.modelLabel(requested, false));
+    this.activeId = this.root.activeGauge(this.root.modelLabel(this.requestedModel(), false));
     incrementMetric(this.activeId, 1);
   }
 }

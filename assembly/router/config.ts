@@ -128,6 +128,17 @@ export class RouterConfig {
     for (let i = 0; i < this.targets.length; i++) names.push(unchecked(this.targets[i]).name);
     return names.join(", ");
   }
+
+  /** The names models are rewritten to (targets' and the shadow's rewrite_model): they exist only behind the router. */
+  rewriteModels(): string[] {
+    const names: string[] = [];
+    for (let i = 0; i < this.targets.length; i++) {
+      const name = unchecked(this.targets[i]).rewriteModel;
+      if (name.length > 0 && !names.includes(name)) names.push(name);
+    }
+    if (this.shadowRewriteModel.length > 0 && !names.includes(this.shadowRewriteModel)) names.push(this.shadowRewriteModel);
+    return names;
+  }
 }
 
 export class RouterConfigResult {

@@ -30,6 +30,7 @@ import {
 } from "../shared/host";
 import { apiShapeForPath, ApiShape } from "../shared/llm-request";
 import { TaggedName } from "../shared/metric-names";
+import { isModelListRequest, publishRouterModels } from "../shared/models-api";
 import { headerSafe, RequestFacts } from "../shared/request-facts";
 import { UsageTracker } from "../shared/response-usage";
 import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../shared/route";
@@ -149,6 +150,9 @@ export class RouterStream extends Context {
     this.clientRoute = requestHeader(config.routeHeader);
     if (this.clientRoute != null) removeRequestHeader(config.routeHeader);
     if (config.modelHeader.length > 0) removeRequestHeader(config.modelHeader);
+    // The model list is answered by admission, which sees the answer after this filter: it keeps
+    // the names that exist only behind the router out of it.
+    if (isModelListRequest(requestHeader(":method"), requestHeader(":path"))) publishRouterModels(config.rewriteModels());
     // An earlier llm-mesh filter already chose the way (the throttle's redirect to a fallback): its
     // choice stands, and the targets here neither serve nor answer for it.
     const earlier = filterState(FACT_ROUTE);

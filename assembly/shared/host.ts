@@ -313,6 +313,11 @@ export function setResponseHeader(name: string, value: string): bool {
   return setHeader(RESPONSE_HEADERS, name, value);
 }
 
+export function removeResponseHeader(name: string): bool {
+  responseHeadersOfThisCallback.load();
+  return removeHeader(RESPONSE_HEADERS, name);
+}
+
 // ---- bodies ----
 
 function bufferBytes(buffer: u32, start: u32, length: u32): Uint8Array {
@@ -333,6 +338,11 @@ export function responseBody(start: u32, length: u32): Uint8Array {
 /** Replaces the first `length` bytes of the buffered request body. */
 export function replaceRequestBody(length: u32, bytes: Uint8Array): bool {
   return imports.proxy_set_buffer_bytes(REQUEST_BODY, 0, length, changetype<usize>(bytes.buffer) + bytes.byteOffset, bytes.byteLength) == OK;
+}
+
+/** Replaces the first `length` bytes of the buffered response body (in this callback's chunk, or all of it when buffered). */
+export function replaceResponseBody(length: u32, bytes: Uint8Array): bool {
+  return imports.proxy_set_buffer_bytes(RESPONSE_BODY, 0, length, changetype<usize>(bytes.buffer) + bytes.byteOffset, bytes.byteLength) == OK;
 }
 
 // ---- local responses ----

@@ -92,6 +92,14 @@ export class JsonReader {
     return this.hasError;
   }
 
+  /**
+   * Where the reader stands in the input: right after the last thing read, or at the next value once
+   * peek() has passed the whitespace before it. A whole object or array lies between the two.
+   */
+  get offset(): i32 {
+    return this.pos;
+  }
+
   fail(message: string): bool {
     if (!this.hasError) {
       this.error = message;

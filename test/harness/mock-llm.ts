@@ -12,6 +12,17 @@ export interface MockBehavior {
   resetAfter?: number;
   completionTokens?: number;
   model?: string;
+  /** What GET /v1/models lists (x-mock-models, comma-separated; "" lists nothing); default MODELS and `model`. */
+  models?: string[];
+  /** Also list this many generated models, `mock-model-<n>` (x-mock-models-count): a list as large as a test needs. */
+  modelsCount?: number;
+  /**
+   * Write the list in this many pieces, chunked, without content-length (x-mock-models-chunks),
+   * chunkDelayMs apart: the opening, then the entries in equal parts.
+   */
+  modelsChunks?: number;
+  /** Answer a client that sends anthropic-version in OpenAI's shape anyway, as OpenAI-compatible servers do (x-mock-models-shape: openai). */
+  modelsShape?: "openai";
 }
 
 export interface RecordedRequest {
@@ -109,7 +120,13 @@ function headerNumber(req: IncomingMessage, name: string): number | undefined {
 
 function behaviorOf(req: IncomingMessage, defaults: MockBehavior): MockBehavior {
   const model = req.headers["x-mock-model"];
+  const models = req.headers["x-mock-models"];
+  const shape = req.headers["x-mock-models-shape"];
   return {
+    models: typeof models === "string" ? models.split(",").filter(Boolean) : defaults.models,
+    modelsCount: headerNumber(req, "x-mock-models-count") ?? defaults.modelsCount,
+    modelsChunks: headerNumber(req, "x-mock-models-chunks") ?? defaults.modelsChunks,
+    modelsShape: shape === "openai" ? "openai" : defaults.modelsShape,
     latencyMs: headerNumber(req, "x-mock-latency-ms") ?? defaults.latencyMs,
     chunkDelayMs: headerNumber(req, "x-mock-chunk-delay-ms") ?? defaults.chunkDelayMs,
     status: headerNumber(req, "x-mock-status") ?? defaults.status,
@@ -325,6 +342,42 @@ const HANDLERS: Record<string, { api: Api; json: (x: Exchange) => Json; stream?:
 };
 
 const MODELS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "claude-3-5-sonnet-latest"];
+const MODEL_CREATED = 1700000000;
+
+/**
+ * GET /v1/models as the vendor the client speaks to answers it: Anthropic's shape (`type`,
+ * `display_name`, `created_at`, paging cursors) to a client that sends anthropic-version, unless the
+ * behaviour says to answer like an OpenAI-compatible server; OpenAI's otherwise.
+ */
+function modelList(req: IncomingMessage, behavior: MockBehavior): Json {
+  const generated = Array.from({ length: behavior.modelsCount ?? 0 }, (_, i) => `mock-model-${String(i).padStart(6, "0")}`);
+  const listed = behavior.models ?? [...MODELS, ...(behavior.model ? [behavior.model] : [])];
+  const ids = [...new Set([...listed, ...generated])];
+  if (req.headers["anthropic-version"] !== undefined && behavior.modelsShape !== "openai") {
+    const data = ids.map((id) => ({ type: "model", id, display_name: `Mock ${id}`, created_at: new Date(MODEL_CREATED * 1000).toISOString() }));
+    return { data, has_more: false, first_id: ids[0] ?? null, last_id: ids.at(-1) ?? null };
+  }
+  return { object: "list", data: ids.map((id) => ({ id, object: "model", created: MODEL_CREATED, owned_by: "mock" })) };
+}
+
+/**
+ * Writes a list in `pieces` chunks, chunked (no content-length), `delayMs` apart, as a server that
+ * streams its list does: first the opening up to the entries, then the entries in equal parts.
+ */
+async function sendListInPieces(res: ServerResponse, body: Json, pieces: number, delayMs: number): Promise<void> {
+  const text = Buffer.from(JSON.stringify(body));
+  const opening = text.indexOf('"data":[') + '"data":['.length;
+  const size = Math.ceil((text.length - opening) / Math.max(pieces - 1, 1));
+  const parts = [text.subarray(0, opening)];
+  for (let at = opening; at < text.length; at += size) parts.push(text.subarray(at, at + size));
+  res.writeHead(200, { "content-type": "application/json" });
+  for (const [i, part] of parts.entries()) {
+    if (i > 0) await sleep(delayMs);
+    if (res.destroyed) return;
+    await new Promise((done) => res.write(part, done));
+  }
+  res.end();
+}
 
 /** `host`: the address to listen on, loopback unless a test's pod network must reach it. */
 export async function startMockLlm(options: { port?: number; name?: string; host?: string } = {}): Promise<MockLlm> {
@@ -357,8 +410,14 @@ export async function startMockLlm(options: { port?: number; name?: string; host
 
     if (req.method === "GET" && path === "/healthz") return sendJson(res, 200, { status: "ok", name }, behavior);
     if (req.method === "GET" && path === "/v1/models") {
-      const models = [...new Set([...MODELS, ...(behavior.model ? [behavior.model] : [])])];
-      return sendJson(res, 200, { object: "list", data: models.map((id) => ({ id, object: "model", created: 1700000000, owned_by: "mock" })) }, behavior);
+      const list = modelList(req, behavior);
+      if (behavior.modelsChunks !== undefined && behavior.modelsChunks > 1) return sendListInPieces(res, list, behavior.modelsChunks, behavior.chunkDelayMs ?? 0);
+      return sendJson(res, 200, list, behavior);
+    }
+    if (req.method === "GET" && path.startsWith("/v1/models/")) {
+      const id = decodeURIComponent(path.slice("/v1/models/".length));
+      const entry = (modelList(req, behavior).data as Json[]).find((m) => m.id === id);
+      return entry ? sendJson(res, 200, entry, behavior) : fail(404, `The model '${id}' does not exist`);
     }
     if (!handler) return fail(404, `no route ${req.method} ${path}`);
     if (req.method !== "POST") return fail(405, `${path} needs POST`);
