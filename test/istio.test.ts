@@ -64,7 +64,7 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     for (const [version, name] of Object.entries(MODEL_VERSIONS)) models[version] = await startMockLlm({ name, host: pod.hostAddress });
     const istiodDir = join(scratch, "istiod");
     mkdirSync(istiodDir, { recursive: true });
-    istiod = await startIstiod({ hostAddress: pod.hostAddress, xdsPort: await freePortOn(pod.hostAddress), configDir: join(istiodDir, "config"), workDir: istiodDir });
+    istiod = await startIstiod({ hostAddress: pod.hostAddress, configDir: join(istiodDir, "config"), workDir: istiodDir });
   });
 
   after(async () => {
@@ -306,8 +306,3 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     assert.match(gateway.log(), /sha256|checksum/i);
   });
 });
-
-async function freePortOn(address: string): Promise<number> {
-  const { freePort } = await import("../scripts/oci/local-registry.ts");
-  return freePort(address);
-}

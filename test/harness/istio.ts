@@ -3,9 +3,10 @@
 // (pilot-agent) running the real Envoy as an ingress gateway inside a pod network
 // (pod-network.ts). Both are built from source by scripts/setup-istio.sh.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
+import { freePort } from "../../scripts/oci/local-registry.ts";
 import { envoyBinary, repoDir } from "./envoy-bin.ts";
 import type { Manifest } from "./manifests.ts";
 import type { PodNetwork } from "./pod-network.ts";
@@ -44,6 +45,7 @@ class Process {
     };
     child.stdout?.on("data", keep);
     child.stderr?.on("data", keep);
+    child.once("close", () => log.end());
     this.closed = new Promise((done) => {
       child.once("error", (err) => ((this.exited = `failed to start: ${err.message}`), done()));
       child.once("close", (code, signal) => ((this.exited = signal ? `killed by ${signal}` : `exited with ${code}`), done()));
@@ -85,8 +87,6 @@ export interface Istiod {
   xdsAddress: string;
   /** Istio config is read from here; writing a file is how a test "applies" a change. */
   configDir: string;
-  /** istiod's debug endpoints (e.g. /debug/configz) on loopback. */
-  debugUrl: string;
   log(): string;
   stop(): Promise<void>;
 }
@@ -94,7 +94,6 @@ export interface Istiod {
 export interface IstiodOptions {
   /** Where the pod network reaches this machine; xDS is served there. */
   hostAddress: string;
-  xdsPort: number;
   configDir: string;
   workDir: string;
 }
@@ -109,13 +108,15 @@ export interface IstiodOptions {
  */
 export async function startIstiod(options: IstiodOptions): Promise<Istiod> {
   const { discovery } = istioBinaries();
-  const [httpPort, monitoringPort, ctrlzPort] = [await freeLoopbackPort(), await freeLoopbackPort(), await freeLoopbackPort()];
+  const xdsPort = await freePort(options.hostAddress);
+  // Its other endpoints stay on loopback, on ports of their own, not istiod's fixed defaults.
+  const [httpPort, monitoringPort, ctrlzPort] = [await freePort(), await freePort(), await freePort()];
   const meshConfig = {
     rootNamespace: "istio-system",
     trustDomain: "cluster.local",
     // Envoy's stdout is a socket here (the test reads it), which Envoy cannot open as a file.
     accessLogFile: join(options.workDir, "access.log"),
-    defaultConfig: { discoveryAddress: `${options.hostAddress}:${options.xdsPort}`, controlPlaneAuthPolicy: "NONE" },
+    defaultConfig: { discoveryAddress: `${options.hostAddress}:${xdsPort}`, controlPlaneAuthPolicy: "NONE" },
   };
   mkdirSync(options.configDir, { recursive: true });
   const meshFile = join(options.workDir, "mesh.yaml");
@@ -126,7 +127,7 @@ export async function startIstiod(options: IstiodOptions): Promise<Istiod> {
     `--configDir=${options.configDir}`,
     `--meshConfig=${meshFile}`,
     `--networksConfig=${join(options.workDir, "mesh-networks.yaml")}`,
-    `--grpcAddr=${options.hostAddress}:${options.xdsPort}`,
+    `--grpcAddr=${options.hostAddress}:${xdsPort}`,
     `--httpAddr=127.0.0.1:${httpPort}`,
     `--monitoringAddr=127.0.0.1:${monitoringPort}`,
     "--httpsAddr=",
@@ -146,21 +147,14 @@ export async function startIstiod(options: IstiodOptions): Promise<Istiod> {
     PILOT_DEBOUNCE_MAX: "500ms",
   };
   const process_ = new Process("istiod", spawn("setpriv", ["--pdeathsig", "KILL", discovery, ...args], { cwd: options.workDir, env, stdio: ["ignore", "pipe", "pipe"] }), join(options.workDir, "istiod.log"));
-  const debugUrl = `http://127.0.0.1:${httpPort}`;
   // Its /ready stays 503 without a sidecar injector, which needs Kubernetes; xDS is what counts here.
   await process_.waitUntil("xDS", async () => process_.output.includes("starting gRPC discovery service"), 60_000);
   return {
-    xdsAddress: `${options.hostAddress}:${options.xdsPort}`,
+    xdsAddress: `${options.hostAddress}:${xdsPort}`,
     configDir: options.configDir,
-    debugUrl,
     log: () => process_.output,
     stop: () => process_.stop(),
   };
-}
-
-async function freeLoopbackPort(): Promise<number> {
-  const { freePort } = await import("../../scripts/oci/local-registry.ts");
-  return freePort();
 }
 
 export interface GatewayAgent {
@@ -256,9 +250,9 @@ export function makeWorkloadCertificates(dir: string, spiffeId: string): void {
     openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/", "-keyout", "key.pem", "-out", "req.pem");
     writeFileSync(join(scratch, "ext.cnf"), `subjectAltName=critical,URI:${spiffeId}\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n`);
     openssl("x509", "-req", "-in", "req.pem", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "cert.pem");
-    spawnSync("cp", [join(scratch, "cert.pem"), join(dir, "cert-chain.pem")]);
-    spawnSync("cp", [join(scratch, "key.pem"), join(dir, "key.pem")]);
-    spawnSync("cp", [join(scratch, "ca.pem"), join(dir, "root-cert.pem")]);
+    copyFileSync(join(scratch, "cert.pem"), join(dir, "cert-chain.pem"));
+    copyFileSync(join(scratch, "key.pem"), join(dir, "key.pem"));
+    copyFileSync(join(scratch, "ca.pem"), join(dir, "root-cert.pem"));
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
