@@ -12,7 +12,7 @@ import { errorBody, rateLimited } from "../shared/api-errors";
 import {
   defineCounter, defineGauge, incrementMetric, Logger, nowMillis, propertyString,
   removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders,
-  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader, setTickPeriod,
+  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader,
 } from "../shared/host";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
 import { RequestFacts } from "../shared/request-facts";
@@ -95,7 +95,10 @@ export class ThrottleRoot extends RootContext {
     const metrics: RuleMetrics[] = [];
     for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
     this.metrics = metrics;
-    setTickPeriod(<u32>tickPeriodMs(config));
+  }
+
+  tickPeriodMs(): u32 {
+    return <u32>tickPeriodMs(this.config);
   }
 
   onTick(): void {
