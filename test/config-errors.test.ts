@@ -41,6 +41,8 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
     ['{"invalid_body":true}', "invalid_body"],
     ['{"hold_headers":"yes"}', "hold_headers"],
     ['{"forward_headers":1}', "forward_headers"],
+    ['{"hold_headers":true,"hold_headers_timeout_ms":5}', "hold_headers_timeout_ms"],
+    ['{"hold_headers_timeout_ms":1.5}', "hold_headers_timeout_ms"],
   ],
   throttle: [
     ["{", "(config)"],
