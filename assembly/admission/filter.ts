@@ -7,34 +7,37 @@ import {
   RootContext,
 } from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
-import { Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
+import {
+  defineCounter, incrementMetric, Logger, nowMillis, propertyInt, removeRequestHeader, replaceRequestBody, requestBody,
+  requestHeader, ResponseHeaders, sendResponse, setEffectiveContext, setFilterState, setRequestHeader,
+} from "../shared/host";
 import { ApiShape, readLlmRequest } from "../shared/llm-request";
 import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
 import { TokenEstimator } from "../shared/tokens";
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
+import { bodyWithheld, holdTickPeriodMs, HoldWatch } from "./hold";
 
 export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
 export const FACT_ADMISSION = "llm_mesh.admission";
 
+/** Counter: held requests let go without their body after hold_headers_timeout_ms (hold.ts). */
+export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";
+
 const logger = new Logger(FILTER_NAME);
 const NO_EXTRA_HEADERS: string[] = [];
+/** Envoy's count of the request's bytes so far: the header map's size plus the body bytes received. */
+const TOTAL_SIZE: string[] = ["request", "total_size"];
 
 export class AdmissionRoot extends RootContext {
   config: AdmissionConfig = new AdmissionConfig();
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
-
-  private warnedBodyWithheld: bool = false;
-
-  /** Once per worker: the likely cause is an Envoy that turns a header pause into a full stop. */
-  warnBodyWithheld(contextId: u32): void {
-    if (this.warnedBodyWithheld) return;
-    this.warnedBodyWithheld = true;
-    logger.warn(contextId, "hold_headers is on but Envoy never delivered the request body; set allow_on_headers_stop_iteration: true on this Wasm filter (in Istio, apply k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers to false");
-  }
+  /** Whether Envoy hands held requests their body, as far as this root has seen (hold.ts). */
+  watch: HoldWatch<AdmissionStream> = new HoldWatch<AdmissionStream>(0);
+  private holdTimeouts: i32 = -1;
 
   createContext(context_id: u32): Context {
     return new AdmissionStream(context_id, this);
@@ -42,15 +45,68 @@ export class AdmissionRoot extends RootContext {
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
     const parsed = readAdmissionConfig(source, errors);
-    if (parsed.config != null) this.config = parsed.config!;
+    if (parsed.config == null) return;
+    const config = parsed.config!;
+    this.config = config;
+    // The watch is kept: what it learnt is about this filter in Envoy, and it holds streams to let go.
+    this.watch.timeoutMs = config.holdHeadersTimeoutMs;
+    if (config.holdHeaders && this.holdTimeouts < 0) this.holdTimeouts = defineCounter(METRIC_HOLD_TIMEOUTS);
+  }
+
+  /** Whether a request holds its headers: asked for, and not known to stall in this Envoy. */
+  holdsHeaders(): bool {
+    return this.config.holdHeaders && this.watch.holds;
+  }
+
+  /** A stream holds its headers; while nothing is known, it is watched (the last thing its headers callback does). */
+  held(stream: AdmissionStream): void {
+    if (!this.watch.watching) return;
+    this.watch.hold(stream, nowMillis(), propertyInt(TOTAL_SIZE));
+    // The first to wait starts the ticks that let it go; they stop once nothing waits.
+    if (this.watch.held.length == 1) stream.askForTicks();
+  }
+
+  /** Ticks only while a held request waits for its body: never once the flag is known, or without hold_headers. */
+  tickPeriodMs(): u32 {
+    return this.watch.watching && this.watch.held.length > 0 ? <u32>holdTickPeriodMs(this.watch.timeoutMs) : 0;
+  }
+
+  /** Lets go the held requests whose body has not come by their deadline. */
+  onTick(): void {
+    const watch = this.watch;
+    if (!watch.watching || watch.held.length == 0) return;
+    const expired = watch.expired(nowMillis());
+    if (expired.length == 0) return;
+    let withheld = false;
+    for (let i = 0; i < expired.length; i++) {
+      const held = unchecked(expired[i]);
+      // Properties are the stream's only once it is made current.
+      setEffectiveContext(held.stream.context_id);
+      const received = propertyInt(TOTAL_SIZE);
+      const kept = bodyWithheld(held.receivedAtHold, received);
+      if (kept) withheld = true;
+      logger.debug(held.stream.context_id, "no request body " + watch.timeoutMs.toString() + " ms after holding the headers (Envoy received " +
+        (received - held.receivedAtHold).toString() + " bytes more): going on without holding them");
+    }
+    const streams = withheld ? expired.concat(watch.withheld()) : expired;
+    if (withheld) {
+      logger.warn(this.context_id, "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, " +
+        "so this worker stops holding them (no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
+        "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false");
+    }
+    for (let i = 0; i < streams.length; i++) {
+      incrementMetric(this.holdTimeouts, 1);
+      unchecked(streams[i]).stream.letGo();
+    }
   }
 }
 
 export class AdmissionStream extends Context {
   private shape: ApiShape = ApiShape.Unknown;
   private finished: bool = false;
-  private sawBody: bool = false;
   private encoded: bool = false;
+  /** The headers wait for the verdict: hold_headers, until they are let go without it (letGo). */
+  private holding: bool = false;
 
   constructor(context_id: u32, private root: AdmissionRoot) {
     super(context_id, root);
@@ -65,6 +121,7 @@ export class AdmissionStream extends Context {
     this.shape = config.shapeFor(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
     this.encoded = !isPlainEncoding(requestHeader("content-encoding"));
+    this.holding = this.root.holdsHeaders();
     if (end_of_stream) {
       this.admit(new Uint8Array(0));
       return this.finished ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
@@ -78,15 +135,35 @@ export class AdmissionStream extends Context {
         return FilterHeadersStatusValues.StopIteration;
       }
     }
-    if (config.holdHeaders) return FilterHeadersStatusValues.StopIteration;
-    // The headers go upstream now, so a body that may be rewritten cannot keep its declared length.
-    if (config.mayRewriteBody) removeRequestHeader("content-length");
+    if (this.holding) {
+      this.root.held(this);
+      return FilterHeadersStatusValues.StopIteration;
+    }
+    this.headersGoFirst();
     return FilterHeadersStatusValues.Continue;
+  }
+
+  /** The headers go upstream now, so a body that may be rewritten cannot keep its declared length. */
+  private headersGoFirst(): void {
+    if (this.root.config.mayRewriteBody) removeRequestHeader("content-length");
+  }
+
+  /**
+   * From the root's tick: the body did not come while the headers were held, so the request goes on
+   * as with hold_headers false. Envoy then hands over the body it kept back, which is still read,
+   * and may still be refused or clamped.
+   */
+  letGo(): void {
+    // Header changes and the resume act on the stream only once it is made current.
+    setEffectiveContext(this.context_id);
+    this.holding = false;
+    this.headersGoFirst();
+    this.continueRequest();
   }
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     if (this.shape == ApiShape.Unknown || this.finished) return FilterDataStatusValues.Continue;
-    this.sawBody = true;
+    if (this.holding) this.root.watch.delivered();
     const error = checkReceivedLength(this.root.config, <i64>body_buffer_length);
     if (error != null) {
       this.reject(error);
@@ -119,19 +196,18 @@ export class AdmissionStream extends Context {
     if (verdict.outcome == Outcome.Clamped) {
       const rewritten = clampedBody(body, request, verdict.clampTo);
       replaceRequestBody(<u32>body.length, rewritten);
-      if (config.holdHeaders) setRequestHeader("content-length", rewritten.length.toString());
+      if (this.holding) setRequestHeader("content-length", rewritten.length.toString());
       request.maxTokens = verdict.clampTo;
       logger.debug(this.context_id, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
     }
     if (verdict.outcome != Outcome.PassedThrough) {
-      RequestFacts.fromRequest(request).publish(config.holdHeaders && config.forwardHeaders);
+      RequestFacts.fromRequest(request).publish(this.holding && config.forwardHeaders);
     }
   }
 
-  onLog(): void {
-    if (this.root.config.holdHeaders && this.shape != ApiShape.Unknown && !this.sawBody && !this.finished) {
-      this.root.warnBodyWithheld(this.context_id);
-    }
+  /** A held request that ends (answered, reset by the client) is no longer watched. */
+  onDelete(): void {
+    if (this.holding) this.root.watch.forget(this);
   }
 
   private reject(error: ApiError): void {
