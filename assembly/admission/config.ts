@@ -4,12 +4,10 @@ import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-rea
 import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../shared/llm-request";
 import { ModelPattern, ModelTable } from "../shared/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../shared/tokens";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
 
 export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
 export const DEFAULT_MAX_PROMPT_TOKENS: i64 = 128000;
-export const DEFAULT_HOLD_HEADERS_TIMEOUT_MS: i64 = 1000;
-export const MIN_HOLD_HEADERS_TIMEOUT_MS: i64 = 10;
-export const MAX_HOLD_HEADERS_TIMEOUT_MS: i64 = 60000;
 const MAX_BODY_BYTES_LIMIT: i64 = 64 * 1048576;
 const TOKEN_LIMIT: i64 = 100_000_000;
 
@@ -130,7 +128,7 @@ export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): A
   config.rejectInvalidBodies = root.oneOf("invalid_body", ["reject", "allow"], "reject") == "reject";
   config.forwardHeaders = root.bool("forward_headers", true);
   config.holdHeaders = root.bool("hold_headers", false);
-  config.holdHeadersTimeoutMs = root.int("hold_headers_timeout_ms", DEFAULT_HOLD_HEADERS_TIMEOUT_MS, MIN_HOLD_HEADERS_TIMEOUT_MS, MAX_HOLD_HEADERS_TIMEOUT_MS);
+  config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
   const models = root.object("models");
   if (models != null) {

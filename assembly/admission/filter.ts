@@ -8,8 +8,8 @@ import {
 } from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
 import {
-  defineCounter, incrementMetric, Logger, nowMillis, propertyInt, removeRequestHeader, replaceRequestBody, requestBody,
-  requestHeader, ResponseHeaders, sendResponse, setEffectiveContext, setFilterState, setRequestHeader,
+  Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setEffectiveContext,
+  setFilterState, setRequestHeader,
 } from "../shared/host";
 import { ApiShape, readLlmRequest } from "../shared/llm-request";
 import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
@@ -17,7 +17,7 @@ import { TokenEstimator } from "../shared/tokens";
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
-import { bodyWithheld, holdTickPeriodMs, HoldWatch } from "./hold";
+import { HeaderHold } from "../shared/header-hold";
 
 export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -28,16 +28,16 @@ export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";
 
 const logger = new Logger(FILTER_NAME);
 const NO_EXTRA_HEADERS: string[] = [];
-/** Envoy's count of the request's bytes so far: the header map's size plus the body bytes received. */
-const TOTAL_SIZE: string[] = ["request", "total_size"];
 
 export class AdmissionRoot extends RootContext {
   config: AdmissionConfig = new AdmissionConfig();
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
-  /** Whether Envoy hands held requests their body, as far as this root has seen (hold.ts). */
-  watch: HoldWatch<AdmissionStream> = new HoldWatch<AdmissionStream>(0);
-  private holdTimeouts: i32 = -1;
+  /** Held requests and what this root knows of Envoy handing them their body (shared/hold.ts). */
+  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
+    "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, so this worker stops holding them " +
+    "(no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
+    "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false");
 
   createContext(context_id: u32): Context {
     return new AdmissionStream(context_id, this);
@@ -48,56 +48,26 @@ export class AdmissionRoot extends RootContext {
     if (parsed.config == null) return;
     const config = parsed.config!;
     this.config = config;
-    // The watch is kept: what it learnt is about this filter in Envoy, and it holds streams to let go.
-    this.watch.timeoutMs = config.holdHeadersTimeoutMs;
-    if (config.holdHeaders && this.holdTimeouts < 0) this.holdTimeouts = defineCounter(METRIC_HOLD_TIMEOUTS);
+    this.hold.configure(config.holdHeadersTimeoutMs, config.holdHeaders);
   }
 
   /** Whether a request holds its headers: asked for, and not known to stall in this Envoy. */
   holdsHeaders(): bool {
-    return this.config.holdHeaders && this.watch.holds;
-  }
-
-  /** A stream holds its headers; while nothing is known, it is watched (the last thing its headers callback does). */
-  held(stream: AdmissionStream): void {
-    if (!this.watch.watching) return;
-    this.watch.hold(stream, nowMillis(), propertyInt(TOTAL_SIZE));
-    // The first to wait starts the ticks that let it go; they stop once nothing waits.
-    if (this.watch.held.length == 1) stream.askForTicks();
+    return this.config.holdHeaders && this.hold.holds;
   }
 
   /** Ticks only while a held request waits for its body: never once the flag is known, or without hold_headers. */
   tickPeriodMs(): u32 {
-    return this.watch.watching && this.watch.held.length > 0 ? <u32>holdTickPeriodMs(this.watch.timeoutMs) : 0;
+    return this.hold.tickPeriodMs();
   }
 
-  /** Lets go the held requests whose body has not come by their deadline. */
   onTick(): void {
-    const watch = this.watch;
-    if (!watch.watching || watch.held.length == 0) return;
-    const expired = watch.expired(nowMillis());
-    if (expired.length == 0) return;
-    let withheld = false;
-    for (let i = 0; i < expired.length; i++) {
-      const held = unchecked(expired[i]);
-      // Properties are the stream's only once it is made current.
-      setEffectiveContext(held.stream.context_id);
-      const received = propertyInt(TOTAL_SIZE);
-      const kept = bodyWithheld(held.receivedAtHold, received);
-      if (kept) withheld = true;
-      logger.debug(held.stream.context_id, "no request body " + watch.timeoutMs.toString() + " ms after holding the headers (Envoy received " +
-        (received - held.receivedAtHold).toString() + " bytes more): going on without holding them");
-    }
-    const streams = withheld ? expired.concat(watch.withheld()) : expired;
-    if (withheld) {
-      logger.warn(this.context_id, "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, " +
-        "so this worker stops holding them (no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
-        "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false");
-    }
-    for (let i = 0; i < streams.length; i++) {
-      incrementMetric(this.holdTimeouts, 1);
-      unchecked(streams[i]).stream.letGo();
-    }
+    this.hold.onTick(this.context_id);
+  }
+
+  /** Another stage of the one module found the header pause missing. */
+  headerPauseMissing(): void {
+    this.hold.missingElsewhere(this.context_id);
   }
 }
 
@@ -136,7 +106,7 @@ export class AdmissionStream extends Context {
       }
     }
     if (this.holding) {
-      this.root.held(this);
+      this.root.hold.held(this);
       return FilterHeadersStatusValues.StopIteration;
     }
     this.headersGoFirst();
@@ -153,7 +123,7 @@ export class AdmissionStream extends Context {
    * as with hold_headers false. Envoy then hands over the body it kept back, which is still read,
    * and may still be refused or clamped.
    */
-  letGo(): void {
+  letGoHeaders(): void {
     // Header changes and the resume act on the stream only once it is made current.
     setEffectiveContext(this.context_id);
     this.holding = false;
@@ -163,7 +133,7 @@ export class AdmissionStream extends Context {
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     if (this.shape == ApiShape.Unknown || this.finished) return FilterDataStatusValues.Continue;
-    if (this.holding) this.root.watch.delivered();
+    if (this.holding) this.root.hold.delivered();
     const error = checkReceivedLength(this.root.config, <i64>body_buffer_length);
     if (error != null) {
       this.reject(error);
@@ -207,7 +177,7 @@ export class AdmissionStream extends Context {
 
   /** A held request that ends (answered, reset by the client) is no longer watched. */
   onDelete(): void {
-    if (this.holding) this.root.watch.forget(this);
+    if (this.holding) this.root.hold.forget(this);
   }
 
   private reject(error: ApiError): void {

@@ -74,6 +74,11 @@ export class MeshRoot extends RootContext {
     }
   }
 
+  /** One Envoy filter, one flag: a stage that found it missing tells them all (shared/header-hold.ts). */
+  headerPauseMissing(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).headerPauseMissing();
+  }
+
   private stagePeriods(): u32[] {
     const periods = new Array<u32>(this.stages.length);
     for (let i = 0; i < this.stages.length; i++) unchecked((periods[i] = unchecked(this.stages[i]).tickPeriodMs()));

@@ -84,6 +84,13 @@ export abstract class RootContext {
     setTickPeriod(period);
   }
 
+  /**
+   * Envoy was seen keeping the body of a request whose headers were held (shared/header-hold.ts):
+   * the Wasm filter lacks allow_on_headers_stop_iteration. Called on the root Envoy knows, so that in
+   * the one module (assembly/mesh/) every stage stops holding, not only the one that found out.
+   */
+  headerPauseMissing(): void {}
+
   /** False would ask Envoy to wait before deleting the root; no llm-mesh root needs that. */
   onDone(): bool {
     return true;
@@ -136,6 +143,12 @@ export class Context {
     if (mesh != null) mesh.continueAfter(this);
     else resumeRequest(this.context_id);
   }
+
+  /**
+   * From the root's tick (header-hold.ts): the headers this stream holds waiting for a body that has
+   * not come go on without it, and the filter decides at body time. Filters that hold override it.
+   */
+  letGoHeaders(): void {}
 
   /** A mesh stream runs the stages after `stage` here; a lone filter's stream has none. */
   continueAfter(stage: Context): void {}

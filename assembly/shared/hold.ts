@@ -1,15 +1,35 @@
-// What hold_headers does when Envoy never hands the body over: the bookkeeping and the decisions as
-// plain code, with no host calls, so that as-pect tests drive it with made-up times and byte counts.
+// What a filter that holds the request headers to read the body does when Envoy never hands the body
+// over: the bookkeeping and the decisions as plain code, with no host calls, so that as-pect tests
+// drive it with made-up times and byte counts. llm-admission (hold_headers), llm-throttle and
+// llm-router (reading the body when admission's facts are not there) each keep one per root;
+// header-hold.ts is the host side they share.
 //
 // Holding the headers (StopIteration) lets the body reach the filter only where the Wasm filter has
 // `allow_on_headers_stop_iteration: true`; elsewhere Envoy stops the whole request and the filter
 // never hears of its body again. No host call says which, so each root watches: a held stream that
 // gets a body chunk proves the flag is there, and then nothing is watched any more; a held stream
-// with no body by its deadline is let go (it goes on as with hold_headers false). Whether the flag
-// is missing is concluded only when Envoy has received body bytes for such a stream that the filter
-// was not given (or when the host cannot say how many it received): a client that is merely slow to
-// send its body shows nothing received, and one slow client must not switch holding off for good on
-// a proxy that has the flag. Once the flag is known missing no request holds its headers any more.
+// with no body by its deadline is let go (its filter decides at body time instead). Whether the flag
+// is missing is concluded only when, at that deadline, Envoy holds body bytes of the request that the
+// filter was not given (or when the host cannot say how many it received): a client that is merely
+// slow to send its body shows nothing received, and one slow client must not switch holding off for
+// good on a proxy that has the flag. Bytes received are counted, not their growth since the hold: a
+// filter that holds only after an earlier one let the request go sees the whole body already
+// received, and with the flag Envoy hands it over in the same call that resumed the headers. Once the
+// flag is known missing no request holds its headers any more.
+
+import { ConfigObject } from "./config-reader";
+
+/** How long a held request waits for its body by default; the filters' `hold_headers_timeout_ms`. */
+export const DEFAULT_HOLD_HEADERS_TIMEOUT_MS: i64 = 1000;
+/** The shortest tick any filter asks for. */
+export const MIN_HOLD_HEADERS_TIMEOUT_MS: i64 = 10;
+/** Past any sensible route timeout. */
+export const MAX_HOLD_HEADERS_TIMEOUT_MS: i64 = 60000;
+
+/** `hold_headers_timeout_ms`, read alike by every filter that may hold the headers: refused outside its range. */
+export function readHoldHeadersTimeoutMs(root: ConfigObject): i64 {
+  return root.int("hold_headers_timeout_ms", DEFAULT_HOLD_HEADERS_TIMEOUT_MS, MIN_HOLD_HEADERS_TIMEOUT_MS, MAX_HOLD_HEADERS_TIMEOUT_MS);
+}
 
 /** What this root knows about Envoy handing the body to a filter that holds the headers. */
 export enum BodyHandOver {
@@ -27,8 +47,6 @@ export class Held<T> {
     public stream: T,
     /** When it is let go if no body came, in the host's milliseconds. */
     public deadline: i64,
-    /** The request's `request.total_size` as it was held (-1: the host did not say). */
-    public receivedAtHold: i64,
   ) {}
 }
 
@@ -50,8 +68,8 @@ export class HoldWatch<T> {
   }
 
   /** A stream holds its headers now; watched only while nothing is known. */
-  hold(stream: T, now: i64, received: i64): void {
-    if (this.watching) this.held.push(new Held<T>(stream, now + this.timeoutMs, received));
+  hold(stream: T, now: i64): void {
+    if (this.watching) this.held.push(new Held<T>(stream, now + this.timeoutMs));
   }
 
   /** A held stream got a body chunk: the flag is there, and every held stream will get its body too. */
@@ -96,14 +114,12 @@ export class HoldWatch<T> {
 }
 
 /**
- * Whether Envoy keeps body bytes from a stream held past its deadline: it received some since the
- * stream was held. Both figures are the request's `request.total_size`, which Envoy counts as the
- * body bytes received plus the header map's size; the headers do not change while they are held.
- * A figure the host did not give (-1) leaves the timeout alone as the sign.
+ * Whether Envoy keeps body bytes from a stream held past its deadline that never got a chunk: it has
+ * received some (requestBodyBytesReceived in host.ts). A figure the host did not give (-1) leaves the
+ * timeout alone as the sign.
  */
-export function bodyWithheld(receivedAtHold: i64, receivedNow: i64): bool {
-  if (receivedAtHold < 0 || receivedNow < 0) return true;
-  return receivedNow > receivedAtHold;
+export function bodyWithheld(bodyBytesReceived: i64): bool {
+  return bodyBytesReceived != 0;
 }
 
 export const MIN_HOLD_TICK_MS: i64 = 10;
