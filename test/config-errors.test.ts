@@ -46,6 +46,7 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
   ],
   throttle: [
     ["{", "(config)"],
+    ['{"hold_headers_timeout_ms":5}', "hold_headers_timeout_ms"],
     ['{"rules":{}}', "rules"],
     ['{"rules":[{}]}', "rules[0].key"],
     ['{"rules":[{"name":"r","key":["global"],"limits":{}}]}', "rules[0].limits"],
