@@ -79,6 +79,7 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
   ],
   router: [
     ["{", "(config)"],
+    ['{"targets":{"primary":{}},"hold_headers_timeout_ms":60001}', "hold_headers_timeout_ms"],
     ['{"targets":{}}', "targets"],
     ['{"targets":{"primary":{}},"route_header":""}', "route_header"],
     ['{"targets":{"primary":{}},"route_header":"content-length"}', "route_header"],
