@@ -42,9 +42,12 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
     ['{"hold_headers":"yes"}', "hold_headers"],
     ['{"forward_headers":1}', "forward_headers"],
     ['{"model_list":"filtered"}', "model_list"],
+    ['{"hold_headers":true,"hold_headers_timeout_ms":5}', "hold_headers_timeout_ms"],
+    ['{"hold_headers_timeout_ms":1.5}', "hold_headers_timeout_ms"],
   ],
   throttle: [
     ["{", "(config)"],
+    ['{"hold_headers_timeout_ms":5}', "hold_headers_timeout_ms"],
     ['{"rules":{}}', "rules"],
     ['{"rules":[{}]}', "rules[0].key"],
     ['{"rules":[{"name":"r","key":["global"],"limits":{}}]}', "rules[0].limits"],
@@ -77,6 +80,7 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
   ],
   router: [
     ["{", "(config)"],
+    ['{"targets":{"primary":{}},"hold_headers_timeout_ms":60001}', "hold_headers_timeout_ms"],
     ['{"targets":{}}', "targets"],
     ['{"targets":{"primary":{}},"route_header":""}', "route_header"],
     ['{"targets":{"primary":{}},"route_header":"content-length"}', "route_header"],

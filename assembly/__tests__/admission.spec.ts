@@ -64,8 +64,17 @@ describe("admission config", () => {
     expect(configError('{"apis":["openai.chat","grpc"]}')).toBe('apis[1]: unknown API "grpc" (known: openai.chat, openai.completions, openai.embeddings, anthropic.messages)');
     expect(configError('{"paths":{"chat":"openai.chat"}}')).toBe("paths.chat: a path must start with /");
     expect(configError('{"unknown_model":"maybe"}')).toBe('unknown_model: must be one of reject, allow, got "maybe"');
-    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, model_list, invalid_body, forward_headers, hold_headers)");
+    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, model_list, invalid_body, forward_headers, hold_headers, hold_headers_timeout_ms)");
     expect(configError('{"forward_headers":"yes"}')).toBe('forward_headers: must be true or false, got "yes"');
+    expect(configError('{"hold_headers_timeout_ms":9}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 9");
+    expect(configError('{"hold_headers_timeout_ms":60001}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 60001");
+    expect(configError('{"hold_headers_timeout_ms":"1s"}')).toBe('hold_headers_timeout_ms: must be an integer from 10 to 60000, got "1s"');
+  });
+
+  it("waits a second for a held request's body unless told otherwise", () => {
+    expect(config("").holdHeadersTimeoutMs).toBe(1000);
+    expect(config('{"hold_headers":true,"hold_headers_timeout_ms":10}').holdHeadersTimeoutMs).toBe(10);
+    expect(config('{"hold_headers_timeout_ms":60000}').holdHeadersTimeoutMs).toBe(60000);
   });
 });
 

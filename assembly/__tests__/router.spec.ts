@@ -111,9 +111,20 @@ describe("router config", () => {
     expect(c.needsModel).toBe(true);
   });
 
+  it("reads hold_headers_timeout_ms as admission does, and knows when headers may wait for the body", () => {
+    expect(config("{}").holdHeadersTimeoutMs).toBe(1000);
+    expect(config('{"hold_headers_timeout_ms": 250}').holdHeadersTimeoutMs).toBe(250);
+    expect(configError('{"hold_headers_timeout_ms": 9}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 9");
+    expect(configError('{"hold_headers_timeout_ms": 60001}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 60001");
+    expect(config("{}").mayHoldHeaders).toBe(false);
+    expect(config('{"model_header": "x-model"}').mayHoldHeaders).toBe(true);
+    expect(config('{"targets": {"primary": {}, "canary": {"rewrite_model": "m"}}}').mayHoldHeaders).toBe(true);
+    expect(config('{"shadow": {"rewrite_model": "m"}}').mayHoldHeaders).toBe(true);
+  });
+
   it("refuses bad configs naming the field and the reason", () => {
     expect(configError("{")).toBe("(config): not valid JSON: unexpected end of input at byte 1");
-    expect(configError('{"rule": []}')).toBe("rule: unknown key (allowed: route_header, model_header, primary, default_target, targets, rules, sticky_header, max_body_bytes, shadow, record)");
+    expect(configError('{"rule": []}')).toBe("rule: unknown key (allowed: route_header, model_header, primary, default_target, targets, rules, sticky_header, max_body_bytes, shadow, record, hold_headers_timeout_ms)");
     expect(configError('{"route_header": "x llm"}')).toBe("route_header: \"x llm\" is not a header name (letters, digits and !#$%&'*+-.^_`|~ only; no pseudo-headers)");
     expect(configError('{"route_header": ":authority"}')).toBe("route_header: \":authority\" is not a header name (letters, digits and !#$%&'*+-.^_`|~ only; no pseudo-headers)");
     expect(configError('{"route_header": "Content-Length"}')).toBe("route_header: \"content-length\" is managed by Envoy and cannot be used here");

@@ -90,6 +90,13 @@ describe("throttle config", () => {
     expect(c.rules[0].redirectValue).toBe("small");
   });
 
+  it("reads hold_headers_timeout_ms as admission does", () => {
+    expect(configOf("{}").holdHeadersTimeoutMs).toBe(1000);
+    expect(configOf('{"hold_headers_timeout_ms":10}').holdHeadersTimeoutMs).toBe(10);
+    expect(errorOf('{"hold_headers_timeout_ms":0}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 0");
+    expect(errorOf('{"hold_headers_timeout_ms":"1s"}')).toBe('hold_headers_timeout_ms: must be an integer from 10 to 60000, got "1s"');
+  });
+
   it("names the field of each error", () => {
     expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"drop"}]}'))
       .toBe('rules[0].action: must be one of reject, queue, redirect, got "drop"');
@@ -127,7 +134,7 @@ describe("throttle config", () => {
       .toBe("rules[0].match.models[0]: a model may end in * (a prefix match) but contain no other *");
     expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1,"rpm":3}}]}'))
       .toBe("rules[0].limits.rpm: unknown key (allowed: requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight)");
-    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers)");
+    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers, hold_headers_timeout_ms)");
   });
 });
 

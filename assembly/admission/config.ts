@@ -4,6 +4,7 @@ import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-rea
 import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../shared/llm-request";
 import { ModelPattern, ModelTable } from "../shared/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../shared/tokens";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
 
 export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
 export const DEFAULT_MAX_PROMPT_TOKENS: i64 = 128000;
@@ -12,7 +13,7 @@ const TOKEN_LIMIT: i64 = 100_000_000;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
 const MODEL_KEYS: string[] = ["max_body_bytes", "max_prompt_tokens", "max_output_tokens", "output_limit_action", "tokenizer"];
-const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "model_list", "invalid_body", "forward_headers", "hold_headers"];
+const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "model_list", "invalid_body", "forward_headers", "hold_headers", "hold_headers_timeout_ms"];
 
 /** What `GET /v1/models` answers (models-list.ts). */
 export enum ModelListMode {
@@ -52,9 +53,12 @@ export class AdmissionConfig {
   /**
    * Hold the request headers until the body is read, so the verdict can add headers and fix
    * content-length before anything goes upstream. Needs Envoy's `allow_on_headers_stop_iteration`
-   * on the Wasm filter: without it Envoy never hands the body over and the request stalls.
+   * on the Wasm filter: without it Envoy never hands the body over, and the filter lets the
+   * request go on without holding once holdHeadersTimeoutMs has passed (hold.ts).
    */
   holdHeaders: bool = false;
+  /** How long a held request waits for its first body chunk before it goes on as if not held. */
+  holdHeadersTimeoutMs: i64 = DEFAULT_HOLD_HEADERS_TIMEOUT_MS;
   /** Whether some model's output limit is enforced by rewriting the body. */
   mayRewriteBody: bool = false;
   /** The most any request may buffer: the largest byte limit of any entry. */
@@ -134,6 +138,7 @@ export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): A
   config.rejectInvalidBodies = root.oneOf("invalid_body", ["reject", "allow"], "reject") == "reject";
   config.forwardHeaders = root.bool("forward_headers", true);
   config.holdHeaders = root.bool("hold_headers", false);
+  config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
   const models = root.object("models");
   if (models != null) {

@@ -7,18 +7,25 @@ import {
   RootContext,
 } from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
-import { Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setFilterState, setRequestHeader } from "../shared/host";
+import {
+  Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setEffectiveContext,
+  setFilterState, setRequestHeader,
+} from "../shared/host";
 import { ApiShape, readLlmRequest } from "../shared/llm-request";
 import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
 import { TokenEstimator } from "../shared/tokens";
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
+import { HeaderHold } from "../shared/header-hold";
 import { ModelsListStream } from "./models-list-stream";
 
 export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
 export const FACT_ADMISSION = "llm_mesh.admission";
+
+/** Counter: held requests let go without their body after hold_headers_timeout_ms (hold.ts). */
+export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";
 
 const logger = new Logger(FILTER_NAME);
 const NO_EXTRA_HEADERS: string[] = [];
@@ -27,15 +34,11 @@ export class AdmissionRoot extends RootContext {
   config: AdmissionConfig = new AdmissionConfig();
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
-
-  private warnedBodyWithheld: bool = false;
-
-  /** Once per worker: the likely cause is an Envoy that turns a header pause into a full stop. */
-  warnBodyWithheld(contextId: u32): void {
-    if (this.warnedBodyWithheld) return;
-    this.warnedBodyWithheld = true;
-    logger.warn(contextId, "hold_headers is on but Envoy never delivered the request body; set allow_on_headers_stop_iteration: true on this Wasm filter (in Istio, apply k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers to false");
-  }
+  /** Held requests and what this root knows of Envoy handing them their body (shared/hold.ts). */
+  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
+    "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, so this worker stops holding them " +
+    "(no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
+    "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false");
 
   createContext(context_id: u32): Context {
     return new AdmissionStream(context_id, this);
@@ -43,15 +46,47 @@ export class AdmissionRoot extends RootContext {
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
     const parsed = readAdmissionConfig(source, errors);
-    if (parsed.config != null) this.config = parsed.config!;
+    if (parsed.config == null) return;
+    const config = parsed.config!;
+    this.config = config;
+    this.hold.configure(config.holdHeadersTimeoutMs, config.holdHeaders);
+  }
+
+  /** Whether a request holds its headers: asked for, and not known to stall in this Envoy. */
+  holdsHeaders(): bool {
+    return this.config.holdHeaders && this.hold.holds;
+  }
+
+  /**
+   * Whether a model list's answer may hold its headers until it is rewritten. Envoy gives an answer's
+   * body to a filter that holds its headers only with the same flag, and no timeout watches an
+   * answer: so only once a held request proved the flag there, else the list goes out chunked.
+   */
+  holdsAnswerHeaders(): bool {
+    return this.config.holdHeaders && this.hold.handsOverBody;
+  }
+
+  /** Ticks only while a held request waits for its body: never once the flag is known, or without hold_headers. */
+  tickPeriodMs(): u32 {
+    return this.hold.tickPeriodMs();
+  }
+
+  onTick(): void {
+    this.hold.onTick(this.context_id);
+  }
+
+  /** Another stage of the one module found the header pause missing. */
+  headerPauseMissing(): void {
+    this.hold.missingElsewhere(this.context_id);
   }
 }
 
 export class AdmissionStream extends Context {
   private shape: ApiShape = ApiShape.Unknown;
   private finished: bool = false;
-  private sawBody: bool = false;
   private encoded: bool = false;
+  /** The headers wait for the verdict: hold_headers, until they are let go without it (letGo). */
+  private holding: bool = false;
   /** Set on a model list or model request (GET /v1/models...), whose answer this filter may rewrite. */
   private models: ModelsListStream | null = null;
 
@@ -73,6 +108,7 @@ export class AdmissionStream extends Context {
     this.shape = config.shapeFor(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
     this.encoded = !isPlainEncoding(requestHeader("content-encoding"));
+    this.holding = this.root.holdsHeaders();
     if (end_of_stream) {
       this.admit(new Uint8Array(0));
       return this.finished ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
@@ -86,15 +122,35 @@ export class AdmissionStream extends Context {
         return FilterHeadersStatusValues.StopIteration;
       }
     }
-    if (config.holdHeaders) return FilterHeadersStatusValues.StopIteration;
-    // The headers go upstream now, so a body that may be rewritten cannot keep its declared length.
-    if (config.mayRewriteBody) removeRequestHeader("content-length");
+    if (this.holding) {
+      this.root.hold.held(this);
+      return FilterHeadersStatusValues.StopIteration;
+    }
+    this.headersGoFirst();
     return FilterHeadersStatusValues.Continue;
+  }
+
+  /** The headers go upstream now, so a body that may be rewritten cannot keep its declared length. */
+  private headersGoFirst(): void {
+    if (this.root.config.mayRewriteBody) removeRequestHeader("content-length");
+  }
+
+  /**
+   * From the root's tick: the body did not come while the headers were held, so the request goes on
+   * as with hold_headers false. Envoy then hands over the body it kept back, which is still read,
+   * and may still be refused or clamped.
+   */
+  letGoHeaders(): void {
+    // Header changes and the resume act on the stream only once it is made current.
+    setEffectiveContext(this.context_id);
+    this.holding = false;
+    this.headersGoFirst();
+    this.continueRequest();
   }
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     if (this.shape == ApiShape.Unknown || this.finished) return FilterDataStatusValues.Continue;
-    this.sawBody = true;
+    if (this.holding) this.root.hold.delivered();
     const error = checkReceivedLength(this.root.config, <i64>body_buffer_length);
     if (error != null) {
       this.reject(error);
@@ -127,18 +183,18 @@ export class AdmissionStream extends Context {
     if (verdict.outcome == Outcome.Clamped) {
       const rewritten = clampedBody(body, request, verdict.clampTo);
       replaceRequestBody(<u32>body.length, rewritten);
-      if (config.holdHeaders) setRequestHeader("content-length", rewritten.length.toString());
+      if (this.holding) setRequestHeader("content-length", rewritten.length.toString());
       request.maxTokens = verdict.clampTo;
       logger.debug(this.context_id, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
     }
     if (verdict.outcome != Outcome.PassedThrough) {
-      RequestFacts.fromRequest(request).publish(config.holdHeaders && config.forwardHeaders);
+      RequestFacts.fromRequest(request).publish(this.holding && config.forwardHeaders);
     }
   }
 
   onResponseHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
     const models = this.models;
-    return models != null ? models.onResponseHeaders(end_of_stream) : FilterHeadersStatusValues.Continue;
+    return models != null ? models.onResponseHeaders(end_of_stream, this.root.holdsAnswerHeaders()) : FilterHeadersStatusValues.Continue;
   }
 
   onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
@@ -146,10 +202,9 @@ export class AdmissionStream extends Context {
     return models != null ? models.onResponseBody(body_buffer_length, end_of_stream) : FilterDataStatusValues.Continue;
   }
 
-  onLog(): void {
-    if (this.root.config.holdHeaders && this.shape != ApiShape.Unknown && !this.sawBody && !this.finished) {
-      this.root.warnBodyWithheld(this.context_id);
-    }
+  /** A held request that ends (answered, reset by the client) is no longer watched. */
+  onDelete(): void {
+    if (this.holding) this.root.hold.forget(this);
   }
 
   private reject(error: ApiError): void {

@@ -76,7 +76,8 @@ export class ModelsListStream {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseHeaders(end_of_stream: bool): FilterHeadersStatusValues {
+  /** `holdHeaders`: the answer's headers may wait for the rewritten list (AdmissionRoot.holdsAnswerHeaders). */
+  onResponseHeaders(end_of_stream: bool, holdHeaders: bool): FilterHeadersStatusValues {
     if (this.step != Step.Waiting) return FilterHeadersStatusValues.Continue;
     const statusText = responseHeader(":status");
     const status = statusText != null ? I32.parseInt(statusText) : 0;
@@ -98,7 +99,7 @@ export class ModelsListStream {
     }
     this.step = Step.Buffering;
     this.received = new ByteWriter(length > 0 ? <i32>length : 4096);
-    if (this.config.holdHeaders) {
+    if (holdHeaders) {
       this.held = true;
       return FilterHeadersStatusValues.StopIteration;
     }

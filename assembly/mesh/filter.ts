@@ -10,11 +10,12 @@
 // ends the request for every later stage.
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { Context, FilterDataStatusValues, FilterHeadersStatusValues, RootContext } from "../shared/context";
-import { localResponsesSent, resumeRequest } from "../shared/host";
+import { localResponsesSent, nowMillis, resumeRequest } from "../shared/host";
 import { AdmissionRoot } from "../admission/filter";
 import { MetricsRoot } from "../metrics/filter";
 import { RouterRoot } from "../router/filter";
 import { ThrottleRoot } from "../throttle/filter";
+import { sharedTickPeriod, StageTicks } from "./ticks";
 
 export const FILTER_NAME = "llm-mesh";
 
@@ -30,6 +31,7 @@ function newStageRoot(name: string, context_id: u32): RootContext {
 
 export class MeshRoot extends RootContext {
   stages: RootContext[] = [];
+  private stageTicks: StageTicks = new StageTicks(0);
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
     source.onlyKeys(STAGE_NAMES);
@@ -46,7 +48,10 @@ export class MeshRoot extends RootContext {
       stages.push(stage);
     }
     if (errors.ok && stages.length == 0) errors.add("", "names no stage: give at least one of " + STAGE_NAMES.join(", "));
-    if (errors.ok) this.stages = stages;
+    if (errors.ok) {
+      this.stages = stages;
+      this.stageTicks = new StageTicks(stages.length);
+    }
   }
 
   createContext(context_id: u32): Context {
@@ -55,8 +60,29 @@ export class MeshRoot extends RootContext {
     return new MeshStream(context_id, this, stages);
   }
 
+  /** The shortest period any stage needs; each stage is still ticked at its own (ticks.ts). */
+  tickPeriodMs(): u32 {
+    return sharedTickPeriod(this.stagePeriods());
+  }
+
   onTick(): void {
-    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).onTick();
+    const periods = this.stagePeriods();
+    const shared = sharedTickPeriod(periods);
+    const now = nowMillis();
+    for (let i = 0; i < this.stages.length; i++) {
+      if (this.stageTicks.due(i, unchecked(periods[i]), shared, now)) unchecked(this.stages[i]).onTick();
+    }
+  }
+
+  /** One Envoy filter, one flag: a stage that found it missing tells them all (shared/header-hold.ts). */
+  headerPauseMissing(): void {
+    for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).headerPauseMissing();
+  }
+
+  private stagePeriods(): u32[] {
+    const periods = new Array<u32>(this.stages.length);
+    for (let i = 0; i < this.stages.length; i++) unchecked((periods[i] = unchecked(this.stages[i]).tickPeriodMs()));
+    return periods;
   }
 
   onDelete(): void {

@@ -6,6 +6,7 @@ import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-rea
 import { JsonKind } from "../shared/json";
 import { ModelPattern } from "../shared/model-table";
 import { asciiLower } from "../shared/ascii";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
 
 export const DEFAULT_ROUTE_HEADER = "x-llm-route";
 export const DEFAULT_PRIMARY = "primary";
@@ -25,7 +26,7 @@ export const DEFAULT_MIN_REQUESTS: i64 = 10;
 export const DEFAULT_MAX_ERROR_RATE: f64 = 0.2;
 export const DEFAULT_COOLDOWN_MS: i64 = 60000;
 
-const TOP_KEYS: string[] = ["route_header", "model_header", "primary", "default_target", "targets", "rules", "sticky_header", "max_body_bytes", "shadow", "record"];
+const TOP_KEYS: string[] = ["route_header", "model_header", "primary", "default_target", "targets", "rules", "sticky_header", "max_body_bytes", "shadow", "record", "hold_headers_timeout_ms"];
 const TARGET_KEYS: string[] = ["rewrite_model", "guard"];
 const GUARD_KEYS: string[] = ["window_ms", "min_requests", "max_error_rate", "max_mean_latency_ms", "cooldown_ms"];
 const RULE_KEYS: string[] = ["name", "match", "target", "weights", "sticky_header", "trust_client_route"];
@@ -115,6 +116,19 @@ export class RouterConfig {
   record: RecordConfig = new RecordConfig();
   /** Whether a decision may depend on the request's model, so the body must be read first. */
   needsModel: bool = false;
+  /**
+   * How long a request whose headers wait for the body (its model, or a model rewrite) waits for it;
+   * without allow_on_headers_stop_iteration it never comes, and the request goes on without the
+   * model (shared/hold.ts).
+   */
+  holdHeadersTimeoutMs: i64 = DEFAULT_HOLD_HEADERS_TIMEOUT_MS;
+
+  /** Whether a request's headers may wait for its body: for its model, or for a model rewrite. */
+  get mayHoldHeaders(): bool {
+    if (this.needsModel || this.shadowRewriteModel.length > 0) return true;
+    for (let i = 0; i < this.targets.length; i++) if (unchecked(this.targets[i]).rewriteModel.length > 0) return true;
+    return false;
+  }
 
   targetNamed(name: string): Target | null {
     for (let i = 0; i < this.targets.length; i++) {
@@ -360,6 +374,7 @@ export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): Rout
     errors.add("model_header", "must differ from route_header");
   }
   config.maxBodyBytes = root.int("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 1, MAX_BODY_BYTES_LIMIT);
+  config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
   readTargets(root, config, errors);
   const primaryName = root.name("primary", DEFAULT_PRIMARY);

@@ -25,6 +25,7 @@ import {
   requestHeader,
   responseBody,
   responseHeader,
+  setEffectiveContext,
   setFilterState,
   setRequestHeader,
 } from "../shared/host";
@@ -41,6 +42,7 @@ import { Sample, SampleResult } from "./guard";
 import { recordSample, SharedHealth } from "./guard-state";
 import { decide, Decision, RequestView, RouteInput, Verdict, verdictOf } from "./policy";
 import { AnswerTracker, ComparisonRecord } from "./record";
+import { HeaderHold } from "../shared/header-hold";
 
 export const FILTER_NAME = "llm-router";
 /** The decision, e.g. "target=canary by=sticky rule=gpt-4o-split", for access logs. */
@@ -52,6 +54,8 @@ export const FACT_RECORD = "llm_mesh.record";
 export const METRIC_REQUESTS = "llm_router_requests_total";
 /** Counter per target: times its guard tripped. */
 export const METRIC_GUARD_TRIPS = "llm_router_guard_trips_total";
+/** Counter: requests whose headers waited for the body, let go without it (shared/hold.ts). */
+export const METRIC_HOLD_TIMEOUTS = "llm_router_hold_headers_timeouts_total";
 export const LABEL_TARGET = "llm_target";
 
 const GOLDEN_GAMMA: u64 = 0x9e3779b97f4a7c15;
@@ -74,7 +78,12 @@ export class RouterRoot extends RootContext {
   requestsMetric: i32[] = [];
   tripsMetric: i32[] = [];
   private draws: u64 = 0;
-  private warnedBodyWithheld: bool = false;
+  /** Requests whose headers wait for the body, and whether Envoy ever hands it over. */
+  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
+    "the router held the request headers to read the model from the body (llm-admission's facts did not come with them), but Envoy does not " +
+    "hand this filter the body of a request whose headers it holds: this worker now routes such requests without their model (rules matching " +
+    "models do not apply, no model header; rewrite_model still rewrites the body); set allow_on_headers_stop_iteration: true on llm-router's " +
+    "Wasm filter, or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them");
 
   createContext(context_id: u32): Context {
     return new RouterStream(context_id, this);
@@ -92,6 +101,21 @@ export class RouterRoot extends RootContext {
       this.requestsMetric.push(defineCounter(new TaggedName(METRIC_REQUESTS).tag(LABEL_TARGET, target.name).toString()));
       this.tripsMetric.push(target.guard != null ? defineCounter(new TaggedName(METRIC_GUARD_TRIPS).tag(LABEL_TARGET, target.name).toString()) : -1);
     }
+    this.hold.configure(config.holdHeadersTimeoutMs, config.mayHoldHeaders);
+  }
+
+  /** Ticks only while a request's headers wait for its body. */
+  tickPeriodMs(): u32 {
+    return this.hold.tickPeriodMs();
+  }
+
+  onTick(): void {
+    this.hold.onTick(this.context_id);
+  }
+
+  /** Another stage of the one module found the header pause missing. */
+  headerPauseMissing(): void {
+    this.hold.missingElsewhere(this.context_id);
   }
 
   /**
@@ -102,13 +126,6 @@ export class RouterRoot extends RootContext {
     this.draws++;
     const fromId = requestId != null ? stableHash(requestId) : 0;
     return nowNanos() ^ (this.draws * GOLDEN_GAMMA) ^ fromId;
-  }
-
-  /** Once per worker: the likely cause is an Envoy that turns a header pause into a full stop. */
-  warnBodyWithheld(contextId: u32): void {
-    if (this.warnedBodyWithheld) return;
-    this.warnedBodyWithheld = true;
-    logger.warn(contextId, "the router held the request headers to read the body but Envoy never delivered it; set allow_on_headers_stop_iteration: true on this Wasm filter, or route without models and model rewrites");
   }
 }
 
@@ -122,8 +139,10 @@ enum Waiting {
 
 export class RouterStream extends Context {
   private waiting: Waiting = Waiting.Nothing;
+  /** The headers wait for the body; watched by the root's HeaderHold until a chunk comes. */
   private held: bool = false;
-  private sawBody: bool = false;
+  /** The headers went upstream before the body was read: no header can change any more. */
+  private headersGone: bool = false;
   private llm: bool = false;
   private shadow: bool = false;
   private clientRoute: string | null = null;
@@ -186,7 +205,10 @@ export class RouterStream extends Context {
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     if (this.waiting == Waiting.Nothing) return FilterDataStatusValues.Continue;
-    this.sawBody = true;
+    if (this.held) {
+      this.held = false;
+      this.root.hold.delivered();
+    }
     const config = this.root.config;
     if (<i64>body_buffer_length > config.maxBodyBytes) {
       // Documented pass-through: a body this large is routed without its model and not rewritten.
@@ -210,8 +232,8 @@ export class RouterStream extends Context {
       if (field.model != rewriteTo) {
         const rewritten = withModel(body, field, rewriteTo);
         replaceRequestBody(<u32>body_buffer_length, rewritten);
-        // The headers are still held, so the length they declare can be made true.
-        if (requestHeader("content-length") != null) setRequestHeader("content-length", rewritten.length.toString());
+        // Held headers can still declare the true length; headers that went first declare none (headersGoFirst).
+        if (!this.headersGone && requestHeader("content-length") != null) setRequestHeader("content-length", rewritten.length.toString());
       }
       upstream = rewriteTo;
       this.upstreamModel = rewriteTo;
@@ -242,7 +264,6 @@ export class RouterStream extends Context {
   }
 
   onLog(): void {
-    if (this.held && !this.sawBody && this.waiting != Waiting.Nothing) this.root.warnBodyWithheld(this.context_id);
     if (this.decision == null && !this.shadow) return;
     const endMs = nowMillis();
     const status = max<i64>(propertyInt(["response", "code"]), 0);
@@ -258,8 +279,42 @@ export class RouterStream extends Context {
 
   private hold(waiting: Waiting): FilterHeadersStatusValues {
     this.waiting = waiting;
+    if (!this.root.hold.holds) {
+      // This Envoy never hands a held request its body (shared/hold.ts): the headers go on now.
+      this.headersGoFirst();
+      return FilterHeadersStatusValues.Continue;
+    }
     this.held = true;
+    this.root.hold.held(this);
     return FilterHeadersStatusValues.StopIteration;
+  }
+
+  /** From the root's tick: no body came while the headers were held; they go on without it. */
+  letGoHeaders(): void {
+    // Header changes and the resume act on the stream only once it is made current.
+    setEffectiveContext(this.context_id);
+    this.held = false;
+    this.headersGoFirst();
+    this.continueRequest();
+  }
+
+  /**
+   * The headers go upstream before the body is read, and Envoy's router picks the route from them: a
+   * decision waiting for the model is made without it, and a model rewrite still to come drops the
+   * length the headers declare, which it would make wrong.
+   */
+  private headersGoFirst(): void {
+    if (this.waiting == Waiting.Decision) {
+      this.route();
+      this.waiting = this.rewriteTo.length > 0 ? Waiting.Rewrite : Waiting.Nothing;
+    }
+    if (this.waiting == Waiting.Rewrite) removeRequestHeader("content-length");
+    this.headersGone = true;
+  }
+
+  /** A request that ends while its headers are held is no longer watched. */
+  onDelete(): void {
+    if (this.held) this.root.hold.forget(this);
   }
 
   /** With the decision made: hold the headers for a body rewrite, or copy the model now and go. */
@@ -294,7 +349,7 @@ export class RouterStream extends Context {
 
   private liftModel(model: string): void {
     const header = this.root.config.modelHeader;
-    if (header.length > 0 && model.length > 0) setRequestHeader(header, headerSafe(model));
+    if (header.length > 0 && model.length > 0 && !this.headersGone) setRequestHeader(header, headerSafe(model));
   }
 
   private guard(decision: Decision, sample: Sample): void {

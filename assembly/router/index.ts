@@ -4,6 +4,7 @@ export {
   proxy_abi_version_0_2_1,
   proxy_on_context_create,
   proxy_on_configure,
+  proxy_on_tick,
   proxy_on_request_headers,
   proxy_on_request_body,
   proxy_on_response_headers,

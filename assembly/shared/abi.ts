@@ -37,6 +37,7 @@ export function proxy_on_configure(root_context_id: u32, configuration_size: u32
   beginCallback(root_context_id);
   const root = rootContext(root_context_id);
   const accepted = root != null && root.onConfigure(configuration_size);
+  if (accepted) root!.askForTicks();
   collectWhenDue();
   return accepted ? 1 : 0;
 }
@@ -44,7 +45,11 @@ export function proxy_on_configure(root_context_id: u32, configuration_size: u32
 export function proxy_on_tick(root_context_id: u32): void {
   beginCallback(root_context_id);
   const root = rootContext(root_context_id);
-  if (root != null) root.onTick();
+  if (root != null) {
+    // First, while the host's current context is still the root: the tick's work turns to streams.
+    root.askForTicks();
+    root.onTick();
+  }
   collectWhenDue();
 }
 

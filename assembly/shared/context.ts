@@ -10,7 +10,7 @@
 // because Envoy kept the draining 0% root and never configured it again).
 import { ConfigErrors, ConfigObject, readConfigRoot } from "./config-reader";
 import { ContextTable } from "./context-table";
-import { Logger, pluginConfiguration, resumeRequest } from "./host";
+import { Logger, pluginConfiguration, resumeRequest, setTickPeriod } from "./host";
 
 /** What a headers callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
 export enum FilterHeadersStatusValues {
@@ -59,7 +59,37 @@ export abstract class RootContext {
   /** Reads the filter's configuration from its JSON object and, when that adds no error, starts using it. */
   configure(source: ConfigObject, errors: ConfigErrors): void {}
 
+  /**
+   * How often this root needs onTick, in milliseconds; 0: not at all. A root declares its need
+   * rather than setting the host's period itself: in the one-module build (assembly/mesh/) every
+   * stage shares one root, and stages that each set the period would overwrite each other.
+   */
+  tickPeriodMs(): u32 {
+    return 0;
+  }
+
   onTick(): void {}
+
+  private tickPeriodAsked: u32 = 0;
+
+  /**
+   * Tells the host the period tickPeriodMs() answers now, when it changed. abi.ts asks after a
+   * configure is accepted and as every tick begins, so a need that ends stops the ticks at the next
+   * one; a stream whose callback starts a need asks through Context.askForTicks.
+   */
+  askForTicks(): void {
+    const period = this.tickPeriodMs();
+    if (period == this.tickPeriodAsked) return;
+    this.tickPeriodAsked = period;
+    setTickPeriod(period);
+  }
+
+  /**
+   * Envoy was seen keeping the body of a request whose headers were held (shared/header-hold.ts):
+   * the Wasm filter lacks allow_on_headers_stop_iteration. Called on the root Envoy knows, so that in
+   * the one module (assembly/mesh/) every stage stops holding, not only the one that found out.
+   */
+  headerPauseMissing(): void {}
 
   /** False would ask Envoy to wait before deleting the root; no llm-mesh root needs that. */
   onDone(): bool {
@@ -114,8 +144,23 @@ export class Context {
     else resumeRequest(this.context_id);
   }
 
+  /**
+   * From the root's tick (header-hold.ts): the headers this stream holds waiting for a body that has
+   * not come go on without it, and the filter decides at body time. Filters that hold override it.
+   */
+  letGoHeaders(): void {}
+
   /** A mesh stream runs the stages after `stage` here; a lone filter's stream has none. */
   continueAfter(stage: Context): void {}
+
+  /**
+   * This stream's callback may have changed what its root needs ticks for (admission: a request now
+   * waits for one): the root Envoy knows, the mesh's one in the one-module build, asks the host again.
+   */
+  askForTicks(): void {
+    const root = rootContext(this.root_context_id);
+    if (root != null) root.askForTicks();
+  }
 }
 
 // ---- registry ----

@@ -421,6 +421,20 @@ export function propertyInt(segments: string[]): i64 {
   return load<i64>(changetype<usize>(bytes));
 }
 
+const TOTAL_SIZE: string[] = ["request", "total_size"];
+
+/**
+ * The request body bytes Envoy has received so far, whether or not any filter was handed them; -1
+ * when the host does not say. Envoy's `request.total_size` is those bytes plus the request header
+ * map's byteSize(), which is what proxy_get_header_map_size answers.
+ */
+export function requestBodyBytesReceived(): i64 {
+  const total = propertyInt(TOTAL_SIZE);
+  if (total < 0 || imports.proxy_get_header_map_size(REQUEST_HEADERS, OUT_U32) != OK) return -1;
+  const received = total - <i64>load<u32>(OUT_U32);
+  return received >= 0 ? received : -1;
+}
+
 export function propertyString(segments: string[]): string | null {
   const bytes = property(segments);
   return bytes == null ? null : String.UTF8.decode(bytes);

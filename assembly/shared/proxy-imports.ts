@@ -33,6 +33,10 @@ export declare function proxy_get_header_map_value(map: u32, key: usize, keySize
 export declare function proxy_get_header_map_pairs(map: u32, dataOut: usize, sizeOut: usize): u32;
 
 // @ts-ignore: decorator
+@external("env", "proxy_get_header_map_size")
+export declare function proxy_get_header_map_size(map: u32, sizeOut: usize): u32;
+
+// @ts-ignore: decorator
 @external("env", "proxy_replace_header_map_value")
 export declare function proxy_replace_header_map_value(map: u32, key: usize, keySize: usize, value: usize, valueSize: usize): u32;
 

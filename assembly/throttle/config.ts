@@ -5,6 +5,7 @@ import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-rea
 import { ApiShape, apiShapeFromName, API_SHAPE_NAMES } from "../shared/llm-request";
 import { ModelPattern } from "../shared/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily } from "../shared/tokens";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
 
 export const DEFAULT_OUTPUT_TOKENS: i64 = 1024;
 export const DEFAULT_MAX_WAIT_MS: i64 = 10_000;
@@ -17,7 +18,7 @@ const MAX_KEY_SLOTS: i64 = 65536;
 const MAX_WAIT_LIMIT_MS: i64 = 300_000;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
-const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers"];
+const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers", "hold_headers_timeout_ms"];
 const RULE_KEYS: string[] = ["name", "match", "key", "limits", "action", "queue", "redirect", "default_output_tokens", "count_shadow", "key_slots"];
 const MATCH_KEYS: string[] = ["models", "apis", "paths", "headers"];
 const HEADER_KEYS: string[] = ["name", "exact", "prefix", "present"];
@@ -103,8 +104,20 @@ export class ThrottleConfig {
   maxBodyBytes: i64 = DEFAULT_MAX_BODY_BYTES;
   tickMs: i64 = DEFAULT_TICK_MS;
   responseHeaders: bool = true;
+  /**
+   * How long a request whose headers this filter holds to read the body (no admission facts) waits
+   * for it; without allow_on_headers_stop_iteration it never comes, and the request is decided at
+   * body time instead (shared/hold.ts).
+   */
+  holdHeadersTimeoutMs: i64 = DEFAULT_HOLD_HEADERS_TIMEOUT_MS;
   /** Some rule queues requests, so the workers need a tick to release them. */
   queues: bool = false;
+  /**
+   * Every request header a decision reads (rule matches, key parts, and :authority for shadow
+   * copies): kept when the headers go upstream before the body is read, since Envoy gives a filter
+   * no request headers after it let them go on.
+   */
+  headerNames: string[] = [":authority"];
   /** Request headers only this filter may set (redirect targets); a client sending one is forging it. */
   redirectHeaders: string[] = [];
 }
@@ -280,6 +293,11 @@ export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): Th
     const rule = readRule(unchecked(rules[i]), i, config, errors);
     config.rules.push(rule);
     if (rule.action == Action.Queue) config.queues = true;
+    for (let j = 0; j < rule.headers.length; j++) addName(config.headerNames, unchecked(rule.headers[j]).name);
+    for (let j = 0; j < rule.key.length; j++) {
+      const source = unchecked(rule.key[j]);
+      if (source.kind == KeyKind.Header) addName(config.headerNames, source.header);
+    }
     if (rule.action == Action.Redirect && !config.redirectHeaders.includes(rule.redirectHeader)) config.redirectHeaders.push(rule.redirectHeader);
   }
   const tokenizer = root.oneOf("tokenizer", ["o200k", "cl100k"], "o200k");
@@ -287,9 +305,14 @@ export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): Th
   config.maxBodyBytes = root.int("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 1, 64 * 1048576);
   config.tickMs = root.int("tick_ms", DEFAULT_TICK_MS, 10, 1000);
   config.responseHeaders = root.bool("response_headers", true);
+  config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
   const result = new ThrottleConfigResult();
   if (errors.ok) result.config = config;
   else result.error = errors.message;
   return result;
+}
+
+function addName(names: string[], name: string): void {
+  if (!names.includes(name)) names.push(name);
 }

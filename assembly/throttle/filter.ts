@@ -12,13 +12,13 @@ import { errorBody, rateLimited } from "../shared/api-errors";
 import {
   defineCounter, defineGauge, incrementMetric, Logger, nowMillis, propertyString,
   removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders,
-  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader, setTickPeriod,
+  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader,
 } from "../shared/host";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
 import { RequestFacts } from "../shared/request-facts";
 import { UsageFigures, UsageTracker } from "../shared/response-usage";
 import { publishedUsage, usageAnnounced } from "../shared/usage-handoff";
-import { isShadowRequest, ROUTE_FALLBACK, setRoute } from "../shared/route";
+import { isShadowAuthority, ROUTE_FALLBACK, setRoute } from "../shared/route";
 import { KeyHash } from "../shared/key-hash";
 import { TokenEstimator } from "../shared/tokens";
 import { Action, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
@@ -28,10 +28,13 @@ import {
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
 import { asciiLower } from "../shared/ascii";
+import { HeaderHold } from "../shared/header-hold";
 
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
 export const FACT_THROTTLE = "llm_mesh.throttle";
+/** Counter: requests whose headers this filter held to read the body, let go without it (shared/hold.ts). */
+export const METRIC_HOLD_TIMEOUTS = "llm_throttle_hold_headers_timeouts_total";
 const PEER_PROPERTY: string[] = ["connection", "uri_san_peer_certificate"];
 /** Stands for an absent key part, so that "no header" and an empty header are different keys. */
 const ABSENT = "\u0000";
@@ -56,6 +59,8 @@ class RuleMetrics {
   inFlight: i32;
   waiting: i32;
   reserved: i32;
+  /** Whether this root said that the rule, a redirect, could not move a request whose headers had left. */
+  warnedRedirectTooLate: bool = false;
 
   constructor(rule: Rule) {
     const base = "llm_throttle." + rule.name + ".";
@@ -81,6 +86,12 @@ export class ThrottleRoot extends RootContext {
   waiting: ThrottleStream[] = [];
   /** What this worker's requests hold in shared records, renewed from the tick so that a VM that fails leaves nothing held. */
   holds: Holds = new Holds();
+  /** Requests whose headers wait for the body to be read here, and whether Envoy ever hands it over. */
+  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
+    "llm-admission's facts did not come with the request headers, so this filter held them to read the body, but Envoy does not hand " +
+    "this filter the body of a request whose headers it holds: this worker now lets the headers go and decides from the body " +
+    "(rejecting and queueing still work; redirect rules answer 429); set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter, " +
+    "or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them");
 
   createContext(context_id: u32): Context {
     return new ThrottleStream(context_id, this);
@@ -95,13 +106,26 @@ export class ThrottleRoot extends RootContext {
     const metrics: RuleMetrics[] = [];
     for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
     this.metrics = metrics;
-    setTickPeriod(<u32>tickPeriodMs(config));
+    this.hold.configure(config.holdHeadersTimeoutMs, config.rules.length > 0);
+  }
+
+  /** The queues' and leases' period, or the held headers' when shorter. */
+  tickPeriodMs(): u32 {
+    const own = <u32>tickPeriodMs(this.config);
+    const held = this.hold.tickPeriodMs();
+    return own == 0 || (held != 0 && held < own) ? held : own;
   }
 
   onTick(): void {
     const now = nowMillis();
     this.releaseWaiting(now);
     this.holds.renew(now);
+    this.hold.onTick(this.context_id);
+  }
+
+  /** Another stage of the one module found the header pause missing. */
+  headerPauseMissing(): void {
+    this.hold.missingElsewhere(this.context_id);
   }
 
   /**
@@ -153,6 +177,25 @@ class Ticket {
   constructor(public rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, public reserved: Reservation) {}
 }
 
+/** Request headers by name, read while Envoy still hands them to the filter. */
+class KeptHeaders {
+  values: Array<string | null> = [];
+
+  constructor(public names: string[]) {}
+
+  static read(names: string[]): KeptHeaders {
+    const kept = new KeptHeaders(names);
+    for (let i = 0; i < names.length; i++) kept.values.push(requestHeader(unchecked(names[i])));
+    return kept;
+  }
+
+  /** Null for a header the request did not have, or one not kept (no decision reads it). */
+  get(name: string): string | null {
+    const at = this.names.indexOf(name);
+    return at >= 0 ? unchecked(this.values[at]) : null;
+  }
+}
+
 enum Phase {
   Idle = 0,
   /** No facts from an earlier filter: the body is being buffered to read them here. */
@@ -188,6 +231,12 @@ export class ThrottleStream extends Context {
   private opaque: bool = false;
   /** The metrics filter reads the response and hands over its usage (usage-handoff.ts). */
   private usageHandedOver: bool = false;
+  /** The headers wait for the body to be read here (no admission facts); watched by the root's HeaderHold. */
+  private holding: bool = false;
+  /** The headers went upstream before the decision: it is made from the body, and cannot redirect. */
+  private headersGone: bool = false;
+  /** The request headers the decision reads, kept as they went upstream (keepHeaders). */
+  private kept: KeptHeaders | null = null;
 
   constructor(context_id: u32, private root: ThrottleRoot) {
     super(context_id, root);
@@ -207,14 +256,34 @@ export class ThrottleStream extends Context {
     this.shape = apiShapeForPath(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
     if (end_of_stream) return headersVerdict(this.decideWithBody(new Uint8Array(0)));
-    // No admission filter ran before this one: read the body for the model and the prompt.
+    // No admission facts with the headers: read the body for the model and the prompt.
     this.phase = Phase.ReadingBody;
+    if (!this.root.hold.holds) {
+      // This Envoy never hands a held request its body (shared/hold.ts): decide from it after the headers left.
+      this.keepHeaders();
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.holding = true;
+    this.root.hold.held(this);
     return FilterHeadersStatusValues.StopIteration;
+  }
+
+  /** From the root's tick: no body came while the headers were held; they go on, and the body decides when it comes. */
+  letGoHeaders(): void {
+    // The resume acts on the stream only once it is made current.
+    setEffectiveContext(this.context_id);
+    this.holding = false;
+    this.keepHeaders();
+    this.continueRequest();
   }
 
   onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
     if (this.phase == Phase.Waiting) return FilterDataStatusValues.StopIterationAndBuffer;
     if (this.phase != Phase.ReadingBody) return FilterDataStatusValues.Continue;
+    if (this.holding) {
+      this.holding = false;
+      this.root.hold.delivered();
+    }
     const length = <i64>body_buffer_length;
     if (length > this.root.config.maxBodyBytes) {
       this.promptTokens = length / BYTES_PER_TOKEN;
@@ -255,11 +324,52 @@ export class ThrottleStream extends Context {
     return true;
   }
 
+  /** A request that ends while its headers are held is no longer watched. */
+  onDelete(): void {
+    if (this.holding) this.root.hold.forget(this);
+  }
+
   onLog(): void {
     // The metrics filter publishes the usage in its own onLog, which Envoy runs after this one;
     // every filter's onDone comes after all of them.
     if (this.usageHandedOver) return;
     this.end();
+  }
+
+  // ---- the request headers ----
+
+  /** A request header a decision reads: the kept copy once the headers went on (Envoy gives none then). */
+  private header(name: string): string | null {
+    const kept = this.kept;
+    return kept != null ? kept.get(name) : requestHeader(name);
+  }
+
+  /** The headers are about to go upstream before the decision: keep what it will read. */
+  private keepHeaders(): void {
+    this.headersGone = true;
+    this.kept = KeptHeaders.read(this.root.config.headerNames);
+  }
+
+  private headersMatch(rule: Rule): bool {
+    for (let i = 0; i < rule.headers.length; i++) {
+      const match = unchecked(rule.headers[i]);
+      if (!match.matches(this.header(match.name))) return false;
+    }
+    return true;
+  }
+
+  /** Whom the request counts against under this rule, as a hash of the rule's key parts. */
+  private fingerprint(rule: Rule, model: string): i64 {
+    const hash = new KeyHash().add(rule.name);
+    for (let i = 0; i < rule.key.length; i++) {
+      const source = unchecked(rule.key[i]);
+      let part: string | null = "";
+      if (source.kind == KeyKind.Header) part = this.header(source.header);
+      else if (source.kind == KeyKind.Peer) part = propertyString(PEER_PROPERTY);
+      else if (source.kind == KeyKind.Model) part = model;
+      hash.add(part != null ? part : ABSENT);
+    }
+    return hash.fingerprint();
   }
 
   // ---- deciding ----
@@ -278,13 +388,14 @@ export class ThrottleStream extends Context {
 
   private decide(model: string, maxTokens: i64): Verdict {
     const config = this.root.config;
-    const shadow = isShadowRequest();
+    const authority = this.header(":authority");
+    const shadow = authority != null && isShadowAuthority(authority);
     for (let i = 0; i < config.rules.length; i++) {
       const rule = unchecked(config.rules[i]);
       if (shadow && !rule.countShadow) continue;
-      if (!rule.matchesRequest(model, this.shape, this.path) || !headersMatch(rule)) continue;
+      if (!rule.matchesRequest(model, this.shape, this.path) || !this.headersMatch(rule)) continue;
       const reservation = reservationFor(rule, this.shape, this.promptTokens, maxTokens);
-      this.tickets.push(new Ticket(rule, unchecked(this.root.metrics[i]), fingerprint(rule, model), reservation));
+      this.tickets.push(new Ticket(rule, unchecked(this.root.metrics[i]), this.fingerprint(rule, model), reservation));
     }
     if (this.tickets.length == 0) {
       this.phase = Phase.Done;
@@ -350,7 +461,7 @@ export class ThrottleStream extends Context {
     if (logger.debugEnabled()) {
       logger.debug(this.context_id, "rule " + rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
     }
-    if (rule.action == Action.Redirect) return this.redirect(ticket);
+    if (rule.action == Action.Redirect) return this.headersGone ? this.redirectTooLate(ticket) : this.redirect(ticket);
     if (rule.action == Action.Queue && check.deny != Deny.TooLarge) return this.enqueue(ticket, now);
     this.reject(ticket, refusalMessage(rule, check, ticket.reserved), check);
     return Verdict.Stop;
@@ -366,6 +477,18 @@ export class ThrottleStream extends Context {
     setFilterState(FACT_THROTTLE, "redirected:" + rule.name);
     this.phase = Phase.Done;
     return Verdict.Continue;
+  }
+
+  /** A request whose headers went upstream keeps its route: it is refused as a reject rule would refuse it. */
+  private redirectTooLate(ticket: Ticket): Verdict {
+    const metrics = ticket.metrics;
+    if (!metrics.warnedRedirectTooLate) {
+      metrics.warnedRedirectTooLate = true;
+      logger.warn(this.context_id, "rule " + ticket.rule.name + ": a request over its limit had its headers upstream already, so it cannot be redirected " +
+        "and is answered 429; redirect needs the headers held until the body is read: set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter");
+    }
+    this.reject(ticket, refusalMessage(ticket.rule, ticket.check, ticket.reserved), ticket.check);
+    return Verdict.Stop;
   }
 
   private enqueue(ticket: Ticket, now: i64): Verdict {
@@ -530,28 +653,6 @@ function appendRateLimitHeaders(headers: ResponseHeaders, rule: Rule, check: Che
     headers.add("x-ratelimit-remaining-tokens", check.remainingTokens.toString());
     headers.add("x-ratelimit-reset-tokens", formatDuration(check.resetTokensMs));
   }
-}
-
-function headersMatch(rule: Rule): bool {
-  for (let i = 0; i < rule.headers.length; i++) {
-    const match = unchecked(rule.headers[i]);
-    if (!match.matches(requestHeader(match.name))) return false;
-  }
-  return true;
-}
-
-/** Whom the request counts against under this rule, as a hash of the rule's key parts. */
-function fingerprint(rule: Rule, model: string): i64 {
-  const hash = new KeyHash().add(rule.name);
-  for (let i = 0; i < rule.key.length; i++) {
-    const source = unchecked(rule.key[i]);
-    let part: string | null = "";
-    if (source.kind == KeyKind.Header) part = requestHeader(source.header);
-    else if (source.kind == KeyKind.Peer) part = propertyString(PEER_PROPERTY);
-    else if (source.kind == KeyKind.Model) part = model;
-    hash.add(part != null ? part : ABSENT);
-  }
-  return hash.fingerprint();
 }
 
 function headersVerdict(verdict: Verdict): FilterHeadersStatusValues {

@@ -13,7 +13,10 @@ export const STAGES: readonly string[] = ["admission", "throttle", "metrics", "r
 
 interface HttpFilter {
   name: string;
-  typed_config?: { "@type"?: string; config?: { root_id?: string; configuration?: { value?: string }; vm_config?: { code?: { local?: { filename?: string } } } } };
+  typed_config?: {
+    "@type"?: string;
+    config?: { root_id?: string; allow_on_headers_stop_iteration?: boolean; configuration?: { value?: string }; vm_config?: { code?: { local?: { filename?: string } } } };
+  };
 }
 
 /** The section name of an llm-mesh Wasm filter ("llm-throttle" → "throttle"), or null for any other filter. */
@@ -25,10 +28,10 @@ function stageOf(filter: HttpFilter): string | null {
 
 /**
  * An http_filters entry (Envoy JSON) for an llm-mesh Wasm module read from `wasmFile`: its root id,
- * its configuration as JSON text, the VM id every llm-mesh filter shares, and the header pause that
- * admission's hold_headers needs.
+ * its configuration as JSON text, the VM id every llm-mesh filter shares, and (unless told otherwise)
+ * the header pause that admission's hold_headers needs.
  */
-export function wasmHttpFilter(name: string, rootId: string, configuration: string, wasmFile: string): HttpFilter {
+export function wasmHttpFilter(name: string, rootId: string, configuration: string, wasmFile: string, allowOnHeadersStopIteration = true): HttpFilter {
   return {
     name,
     typed_config: {
@@ -36,7 +39,7 @@ export function wasmHttpFilter(name: string, rootId: string, configuration: stri
       config: {
         name,
         root_id: rootId,
-        allow_on_headers_stop_iteration: true,
+        allow_on_headers_stop_iteration: allowOnHeadersStopIteration,
         configuration: { "@type": "type.googleapis.com/google.protobuf.StringValue", value: configuration },
         vm_config: { vm_id: "llm-mesh", runtime: "envoy.wasm.runtime.v8", code: { local: { filename: wasmFile } } },
       } as never,
@@ -44,7 +47,11 @@ export function wasmHttpFilter(name: string, rootId: string, configuration: stri
   };
 }
 
-/** Every chain of llm-* filters in an HTTP connection manager, replaced by build/mesh.wasm with their configurations as sections. */
+/**
+ * Every chain of llm-* filters in an HTTP connection manager, replaced by build/mesh.wasm with their
+ * configurations as sections. The module gets the header pause when some filter of the chain had it,
+ * so a chain without it (envoy/hold-headers.yaml) stays without it.
+ */
 export function asOneModule(yaml: string): string {
   const doc = parse(yaml);
   const visit = (node: unknown): void => {
@@ -59,7 +66,9 @@ export function asOneModule(yaml: string): string {
         for (const f of stages) sections[stageOf(f)!] = JSON.parse(f.typed_config!.config!.configuration?.value || "{}");
         const file = stages[0].typed_config!.config!.vm_config!.code!.local!.filename!.replace(/[^/]+\.wasm$/, "mesh.wasm");
         const first = filters.indexOf(stages[0]);
-        record.http_filters = [...filters.slice(0, first), wasmHttpFilter("llm-mesh", "llm-mesh", JSON.stringify(sections), file), ...filters.slice(first).filter((f) => stageOf(f) === null)];
+        const pause = stages.some((f) => f.typed_config!.config!.allow_on_headers_stop_iteration === true);
+        const mesh = wasmHttpFilter("llm-mesh", "llm-mesh", JSON.stringify(sections), file, pause);
+        record.http_filters = [...filters.slice(0, first), mesh, ...filters.slice(first).filter((f) => stageOf(f) === null)];
       }
     }
     Object.values(record).forEach(visit);
