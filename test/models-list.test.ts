@@ -47,6 +47,16 @@ async function getList(envoy: EnvoyHandle, headers: Record<string, string> = {},
   return { status: res.status, headers: res.headers, text, json, ids: (json.data ?? []).map((m: { id: string }) => m.id) };
 }
 
+/**
+ * One held chat request, which shows the worker that Envoy hands a held request its body (the
+ * header-pause flag is there): only then does admission hold a list's headers for its length.
+ */
+async function showTheFlag(envoy: EnvoyHandle): Promise<void> {
+  const res = await fetch(envoy.url("/v1/chat/completions"), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "gpt-4o-mini", messages: [{ role: "user", content: "hi" }] }) });
+  await res.arrayBuffer();
+  assert.equal(res.status, 200);
+}
+
 /** The answer's declared length is its length: a rewritten list must not keep the model server's. */
 function assertLength(answer: ListAnswer): void {
   assert.equal(answer.headers.get("content-length"), String(Buffer.byteLength(answer.text)), answer.text.slice(0, 200));
@@ -76,6 +86,8 @@ for (const [chain, edit] of [["four filters", undefined], ["one module", asOneMo
   describe(`the model list through the demo's ${chain}`, () => {
     const mocks = useModelMocks();
     const demo = () => ({ scenario: "demo", vars: mocks.ports(), concurrency: 2, edit });
+    // One worker, so that the request showing the flag and the lists meet the same VM.
+    const oneWorker = () => ({ ...demo(), concurrency: 1 });
     before(() => {
       mocks.primary.setDefault({ models: PRIMARY_MODELS });
       mocks.canary.setDefault({ models: CANARY_MODELS });
@@ -158,8 +170,9 @@ for (const [chain, edit] of [["four filters", undefined], ["one module", asOneMo
       for (const [api, n] of Object.entries(expected)) assert.equal(counted.get(api), n, `${api}: ${JSON.stringify([...counted])}`);
     });
 
-    envoyTest("whatever the model server lists, the answer and its content-length are right", demo, async (envoy) => {
+    envoyTest("whatever the model server lists, the answer and its content-length are right", oneWorker, async (envoy) => {
       resetMocks();
+      await showTheFlag(envoy);
       const larger = await getList(envoy, { "x-mock-models-count": "3000" });
       assert.equal(larger.status, 200);
       assertLength(larger);
@@ -200,8 +213,9 @@ for (const [chain, edit] of [["four filters", undefined], ["one module", asOneMo
       assertConfigList(await getList(envoy, { "x-mock-reset-after": "0" }));
     });
 
-    envoyTest("a list past the body limit is not buffered: the configuration's list answers, and the warning says what to raise", demo, async (envoy) => {
+    envoyTest("a list past the body limit is not buffered: the configuration's list answers, and the warning says what to raise", oneWorker, async (envoy) => {
       resetMocks();
+      await showTheFlag(envoy);
       // 120000 entries are 9.4 MB, past Envoy's own 8 MiB buffer limit: buffered whole, Envoy would fail the request.
       const declared = await getList(envoy, { "x-mock-models-count": "120000" });
       assertConfigList(declared);
@@ -235,6 +249,24 @@ describe("the model list with admission alone", () => {
     assert.equal(streamed.status, 200);
     assert.deepEqual(streamed.json, { object: "list", data: [{ id: "gpt-4o-mini", object: "model", created: 0, owned_by: "llm-mesh" }] });
     assert.deepEqual((await getList(envoy, { "x-mock-models": PRIMARY_MODELS.join(",") })).ids, ADMITTED);
+  });
+
+  envoyTest("before a held request showed the header-pause flag, a list goes out whole without content-length", () => ({ ...alone(demoAdmission)(), concurrency: 1 }), async (envoy) => {
+    const first = await getList(envoy, { "x-mock-models": PRIMARY_MODELS.join(",") });
+    assert.equal(first.headers.get("content-length"), null);
+    assert.deepEqual(first.ids, ADMITTED);
+    await showTheFlag(envoy);
+    assertLength(await getList(envoy, { "x-mock-models": PRIMARY_MODELS.join(",") }));
+  });
+
+  // envoy/hold-headers.yaml is admission without allow_on_headers_stop_iteration: holding an answer's
+  // headers there would keep its body from the filter, and the client would wait for Envoy's timeout.
+  envoyTest("without the header-pause flag a list never waits: it goes out whole without content-length", () => ({ scenario: "hold-headers", vars: { UPSTREAM_PORT: mock.port, ADMISSION_CONFIG: demoAdmission } }), async (envoy) => {
+    for (let i = 0; i < 3; i++) {
+      const list = await getList(envoy, { "x-mock-models": PRIMARY_MODELS.join(",") });
+      assert.equal(list.headers.get("content-length"), null);
+      assert.deepEqual(list.ids, ADMITTED);
+    }
   });
 
   envoyTest("model_list: upstream, or admission that refuses no model, passes the list on untouched", alone({ ...demoAdmission, model_list: "upstream" }), async (envoy) => {
