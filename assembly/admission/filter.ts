@@ -4,7 +4,6 @@ import {
   Context,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-  RootContext,
 } from "../shared/context";
 import { errorBody, ApiError } from "../shared/api-errors";
 import {
@@ -17,7 +16,7 @@ import { TokenEstimator } from "../shared/tokens";
 import { ConfigErrors, ConfigObject } from "../shared/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
-import { HeaderHold } from "../shared/header-hold";
+import { HeaderHold, HoldingRoot } from "../shared/header-hold";
 import { ModelsListStream } from "./models-list-stream";
 
 export const FILTER_NAME = "llm-admission";
@@ -30,15 +29,20 @@ export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";
 const logger = new Logger(FILTER_NAME);
 const NO_EXTRA_HEADERS: string[] = [];
 
-export class AdmissionRoot extends RootContext {
+/** Logged once per root when Envoy is seen keeping a held request's body from this filter. */
+const HOLD_WARNING =
+  "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, so this worker stops holding them " +
+  "(no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
+  "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false";
+
+export class AdmissionRoot extends HoldingRoot {
   config: AdmissionConfig = new AdmissionConfig();
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
-  /** Held requests and what this root knows of Envoy handing them their body (shared/hold.ts). */
-  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
-    "hold_headers is on, but Envoy does not hand this filter the body of a request whose headers it holds, so this worker stops holding them " +
-    "(no x-llm-* headers upstream); set allow_on_headers_stop_iteration: true on the Wasm filter " +
-    "(in Istio, apply the hold-headers EnvoyFilter in k8s/base/hold-headers-envoyfilter.yaml) or set hold_headers: false");
+
+  constructor(context_id: u32) {
+    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  }
 
   createContext(context_id: u32): Context {
     return new AdmissionStream(context_id, this);
@@ -66,19 +70,6 @@ export class AdmissionRoot extends RootContext {
     return this.config.holdHeaders && this.hold.handsOverBody;
   }
 
-  /** Ticks only while a held request waits for its body: never once the flag is known, or without hold_headers. */
-  tickPeriodMs(): u32 {
-    return this.hold.tickPeriodMs();
-  }
-
-  onTick(): void {
-    this.hold.onTick(this.context_id);
-  }
-
-  /** Another stage of the one module found the header pause missing. */
-  headerPauseMissing(): void {
-    this.hold.missingElsewhere(this.context_id);
-  }
 }
 
 export class AdmissionStream extends Context {

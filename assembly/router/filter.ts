@@ -7,7 +7,6 @@ import {
   Context,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-  RootContext,
 } from "../shared/context";
 import {
   clearRouteCache,
@@ -42,7 +41,7 @@ import { Sample, SampleResult } from "./guard";
 import { recordSample, SharedHealth } from "./guard-state";
 import { decide, Decision, RequestView, RouteInput, Verdict, verdictOf } from "./policy";
 import { AnswerTracker, ComparisonRecord } from "./record";
-import { HeaderHold } from "../shared/header-hold";
+import { HeaderHold, HoldingRoot } from "../shared/header-hold";
 
 export const FILTER_NAME = "llm-router";
 /** The decision, e.g. "target=canary by=sticky rule=gpt-4o-split", for access logs. */
@@ -72,18 +71,23 @@ class HostRequest extends RequestView {
 
 const hostRequest = new HostRequest();
 
-export class RouterRoot extends RootContext {
+/** Logged once per root when Envoy is seen keeping a held request's body from this filter. */
+const HOLD_WARNING =
+  "the router held the request headers to read the model from the body (llm-admission's facts did not come with them), but Envoy does not " +
+  "hand this filter the body of a request whose headers it holds: this worker now routes such requests without their model (rules matching " +
+  "models do not apply, no model header; rewrite_model still rewrites the body); set allow_on_headers_stop_iteration: true on llm-router's " +
+  "Wasm filter, or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them";
+
+export class RouterRoot extends HoldingRoot {
   config: RouterConfig = new RouterConfig();
   /** Metric ids by target index; -1 (a no-op) for the trips of a target without a guard. */
   requestsMetric: i32[] = [];
   tripsMetric: i32[] = [];
   private draws: u64 = 0;
-  /** Requests whose headers wait for the body, and whether Envoy ever hands it over. */
-  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
-    "the router held the request headers to read the model from the body (llm-admission's facts did not come with them), but Envoy does not " +
-    "hand this filter the body of a request whose headers it holds: this worker now routes such requests without their model (rules matching " +
-    "models do not apply, no model header; rewrite_model still rewrites the body); set allow_on_headers_stop_iteration: true on llm-router's " +
-    "Wasm filter, or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them");
+
+  constructor(context_id: u32) {
+    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  }
 
   createContext(context_id: u32): Context {
     return new RouterStream(context_id, this);
@@ -104,19 +108,6 @@ export class RouterRoot extends RootContext {
     this.hold.configure(config.holdHeadersTimeoutMs, config.mayHoldHeaders);
   }
 
-  /** Ticks only while a request's headers wait for its body. */
-  tickPeriodMs(): u32 {
-    return this.hold.tickPeriodMs();
-  }
-
-  onTick(): void {
-    this.hold.onTick(this.context_id);
-  }
-
-  /** Another stage of the one module found the header pause missing. */
-  headerPauseMissing(): void {
-    this.hold.missingElsewhere(this.context_id);
-  }
 
   /**
    * Bits for a split without a sticky key. Not Math.random (it would need a seed import Envoy lacks);

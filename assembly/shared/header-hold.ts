@@ -3,7 +3,7 @@
 // held streams, asks for ticks only while one waits, and from the tick lets go those past their
 // deadline through the stream's own letGoHeaders(), counts them, and says once what to fix when
 // Envoy is seen keeping a body back.
-import { Context, rootContext } from "./context";
+import { Context, RootContext, rootContext } from "./context";
 import { defineCounter, incrementMetric, Logger, nowMillis, requestBodyBytesReceived, setEffectiveContext } from "./host";
 import { BodyHandOver, bodyWithheld, DEFAULT_HOLD_HEADERS_TIMEOUT_MS, Held, holdTickPeriodMs, HoldWatch } from "./hold";
 
@@ -108,5 +108,30 @@ export class HeaderHold {
       incrementMetric(this.timeouts, 1);
       unchecked(streams[i]).stream.letGoHeaders();
     }
+  }
+}
+
+/**
+ * A root whose requests may hold their headers for the body: it ticks while one waits, lets go what
+ * waits too long, and hears from the other stages of the one module when the flag is missing.
+ * llm-throttle adds ticks of its own to these.
+ */
+export abstract class HoldingRoot extends RootContext {
+  constructor(context_id: u32, public hold: HeaderHold) {
+    super(context_id);
+  }
+
+  /** Ticks only while a request's headers wait for its body. */
+  tickPeriodMs(): u32 {
+    return this.hold.tickPeriodMs();
+  }
+
+  onTick(): void {
+    this.hold.onTick(this.context_id);
+  }
+
+  /** Another stage of the one module found the header pause missing. */
+  headerPauseMissing(): void {
+    this.hold.missingElsewhere(this.context_id);
   }
 }

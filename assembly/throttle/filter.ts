@@ -6,7 +6,6 @@ import {
   Context,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-  RootContext,
 } from "../shared/context";
 import { errorBody, rateLimited } from "../shared/api-errors";
 import {
@@ -28,7 +27,7 @@ import {
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
 import { asciiLower } from "../shared/ascii";
-import { HeaderHold } from "../shared/header-hold";
+import { HeaderHold, HoldingRoot } from "../shared/header-hold";
 
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -77,7 +76,14 @@ class RuleMetrics {
   }
 }
 
-export class ThrottleRoot extends RootContext {
+/** Logged once per root when Envoy is seen keeping a held request's body from this filter. */
+const HOLD_WARNING =
+  "llm-admission's facts did not come with the request headers, so this filter held them to read the body, but Envoy does not hand " +
+  "this filter the body of a request whose headers it holds: this worker now lets the headers go and decides from the body " +
+  "(rejecting and queueing still work; redirect rules answer 429); set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter, " +
+  "or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them";
+
+export class ThrottleRoot extends HoldingRoot {
   config: ThrottleConfig = new ThrottleConfig();
   metrics: RuleMetrics[] = [];
   /** One estimator per worker, for bodies read here: a body is read within one callback. */
@@ -86,12 +92,10 @@ export class ThrottleRoot extends RootContext {
   waiting: ThrottleStream[] = [];
   /** What this worker's requests hold in shared records, renewed from the tick so that a VM that fails leaves nothing held. */
   holds: Holds = new Holds();
-  /** Requests whose headers wait for the body to be read here, and whether Envoy ever hands it over. */
-  hold: HeaderHold = new HeaderHold(logger, METRIC_HOLD_TIMEOUTS,
-    "llm-admission's facts did not come with the request headers, so this filter held them to read the body, but Envoy does not hand " +
-    "this filter the body of a request whose headers it holds: this worker now lets the headers go and decides from the body " +
-    "(rejecting and queueing still work; redirect rules answer 429); set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter, " +
-    "or have llm-admission hold the headers (hold_headers: true, with the flag on its Wasm filter) so that its facts come with them");
+
+  constructor(context_id: u32) {
+    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  }
 
   createContext(context_id: u32): Context {
     return new ThrottleStream(context_id, this);
@@ -112,7 +116,7 @@ export class ThrottleRoot extends RootContext {
   /** The queues' and leases' period, or the held headers' when shorter. */
   tickPeriodMs(): u32 {
     const own = <u32>tickPeriodMs(this.config);
-    const held = this.hold.tickPeriodMs();
+    const held = super.tickPeriodMs();
     return own == 0 || (held != 0 && held < own) ? held : own;
   }
 
@@ -120,12 +124,7 @@ export class ThrottleRoot extends RootContext {
     const now = nowMillis();
     this.releaseWaiting(now);
     this.holds.renew(now);
-    this.hold.onTick(this.context_id);
-  }
-
-  /** Another stage of the one module found the header pause missing. */
-  headerPauseMissing(): void {
-    this.hold.missingElsewhere(this.context_id);
+    super.onTick();
   }
 
   /**
