@@ -138,6 +138,13 @@ export async function driveModule(wasm: BufferSource, configuration: string, req
       handOver(pairs, dataOut, sizeOut);
       return OK;
     }),
+    // Envoy's HeaderMap::byteSize(): names and values, no separators. The filters read it only on a
+    // held request whose body is late, which the driven requests never are.
+    proxy_get_header_map_size: counted("proxy_get_header_map_size", (map, sizeOut) => {
+      const headers = map === REQUEST_HEADERS ? stream().request : stream().response;
+      view().setUint32(sizeOut, headers.reduce((sum, [name, value]) => sum + encoder.encode(name).length + encoder.encode(value).length, 0), true);
+      return OK;
+    }),
     proxy_replace_header_map_value: counted("proxy_replace_header_map_value", (map, key, keySize, value, valueSize) => {
       const headers = changing(map);
       const name = text(key, keySize);
