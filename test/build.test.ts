@@ -30,14 +30,31 @@ const HOOK_EXPORTS: Record<string, string> = {
   onDelete: "proxy_on_delete",
 };
 
-/** The exports a filter's sources need: one per hook a class of theirs defines. */
+const sharedDir = join(repoDir, "assembly", "shared");
+/** The shared base classes filters extend, other than context.ts's own (whose hooks do nothing), by name: their file's source. */
+const sharedBases = new Map(
+  readdirSync(sharedDir)
+    .filter((f) => f.endsWith(".ts") && f !== "context.ts")
+    .flatMap((f) => {
+      const source = readFileSync(join(sharedDir, f), "utf8");
+      return [...source.matchAll(/^export (?:abstract )?class (\w+)/gm)].map(([, name]) => [name, source] as const);
+    }),
+);
+
+/** The hooks a source defines, as the exports Envoy calls them through. */
+function hookExports(source: string): string[] {
+  return [...source.matchAll(/^\s+(on[A-Z]\w*)\(/gm)].map(([, hook]) => HOOK_EXPORTS[hook]).filter(Boolean);
+}
+
+/** The exports a filter's sources need: one per hook a class of theirs defines or inherits from a shared base. */
 function neededExports(filter: string): string[] {
   const dir = join(repoDir, "assembly", filter);
   const needed = new Set(ALWAYS);
   for (const file of readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
     const source = readFileSync(join(dir, file), "utf8");
-    for (const [, hook] of source.matchAll(/^\s+(on[A-Z]\w*)\(/gm)) {
-      if (hook in HOOK_EXPORTS) needed.add(HOOK_EXPORTS[hook]);
+    for (const hook of hookExports(source)) needed.add(hook);
+    for (const [, base] of source.matchAll(/\bextends (\w+)/g)) {
+      for (const hook of hookExports(sharedBases.get(base) ?? "")) needed.add(hook);
     }
   }
   return [...needed].sort();
