@@ -12,14 +12,13 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { parse, stringify } from "yaml";
 import { asOneModule } from "../scripts/one-module.ts";
 import { startLocalRegistry, type LocalRegistry } from "../scripts/oci/local-registry.ts";
 import { packageFilters } from "../scripts/package.ts";
 import { publish } from "../scripts/publish.ts";
 import { repoDir } from "./harness/envoy-bin.ts";
 import { type Endpoint, type GatewayAgent, type Istiod, istioConfigOf, startGatewayAgent, startIstiod, writeIstioConfig } from "./harness/istio.ts";
-import { k8sDir, type Manifest, render } from "./harness/manifests.ts";
+import { k8sDir, type Manifest, render, setCanaryWeights } from "./harness/manifests.ts";
 import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
 import { type PodNetwork, startPodNetwork } from "./harness/pod-network.ts";
 
@@ -89,16 +88,6 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
       writeFileSync(file, text);
     }
     return dir;
-  }
-
-  function setCanary(k8s: string, overlay: string, primary: number, canary: number): void {
-    const file = join(k8s, "overlays", overlay, "canary.yaml");
-    const ops = parse(readFileSync(file, "utf8"));
-    for (const op of ops) {
-      if (op.path === "/spec/http/3/route/0/weight") op.value = primary;
-      if (op.path === "/spec/http/3/route/1/weight") op.value = canary;
-    }
-    writeFileSync(file, stringify(ops));
   }
 
   /** What `kubectl apply` of the overlay would make istiod see. */
@@ -257,7 +246,7 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     })();
     try {
       for (const [primary, canary] of [[0, 100], [100, 0]]) {
-        setCanary(k8s, "dev", primary, canary);
+        setCanaryWeights(k8s, "dev", primary, canary);
         apply(k8s, "dev");
         const target = canary === 100 ? "canary" : "primary";
         await eventually(`all traffic on ${target} after weights ${primary}/${canary}`, async () => {

@@ -12,7 +12,7 @@ import { after, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { asOneModule } from "../scripts/one-module.ts";
 import { envoyBinary, repoDir } from "./harness/envoy-bin.ts";
-import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render } from "./harness/manifests.ts";
+import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "./harness/manifests.ts";
 import { STAGES } from "./harness/one-module.ts";
 
 const scratch = mkdtempSync(join(repoDir, ".tmp", "k8s-"));
@@ -334,21 +334,12 @@ describe("rolling a canary", () => {
     cpSync(k8sDir, join(dir, "k8s"), { recursive: true });
     return join(dir, "k8s");
   }
-  function setCanary(k8s: string, primary: number, canary: number): void {
-    const file = join(k8s, "overlays", "prod", "canary.yaml");
-    const ops = parse(readFileSync(file, "utf8"));
-    for (const op of ops) {
-      if (op.path === "/spec/http/3/route/0/weight") op.value = primary;
-      if (op.path === "/spec/http/3/route/1/weight") op.value = canary;
-    }
-    writeFileSync(file, stringify(ops));
-  }
 
   test("forward and back by editing the weights in overlays/prod/canary.yaml", () => {
     assert.deepEqual(splitWeights(renderings.get("k8s/overlays/prod")!), { primary: 95, canary: 5 });
     const k8s = copyOfK8s();
     for (const [primary, canary] of [[75, 25], [50, 50], [0, 100], [100, 0]]) {
-      setCanary(k8s, primary, canary);
+      setCanaryWeights(k8s, "prod", primary, canary);
       assert.deepEqual(splitWeights(render(join(k8s, "overlays", "prod"))), { primary, canary });
     }
   });

@@ -1,9 +1,9 @@
 // The Kubernetes manifests under k8s/ as the cluster would get them: each kustomization (the base
 // and every overlay) rendered by kustomize, and the plugin configurations inside them.
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { parseAllDocuments } from "yaml";
+import { parse, parseAllDocuments, stringify } from "yaml";
 import { repoDir } from "./envoy-bin.ts";
 
 export const k8sDir = join(repoDir, "k8s");
@@ -104,4 +104,18 @@ export function pluginConfigs(docs: Manifest[], label: string): PluginConfigSite
     }
   }
   return sites;
+}
+
+/**
+ * Sets the canary's share in a copy of k8s/ the way the README tells users to: the two weights of
+ * the VirtualService's split route in `overlays/<overlay>/canary.yaml`.
+ */
+export function setCanaryWeights(k8s: string, overlay: string, primary: number, canary: number): void {
+  const file = join(k8s, "overlays", overlay, "canary.yaml");
+  const ops = parse(readFileSync(file, "utf8"));
+  for (const op of ops) {
+    if (op.path === "/spec/http/3/route/0/weight") op.value = primary;
+    if (op.path === "/spec/http/3/route/1/weight") op.value = canary;
+  }
+  writeFileSync(file, stringify(ops));
 }
