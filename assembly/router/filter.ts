@@ -108,7 +108,6 @@ export class RouterRoot extends HoldingRoot {
     this.hold.configure(config.holdHeadersTimeoutMs, config.mayHoldHeaders);
   }
 
-
   /**
    * Bits for a split without a sticky key. Not Math.random (it would need a seed import Envoy lacks);
    * not the request id alone either, which a client may be able to choose.
