@@ -9,7 +9,7 @@ import { cpus, loadavg } from "node:os";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { envoyBinary, repoDir } from "../test/harness/envoy-bin.ts";
+import { envoyBinary, repoDir } from "../tooling/envoy-bin.ts";
 import { jsonAnswer, type Workload, workloads as allWorkloads } from "./bench/bodies.ts";
 import { checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";

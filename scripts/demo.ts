@@ -2,9 +2,9 @@
 // as envoy/demo.yaml wires them. Runs until Ctrl-C.
 import { copyFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { renderScenario, startEnvoy } from "../test/harness/envoy.ts";
-import { repoDir } from "../test/harness/envoy-bin.ts";
-import { startMockLlm } from "../test/harness/mock-llm.ts";
+import { renderScenario, startEnvoy } from "../tooling/envoy.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { startMockLlm } from "../tooling/mock-llm.ts";
 
 const LISTEN_PORT = Number(process.env.LLM_MESH_PORT ?? 10000);
 const ADMIN_PORT = Number(process.env.LLM_MESH_ADMIN_PORT ?? 9901);

@@ -1,7 +1,7 @@
-// Runs the mock model server (test/harness/mock-llm.ts) until killed, for `npm start` and manual
+// Runs the mock model server (tooling/mock-llm.ts) until killed, for `npm start` and manual
 // curl sessions: tsx scripts/mock-llm.ts --port 18000 [--name primary]
 import { parseArgs } from "node:util";
-import { startMockLlm } from "../test/harness/mock-llm.ts";
+import { startMockLlm } from "../tooling/mock-llm.ts";
 
 const { values } = parseArgs({
   options: { port: { type: "string", default: "18000" }, name: { type: "string", default: "mock-llm" } },

@@ -2,19 +2,19 @@
 // Envoy workers (envoy/soak.yaml) in front of a fixed-answer upstream (envoy/soak-upstream.yaml),
 // driven by wrk in its own process. Between slices of load it samples Envoy's resident memory, the
 // Wasm linear memory of every VM, the allocator's heap and the number of llm-mesh shared-data keys
-// (counted by test/fuzz/shared-keys-probe.ts), then reports whether they stayed flat after warm-up.
+// (counted by scripts/soak/shared-keys-probe.ts), then reports whether they stayed flat after warm-up.
 // Not part of `npm test`: a million requests take several minutes.
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { repoDir } from "../test/harness/envoy-bin.ts";
-import { type EnvoyHandle, startEnvoy } from "../test/harness/envoy.ts";
-import { wasmMemory } from "../test/harness/wasm-memory.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, startEnvoy } from "../tooling/envoy.ts";
+import { wasmMemory } from "../tooling/wasm-memory.ts";
 import { rssBytes } from "./bench/proc.ts";
-import { ALLOWED_MODELS, lit, objectText, requestMembers, type Shape } from "../test/fuzz/bodies.ts";
-import { ADMISSION_CONFIG, METRICS_CONFIG, ROUTER_CONFIG } from "../test/fuzz/mesh.ts";
-import { Rng } from "../test/fuzz/rng.ts";
+import { ALLOWED_MODELS, lit, objectText, requestMembers, type Shape } from "../tooling/fuzz/bodies.ts";
+import { ADMISSION_CONFIG, METRICS_CONFIG, ROUTER_CONFIG } from "../tooling/fuzz/mesh.ts";
+import { Rng } from "../tooling/fuzz/rng.ts";
 
 const HELP = `usage: npm run soak -- [--requests N] [options]
 
@@ -229,8 +229,8 @@ async function main(): Promise<number> {
   const scratch = join(repoDir, ".tmp", `soak-${process.pid}`);
   mkdirSync(scratch, { recursive: true });
   const probe = join(scratch, "shared-keys-probe.wasm");
-  console.log("building the shared-data probe (test/fuzz/shared-keys-probe.ts)...");
-  execFileSync(join(repoDir, "node_modules", ".bin", "asc"), ["test/fuzz/shared-keys-probe.ts", "--config", "asconfig.json", "--target", "release", "--outFile", probe], { cwd: repoDir, stdio: "inherit" });
+  console.log("building the shared-data probe (scripts/soak/shared-keys-probe.ts)...");
+  execFileSync(join(repoDir, "node_modules", ".bin", "asc"), ["scripts/soak/shared-keys-probe.ts", "--config", "asconfig.json", "--target", "release", "--outFile", probe], { cwd: repoDir, stdio: "inherit" });
 
   const rng = new Rng(20_240_601);
   const requests = Array.from({ length: 4000 }, (_, i) => soakRequest(rng, i));

@@ -2,9 +2,9 @@
 // the upstream, what is admitted arrives intact (or clamped) with the facts later filters need.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { postJson, rawHttp, readSse } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { postJson, rawHttp, readSse } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const limits = {
   hold_headers: true,

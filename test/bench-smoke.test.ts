@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
 import { parseReport, perfAvailable } from "../scripts/bench/perf.ts";
 
 const filtersBuilt = readdirSync(join(repoDir, "build")).filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm");

@@ -2,22 +2,26 @@
 // proxy-wasm host (env.proxy_*) and WASI, or Envoy refuses it with "missing import"; and each must
 // export the callbacks of exactly the hooks its contexts override: Envoy never calls a callback the
 // module does not export, and calls every one it does (a filter's index.ts lists them; see
-// assembly/shared/abi.ts).
+// assembly/host/abi.ts).
 import assert from "node:assert/strict";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
 
 const buildDir = join(repoDir, "build");
-const filters = readdirSync(join(repoDir, "assembly"), { withFileTypes: true })
-  .filter((d) => d.isDirectory() && !["shared", "kernels", "__tests__"].includes(d.name))
+const assemblyFolders = readdirSync(join(repoDir, "assembly"), { withFileTypes: true })
+  .filter((d) => d.isDirectory() && d.name !== "__tests__")
   .map((d) => d.name);
+/** A folder with an index.ts is a module Envoy loads; the others are the layers the modules share. */
+const isModule = (folder: string) => existsSync(join(repoDir, "assembly", folder, "index.ts"));
+const filters = assemblyFolders.filter((f) => isModule(f) && f !== "kernels");
+const layers = assemblyFolders.filter((f) => !isModule(f));
 
 /** What Envoy needs to load a module and to create, configure and delete its contexts. */
 const ALWAYS = ["memory", "malloc", "proxy_abi_version_0_2_1", "proxy_on_context_create", "proxy_on_configure", "proxy_on_delete"];
 
-/** The hooks of assembly/shared/context.ts and the export Envoy calls each through. */
+/** The hooks of assembly/host/contexts.ts and the export Envoy calls each through. */
 const HOOK_EXPORTS: Record<string, string> = {
   onConfigure: "proxy_on_configure",
   onTick: "proxy_on_tick",
@@ -30,15 +34,16 @@ const HOOK_EXPORTS: Record<string, string> = {
   onDelete: "proxy_on_delete",
 };
 
-const sharedDir = join(repoDir, "assembly", "shared");
-/** The shared base classes filters extend, other than context.ts's own (whose hooks do nothing), by name: their file's source. */
+/** The shared base classes filters extend, other than contexts.ts's own (whose hooks do nothing), by name: their file's source. */
 const sharedBases = new Map(
-  readdirSync(sharedDir)
-    .filter((f) => f.endsWith(".ts") && f !== "context.ts")
-    .flatMap((f) => {
-      const source = readFileSync(join(sharedDir, f), "utf8");
-      return [...source.matchAll(/^export (?:abstract )?class (\w+)/gm)].map(([, name]) => [name, source] as const);
-    }),
+  layers.flatMap((layer) =>
+    readdirSync(join(repoDir, "assembly", layer))
+      .filter((f) => f.endsWith(".ts") && !(layer === "host" && f === "contexts.ts"))
+      .flatMap((f) => {
+        const source = readFileSync(join(repoDir, "assembly", layer, f), "utf8");
+        return [...source.matchAll(/^export (?:abstract )?class (\w+)/gm)].map(([, name]) => [name, source] as const);
+      }),
+  ),
 );
 
 /** The hooks a source defines, as the exports Envoy calls them through. */

@@ -7,11 +7,11 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
-import { type ConfigCheckers, loadConfigCheckers } from "./harness/config-check.ts";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { renderScenario, startEnvoy } from "./harness/envoy.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
-import { MESH_VARS } from "./fuzz/mesh.ts";
+import { type ConfigCheckers, loadConfigCheckers } from "../tooling/config-check.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { renderScenario, startEnvoy } from "../tooling/envoy.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { MESH_VARS } from "../tooling/fuzz/mesh.ts";
 import { Connection } from "./fuzz/raw-client.ts";
 import { simpleChat } from "./fuzz/requests.ts";
 

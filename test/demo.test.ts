@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
 
 async function freePort(): Promise<number> {
   const server = createServer();

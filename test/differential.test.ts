@@ -7,10 +7,10 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
-import { repoDir } from "./harness/kernels.ts";
-import { adversarial, ENDPOINTS, type Shape, wellFormed } from "./fuzz/bodies.ts";
-import { loadRequestReader, type Reading, type RequestReader } from "./fuzz/reader.ts";
-import { Rng } from "./fuzz/rng.ts";
+import { repoDir } from "../tooling/kernels.ts";
+import { adversarial, ENDPOINTS, type Shape, wellFormed } from "../tooling/fuzz/bodies.ts";
+import { loadRequestReader, type Reading, type RequestReader } from "../tooling/fuzz/reader.ts";
+import { Rng } from "../tooling/fuzz/rng.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611);
 const COUNT = Number(process.env.DIFFERENTIAL_COUNT ?? 30_000);

@@ -1,14 +1,14 @@
-// Measures the prompt-token estimator (assembly/shared/tokens.ts, run as compiled to
+// Measures the prompt-token estimator (assembly/llm/tokens.ts, run as compiled to
 // build/kernels.wasm) against gpt-tokenizer's real o200k and cl100k encodings, over real text that
-// installed packages ship (test/corpus.ts). Prints a table per family, plain and as Markdown for the
+// installed packages ship (tooling/corpus.ts). Prints a table per family, plain and as Markdown for the
 // README, and fails when the estimator drifts: median absolute error over 10%, or any sample
 // under-estimated by more than 15% (an under-estimate lets an oversized prompt through admission).
 import { encode as encodeCl100k } from "gpt-tokenizer/encoding/cl100k_base";
 import { encode as encodeO200k } from "gpt-tokenizer/encoding/o200k_base";
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
-import { type Category, loadCorpus, type Sample } from "./corpus.ts";
-import { ensureKernelsBuilt, type Family, type Kernels, loadKernels } from "./harness/kernels.ts";
+import { type Category, loadCorpus, type Sample } from "../tooling/corpus.ts";
+import { ensureKernelsBuilt, type Family, type Kernels, loadKernels } from "../tooling/kernels.ts";
 
 const MAX_MEDIAN_ERROR = 0.1;
 const MAX_UNDER_ESTIMATE = 0.15;

@@ -6,11 +6,11 @@
 import assert from "node:assert/strict";
 import { readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { type EnvoyHandle, startEnvoy, tail } from "./harness/envoy.ts";
-import { type MockLlm, type RecordedRequest, startMockLlm } from "./harness/mock-llm.ts";
-import { IN_FLIGHT_STATS, MESH_VARS, SERVED, upstreamViolations, VM_FAILURE } from "./fuzz/mesh.ts";
+import { type EnvoyHandle, startEnvoy, tail } from "../tooling/envoy.ts";
+import { type MockLlm, type RecordedRequest, startMockLlm } from "../tooling/mock-llm.ts";
+import { IN_FLIGHT_STATS, MESH_VARS, SERVED, upstreamViolations, VM_FAILURE } from "../tooling/fuzz/mesh.ts";
 import { Connection, oneShot, type Outcome, type RawResponse } from "./fuzz/raw-client.ts";
-import { loadRequestReader, type RequestReader } from "./fuzz/reader.ts";
+import { loadRequestReader, type RequestReader } from "../tooling/fuzz/reader.ts";
 import { type FuzzRequest, fuzzRequest, simpleChat } from "./fuzz/requests.ts";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 7_340_011);

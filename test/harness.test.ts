@@ -5,10 +5,10 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { envoyTest, renderScenario, validateScenario } from "./harness/envoy.ts";
-import { postJson, rawHttp, readSse } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { envoyTest, renderScenario, validateScenario } from "../tooling/envoy.ts";
+import { postJson, rawHttp, readSse } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const scenarios = readdirSync(join(repoDir, "envoy"))
   .filter((f) => f.endsWith(".yaml"))

@@ -11,10 +11,10 @@
 import assert from "node:assert/strict";
 import { connect } from "node:net";
 import { after, before, describe } from "node:test";
-import { type EnvoyHandle, envoyTest } from "./harness/envoy.ts";
-import { postJson } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
-import { asOneModule } from "./harness/one-module.ts";
+import { type EnvoyHandle, envoyTest } from "../tooling/envoy.ts";
+import { postJson } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { asOneModule } from "../tooling/one-module.ts";
 
 const TIMEOUT_MS = 1000;
 const hello = [{ role: "user", content: "Say hello to the mesh." }];

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
 
 const readJson = (path: string) => JSON.parse(readFileSync(join(repoDir, path), "utf8"));
 const requireFrom = (dir: string) => createRequire(join(repoDir, dir, "package.json"));

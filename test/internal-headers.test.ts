@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { type EnvoyHandle, startEnvoy } from "./harness/envoy.ts";
-import { type MockLlm, type RecordedRequest, startMockLlm } from "./harness/mock-llm.ts";
-import { ADMISSION_CONFIG, METRICS_CONFIG } from "./fuzz/mesh.ts";
+import { type EnvoyHandle, startEnvoy } from "../tooling/envoy.ts";
+import { type MockLlm, type RecordedRequest, startMockLlm } from "../tooling/mock-llm.ts";
+import { ADMISSION_CONFIG, METRICS_CONFIG } from "../tooling/fuzz/mesh.ts";
 import { Connection } from "./fuzz/raw-client.ts";
 import { simpleChat } from "./fuzz/requests.ts";
 

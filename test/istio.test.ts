@@ -12,15 +12,15 @@ import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } f
 import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { asOneModule } from "../scripts/one-module.ts";
-import { startLocalRegistry, type LocalRegistry } from "../scripts/oci/local-registry.ts";
+import { asOneModule } from "../tooling/one-module-manifests.ts";
+import { startLocalRegistry, type LocalRegistry } from "../tooling/local-registry.ts";
 import { packageFilters } from "../scripts/package.ts";
 import { publish } from "../scripts/publish.ts";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type Endpoint, type GatewayAgent, type Istiod, istioConfigOf, startGatewayAgent, startIstiod, writeIstioConfig } from "./harness/istio.ts";
-import { k8sDir, type Manifest, render, setCanaryWeights } from "./harness/manifests.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
-import { type PodNetwork, startPodNetwork } from "./harness/pod-network.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type Endpoint, type GatewayAgent, type Istiod, istioConfigOf, startGatewayAgent, startIstiod, writeIstioConfig } from "../tooling/istio.ts";
+import { k8sDir, type Manifest, render, setCanaryWeights } from "../tooling/manifests.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { type PodNetwork, startPodNetwork } from "../tooling/pod-network.ts";
 
 const NAMESPACE = "llm-serving";
 const TAG = "istio-test";

@@ -10,10 +10,10 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, wri
 import { join, relative, resolve } from "node:path";
 import { after, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
-import { asOneModule } from "../scripts/one-module.ts";
-import { envoyBinary, repoDir } from "./harness/envoy-bin.ts";
-import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "./harness/manifests.ts";
-import { STAGES } from "./harness/one-module.ts";
+import { asOneModule } from "../tooling/one-module-manifests.ts";
+import { envoyBinary, repoDir } from "../tooling/envoy-bin.ts";
+import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "../tooling/manifests.ts";
+import { STAGES } from "../tooling/one-module.ts";
 
 const scratch = mkdtempSync(join(repoDir, ".tmp", "k8s-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));

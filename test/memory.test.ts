@@ -1,15 +1,15 @@
 // A VM's memory stays bounded under traffic. The filters build with AssemblyScript's minimal
-// runtime, whose collector runs only when the module calls it (assembly/shared/collector.ts, at the
+// runtime, whose collector runs only when the module calls it (assembly/host/collector.ts, at the
 // end of host callbacks, charged by the host's bytes and per callback). Without those calls every
 // request's garbage would stay: large prompts leave at least their own size (300 of 128 KB are
 // 37.5 MiB), small answered requests some kilobytes in each filter, mostly outside the host's bytes.
 import assert from "node:assert/strict";
 import { describe } from "node:test";
-import { type EnvoyHandle, envoyTest } from "./harness/envoy.ts";
-import { postJson } from "./harness/http.ts";
-import { useModelMocks } from "./harness/model-mocks.ts";
-import { asOneModule } from "./harness/one-module.ts";
-import { wasmMemory } from "./harness/wasm-memory.ts";
+import { type EnvoyHandle, envoyTest } from "../tooling/envoy.ts";
+import { postJson } from "../tooling/http.ts";
+import { useModelMocks } from "../tooling/model-mocks.ts";
+import { asOneModule } from "../tooling/one-module.ts";
+import { wasmMemory } from "../tooling/wasm-memory.ts";
 
 const LARGE_PROMPT = "The mesh reads every prompt before a model does. ".repeat(2700);
 const PARALLEL = 6;

@@ -1,16 +1,16 @@
 // The one-module build (build/mesh.wasm) in the real Envoy: the demo's configuration with its four
-// filters turned into sections of one filter (test/harness/one-module.ts). Each stage must act as
+// filters turned into sections of one filter (tooling/one-module.ts). Each stage must act as
 // its filter does in the chain: admission refuses before the others see a request, throttle's
 // limits and queue hold, a queued request resumes through the router after it, metrics hands the
 // answer's usage to throttle, and a bad section is refused with its field named.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { accessLog as allEntries, mirrored } from "./harness/access-log.ts";
-import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { postJson, readSse } from "./harness/http.ts";
-import { useModelMocks } from "./harness/model-mocks.ts";
-import { asOneModule } from "./harness/one-module.ts";
+import { accessLog as allEntries, mirrored } from "../tooling/access-log.ts";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { postJson, readSse } from "../tooling/http.ts";
+import { useModelMocks } from "../tooling/model-mocks.ts";
+import { asOneModule } from "../tooling/one-module.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));

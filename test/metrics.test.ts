@@ -6,11 +6,11 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { postJson, rawHttp, readSse, type HttpResult } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
-import { checkMetrics, type PrometheusHandle, promtool, startPrometheus } from "./harness/prometheus.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { postJson, rawHttp, readSse, type HttpResult } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { checkMetrics, type PrometheusHandle, promtool, startPrometheus } from "../tooling/prometheus.ts";
 
 const admission = {
   hold_headers: true,

@@ -11,11 +11,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
-import { useModelMocks } from "./harness/model-mocks.ts";
-import { asOneModule } from "./harness/one-module.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { useModelMocks } from "../tooling/model-mocks.ts";
+import { asOneModule } from "../tooling/one-module.ts";
 
 const hello = [{ role: "user" as const, content: "Say hello to the mesh." }];
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));

@@ -17,15 +17,15 @@ import { credentialsFor, parseChallenge } from "../scripts/oci/auth.ts";
 import { sha256Digest } from "../scripts/oci/blob.ts";
 import { ANNOTATION, MEDIA, parseManifest, PLUGIN_FILE } from "../scripts/oci/image.ts";
 import { type LayoutImage, readLayout } from "../scripts/oci/layout.ts";
-import { type LocalRegistry, registryBinary, startLocalRegistry } from "../scripts/oci/local-registry.ts";
+import { type LocalRegistry, registryBinary, startLocalRegistry } from "../tooling/local-registry.ts";
 import { isLoopback, parseReference } from "../scripts/oci/reference.ts";
 import { RegistryClient } from "../scripts/oci/registry.ts";
 import { gunzip, untar } from "../scripts/oci/tar.ts";
 import { opensslAvailable, startTokenServer, type TokenServer } from "../scripts/oci/token-server.ts";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type EnvoyHandle, startEnvoy, tail, validateScenario } from "./harness/envoy.ts";
-import { postJson } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, startEnvoy, tail, validateScenario } from "../tooling/envoy.ts";
+import { postJson } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const run = promisify(execFile);
 

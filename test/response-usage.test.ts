@@ -3,9 +3,9 @@
 // hand a body over: the count is the usage the answer reports, else the estimate of its text.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { readSse } from "./harness/http.ts";
-import { ensureKernelsBuilt, type Kernels, loadKernels } from "./harness/kernels.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { readSse } from "../tooling/http.ts";
+import { ensureKernelsBuilt, type Kernels, loadKernels } from "../tooling/kernels.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const CHUNKS = [0, 1, 2, 3, 7, 16, 61, 256];

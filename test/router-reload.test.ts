@@ -9,9 +9,9 @@ import { request } from "node:http";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parse, stringify } from "yaml";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type EnvoyHandle, renderScenario, startEnvoy, tail } from "./harness/envoy.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, renderScenario, startEnvoy, tail } from "../tooling/envoy.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 

@@ -7,12 +7,12 @@ import { spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { accessLog, mirrored } from "./harness/access-log.ts";
-import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { type HttpResult, postJson, rawHttp, readSse } from "./harness/http.ts";
-import { type RecordedRequest } from "./harness/mock-llm.ts";
-import { useModelMocks } from "./harness/model-mocks.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { accessLog, mirrored } from "../tooling/access-log.ts";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { type HttpResult, postJson, rawHttp, readSse } from "../tooling/http.ts";
+import { type RecordedRequest } from "../tooling/mock-llm.ts";
+import { useModelMocks } from "../tooling/model-mocks.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const chat = (model: string, extra: object = {}) => ({ model, messages: hello, max_tokens: 8, ...extra });

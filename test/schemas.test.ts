@@ -8,10 +8,10 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
-import { asOneModule } from "../scripts/one-module.ts";
-import { type ConfigCheckers, loadConfigCheckers } from "./harness/config-check.ts";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { FILTERS, kustomizationDirs, pluginConfigs, render } from "./harness/manifests.ts";
+import { asOneModule } from "../tooling/one-module-manifests.ts";
+import { type ConfigCheckers, loadConfigCheckers } from "../tooling/config-check.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { FILTERS, kustomizationDirs, pluginConfigs, render } from "../tooling/manifests.ts";
 
 const fixturesDir = join(repoDir, "test", "fixtures", "config");
 const pluginConfigDir = join(repoDir, "envoy", "plugin-config");

@@ -8,10 +8,10 @@ import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
-import { repoDir } from "./harness/envoy-bin.ts";
-import { type EnvoyHandle, envoyTest, startEnvoy } from "./harness/envoy.ts";
-import { type HttpResult, postJson, postPartial, readSse } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { repoDir } from "../tooling/envoy-bin.ts";
+import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
+import { type HttpResult, postJson, postPartial, readSse } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
 

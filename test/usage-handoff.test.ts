@@ -1,15 +1,15 @@
 // Each answer is read once per request: in the recommended chain (admission, throttle, metrics) the
 // metrics filter sees the response first, reads its usage and hands it to the throttle filter
-// (assembly/shared/usage-handoff.ts). In the real Envoy: the throttle filter settles exactly what
+// (assembly/llm/usage-handoff.ts). In the real Envoy: the throttle filter settles exactly what
 // metrics read, for answers that report usage, that do not, and that are cut short; and the answer's
 // bytes are copied into the filters' VMs once instead of twice.
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe } from "node:test";
-import { type EnvoyHandle, envoyTest, type EnvoyTestOptions } from "./harness/envoy.ts";
-import { type HttpResult, postJson, postPartial, readSse } from "./harness/http.ts";
-import { type MockLlm, startMockLlm } from "./harness/mock-llm.ts";
+import { type EnvoyHandle, envoyTest, type EnvoyTestOptions } from "../tooling/envoy.ts";
+import { type HttpResult, postJson, postPartial, readSse } from "../tooling/http.ts";
+import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
 const metrics = { models: ["gpt-4o", "claude-3-5-haiku"] };

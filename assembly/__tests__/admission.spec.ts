@@ -1,7 +1,7 @@
 import { parseAdmissionConfig, AdmissionConfig, OutputLimitAction } from "../admission/config";
 import { checkDeclaredLength, clampedBody, decide, Outcome } from "../admission/policy";
-import { ApiShape, readLlmRequest, LlmRequest } from "../shared/llm-request";
-import { TokenEstimator, TokenizerFamily } from "../shared/tokens";
+import { ApiShape, readLlmRequest, LlmRequest } from "../llm/request";
+import { TokenEstimator, TokenizerFamily } from "../llm/tokens";
 
 function config(text: string): AdmissionConfig {
   const parsed = parseAdmissionConfig(text);

@@ -1,4 +1,4 @@
-import { asciiLower, sameAsciiText } from "../shared/ascii";
+import { asciiLower, sameAsciiText } from "../text/ascii";
 
 describe("asciiLower", () => {
   it("lowers ASCII capitals only", () => {

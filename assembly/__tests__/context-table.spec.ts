@@ -1,7 +1,7 @@
-import { ContextTable } from "../shared/context-table";
+import { ContextTable } from "../host/context-table";
 
 class Entry {
-  constructor(public context_id: u32) {}
+  constructor(public contextId: u32) {}
 }
 
 /** The ids a table holds, checked one by one against what it should hold. */
@@ -10,7 +10,7 @@ function expectHolds(table: ContextTable<Entry>, present: Set<u32>, from: u32, t
     const entry = table.get(id);
     if (present.has(id)) {
       expect(entry).not.toBeNull();
-      expect(entry!.context_id).toBe(id);
+      expect(entry!.contextId).toBe(id);
     } else {
       expect(entry).toBeNull();
     }
@@ -24,11 +24,11 @@ describe("ContextTable", () => {
     expect(table.get(7)).toBeNull();
     expect(table.add(new Entry(7))).toBe(true);
     expect(table.add(new Entry(8))).toBe(true);
-    expect(table.get(7)!.context_id).toBe(7);
-    expect(table.remove(7)!.context_id).toBe(7);
+    expect(table.get(7)!.contextId).toBe(7);
+    expect(table.remove(7)!.contextId).toBe(7);
     expect(table.get(7)).toBeNull();
     expect(table.remove(7)).toBeNull();
-    expect(table.get(8)!.context_id).toBe(8);
+    expect(table.get(8)!.contextId).toBe(8);
     expect(table.size).toBe(1);
   });
 
@@ -67,7 +67,7 @@ describe("ContextTable", () => {
       table.add(new Entry(id));
       if (id > 10) table.remove(id - 8);
     }
-    expect(table.get(2)!.context_id).toBe(2);
+    expect(table.get(2)!.contextId).toBe(2);
     expect(table.size).toBe(9);
   });
 

@@ -2,9 +2,9 @@
 // found read differently by the filters than by model servers; each stays fixed here.
 import { parseAdmissionConfig } from "../admission/config";
 import { decide, encodedBodyRequest, isPlainEncoding, Outcome } from "../admission/policy";
-import { JsonReader } from "../shared/json";
-import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../shared/llm-request";
-import { TokenEstimator } from "../shared/tokens";
+import { JsonReader } from "../json/reader";
+import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../llm/request";
+import { TokenEstimator } from "../llm/tokens";
 
 function read(text: string): LlmRequest {
   return readLlmRequest(Uint8Array.wrap(String.UTF8.encode(text)), ApiShape.OpenAIChat, new TokenEstimator());

@@ -1,4 +1,4 @@
-import { BodyHandOver, bodyWithheld, Held, holdTickPeriodMs, HoldWatch } from "../shared/hold";
+import { BodyHandOver, bodyWithheld, Held, holdTickPeriodMs, HoldWatch } from "../host/hold-rules";
 
 const T0: i64 = 1_700_000_000_000;
 

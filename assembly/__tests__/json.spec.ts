@@ -1,6 +1,6 @@
-import { JsonKind, JsonReader } from "../shared/json";
-import { parseJson } from "../shared/json-value";
-import { TokenEstimator } from "../shared/tokens";
+import { JsonKind, JsonReader } from "../json/reader";
+import { parseJson } from "../json/value";
+import { TokenEstimator } from "../llm/tokens";
 
 function reader(text: string): JsonReader {
   return new JsonReader(Uint8Array.wrap(String.UTF8.encode(text)));

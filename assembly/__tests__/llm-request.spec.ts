@@ -1,11 +1,11 @@
-import { ApiShape, apiShapeForPath, readLlmRequest, TOKENS_PER_IMAGE } from "../shared/llm-request";
-import { TokenEstimator } from "../shared/tokens";
+import { ApiShape, apiShapeForPath, readLlmRequest, TOKENS_PER_IMAGE } from "../llm/request";
+import { TokenEstimator } from "../llm/tokens";
 
 function read(shape: ApiShape, text: string): LlmRequest {
   return readLlmRequest(Uint8Array.wrap(String.UTF8.encode(text)), shape, new TokenEstimator());
 }
 
-import { LlmRequest } from "../shared/llm-request";
+import { LlmRequest } from "../llm/request";
 
 describe("apiShapeForPath", () => {
   it("recognises each API by its endpoint", () => {

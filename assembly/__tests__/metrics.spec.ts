@@ -2,9 +2,9 @@ import { MetricsConfig, parseMetricsConfig } from "../metrics/config";
 import {
   activeRequestsName, Ending, outcomeOf, RequestLabels, Series, SERIES_COUNT, seriesKind, statusClass, timePerOutputToken, wasServed,
 } from "../metrics/policy";
-import { MetricKind } from "../shared/metric-table";
-import { ClaimSlot, SlotResult } from "../shared/metric-labels";
-import { isLabelSafe, LABEL_KEYS, TaggedName, tagRegex } from "../shared/metric-names";
+import { MetricKind } from "../telemetry/metric-table";
+import { ClaimSlot, SlotResult } from "../telemetry/metric-labels";
+import { isLabelSafe, LABEL_KEYS, TaggedName, tagRegex } from "../telemetry/metric-names";
 
 function config(text: string): MetricsConfig {
   const parsed = parseMetricsConfig(text);

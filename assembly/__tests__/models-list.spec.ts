@@ -1,6 +1,6 @@
 import { AdmissionConfig, ModelListMode, parseAdmissionConfig } from "../admission/config";
 import { configuredList, filteredList, isListed, isoUtc, ListPlan, planList, retrieveRefusal } from "../admission/models-list";
-import { API_ANTHROPIC_MODELS, API_OPENAI_MODELS, isModelListRequest, ModelsCall, readModelsRequest } from "../shared/models-api";
+import { API_ANTHROPIC_MODELS, API_OPENAI_MODELS, isModelListRequest, ModelsCall, readModelsRequest } from "../llm/models-api";
 
 function config(text: string): AdmissionConfig {
   const parsed = parseAdmissionConfig(text);

@@ -3,7 +3,7 @@ import { GuardConfig, parseRouterConfig, RouterConfig, Target } from "../router/
 import { addSample, GUARD_FIELDS, isOpenAt, reopen, Sample, SampleResult, trippedUntil, tripsOf, windowStats } from "../router/guard";
 import { decide, Decision, How, RequestView, RouteInput, stickyBucket, TargetHealth, Verdict, verdictOf } from "../router/policy";
 import { AnswerTracker, ComparisonRecord } from "../router/record";
-import { bucketOf, hex64, StableHasher, stableHash } from "../shared/stable-hash";
+import { bucketOf, hex64, StableHasher, stableHash } from "../text/stable-hash";
 
 function config(text: string): RouterConfig {
   const parsed = parseRouterConfig(text);

@@ -1,5 +1,5 @@
-import { UsageTracker } from "../shared/response-usage";
-import { TokenEstimator } from "../shared/tokens";
+import { UsageTracker } from "../llm/answer";
+import { TokenEstimator, TokenizerFamily } from "../llm/tokens";
 
 function bytes(text: string): Uint8Array {
   return Uint8Array.wrap(String.UTF8.encode(text));
@@ -214,7 +214,7 @@ class CodePoints extends UsageTracker {
   text: string = "";
 
   constructor(stream: bool) {
-    super(stream);
+    super(stream, TokenizerFamily.O200K, true);
   }
 
   addText(cp: i32): void {

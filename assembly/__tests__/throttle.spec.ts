@@ -1,5 +1,5 @@
-import { KeyHash } from "../shared/key-hash";
-import { ApiShape } from "../shared/llm-request";
+import { KeyHash } from "../text/key-hash";
+import { ApiShape } from "../llm/request";
 import { Action, KeyKind, Limits, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
 import {
   addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,

@@ -1,4 +1,4 @@
-import { estimateUtf8, TokenEstimator, TokenizerFamily, tokenizerFamilyFromName } from "../shared/tokens";
+import { estimateUtf8, TokenEstimator, TokenizerFamily, tokenizerFamilyFromName } from "../llm/tokens";
 
 // Reference counts in comments come from gpt-tokenizer 4.0.0 (o200k_base / cl100k_base). Bounds
 // are loose on purpose: test/estimator-accuracy.test.ts measures accuracy on real text; these pin

@@ -1,8 +1,8 @@
 // The texts one llm-mesh filter hands another through filter state: the usage it read from the
 // response (UsageFigures) and the facts of the request (RequestFacts in FACT_ALL).
-import { ApiShape } from "../shared/llm-request";
-import { RequestFacts } from "../shared/request-facts";
-import { UsageFigures, UsageTracker } from "../shared/response-usage";
+import { ApiShape } from "../llm/request";
+import { RequestFacts } from "../llm/request-facts";
+import { UsageFigures, UsageTracker } from "../llm/answer";
 
 describe("usage figures handed from llm-metrics to llm-throttle", () => {
   it("read back as written, with -1 for a prompt the response did not report", () => {

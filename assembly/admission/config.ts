@@ -1,10 +1,10 @@
 // The admission filter's configuration: parsed and checked once per configure, then shared
 // read-only by every request on the worker.
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
-import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../shared/llm-request";
-import { ModelPattern, ModelTable } from "../shared/model-table";
-import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../shared/tokens";
-import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../llm/request";
+import { ModelPattern, ModelTable } from "../llm/model-table";
+import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../llm/tokens";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../host/hold-rules";
 
 export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
 export const DEFAULT_MAX_PROMPT_TOKENS: i64 = 128000;

@@ -1,22 +1,21 @@
 // The admission filter's contexts: they read headers and the buffered body from Envoy, ask
 // policy.ts for a verdict, and carry it out.
 import {
-  Context,
+  StreamContext,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-} from "../shared/context";
-import { errorBody, ApiError } from "../shared/api-errors";
-import {
-  Logger, removeRequestHeader, replaceRequestBody, requestBody, requestHeader, ResponseHeaders, sendResponse, setEffectiveContext,
-  setFilterState, setRequestHeader,
-} from "../shared/host";
-import { ApiShape, readLlmRequest } from "../shared/llm-request";
-import { RequestFacts, stripInternalHeaders } from "../shared/request-facts";
-import { TokenEstimator } from "../shared/tokens";
-import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+} from "../host/contexts";
+import { errorBody, ApiError } from "../llm/api-errors";
+import { Logger, replaceRequestBody, requestBody, ResponseHeaders, sendResponse } from "../host/calls";
+import { removeRequestHeader, requestHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
+import { setFilterState } from "../host/filter-state";
+import { ApiShape, readLlmRequest } from "../llm/request";
+import { RequestFacts, stripInternalHeaders } from "../llm/request-facts";
+import { TokenEstimator } from "../llm/tokens";
+import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import { AdmissionConfig, readAdmissionConfig } from "./config";
 import { checkDeclaredLength, checkReceivedLength, clampedBody, decide, encodedBodyRequest, isPlainEncoding, Outcome, OUTCOME_NAMES } from "./policy";
-import { HeaderHold, HoldingRoot } from "../shared/header-hold";
+import { HeaderHold, HoldingRoot } from "../host/header-hold";
 import { ModelsListStream } from "./models-list-stream";
 
 export const FILTER_NAME = "llm-admission";
@@ -40,12 +39,12 @@ export class AdmissionRoot extends HoldingRoot {
   /** One estimator per worker: requests on a worker run one callback at a time. */
   estimator: TokenEstimator = new TokenEstimator();
 
-  constructor(context_id: u32) {
-    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  constructor(contextId: u32) {
+    super(contextId, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
   }
 
-  createContext(context_id: u32): Context {
-    return new AdmissionStream(context_id, this);
+  createContext(contextId: u32): StreamContext {
+    return new AdmissionStream(contextId, this);
   }
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
@@ -72,7 +71,7 @@ export class AdmissionRoot extends HoldingRoot {
 
 }
 
-export class AdmissionStream extends Context {
+export class AdmissionStream extends StreamContext {
   private shape: ApiShape = ApiShape.Unknown;
   private finished: bool = false;
   private encoded: bool = false;
@@ -81,16 +80,16 @@ export class AdmissionStream extends Context {
   /** Set on a model list or model request (GET /v1/models...), whose answer this filter may rewrite. */
   private models: ModelsListStream | null = null;
 
-  constructor(context_id: u32, private root: AdmissionRoot) {
-    super(context_id, root);
+  constructor(contextId: u32, private root: AdmissionRoot) {
+    super(contextId, root);
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     stripInternalHeaders(NO_EXTRA_HEADERS);
     const config = this.root.config;
     const method = requestHeader(":method");
     const path = requestHeader(":path");
-    const models = ModelsListStream.start(this.context_id, config, logger, method, path);
+    const models = ModelsListStream.start(this.contextId, config, logger, method, path);
     if (models != null) {
       this.models = models;
       return models.onRequestHeaders();
@@ -100,7 +99,7 @@ export class AdmissionStream extends Context {
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
     this.encoded = !isPlainEncoding(requestHeader("content-encoding"));
     this.holding = this.root.holdsHeaders();
-    if (end_of_stream) {
+    if (endOfStream) {
       this.admit(new Uint8Array(0));
       return this.finished ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
     }
@@ -133,22 +132,22 @@ export class AdmissionStream extends Context {
    */
   letGoHeaders(): void {
     // Header changes and the resume act on the stream only once it is made current.
-    setEffectiveContext(this.context_id);
+    setEffectiveContext(this.contextId);
     this.holding = false;
     this.headersGoFirst();
     this.continueRequest();
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.shape == ApiShape.Unknown || this.finished) return FilterDataStatusValues.Continue;
     if (this.holding) this.root.hold.delivered();
-    const error = checkReceivedLength(this.root.config, <i64>body_buffer_length);
+    const error = checkReceivedLength(this.root.config, <i64>bodyBufferLength);
     if (error != null) {
       this.reject(error);
       return FilterDataStatusValues.StopIterationNoBuffer;
     }
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
-    this.admit(requestBody(0, <u32>body_buffer_length));
+    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
+    this.admit(requestBody(0, <u32>bodyBufferLength));
     return this.finished ? FilterDataStatusValues.StopIterationNoBuffer : FilterDataStatusValues.Continue;
   }
 
@@ -176,21 +175,21 @@ export class AdmissionStream extends Context {
       replaceRequestBody(<u32>body.length, rewritten);
       if (this.holding) setRequestHeader("content-length", rewritten.length.toString());
       request.maxTokens = verdict.clampTo;
-      logger.debug(this.context_id, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
+      logger.debug(this.contextId, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
     }
     if (verdict.outcome != Outcome.PassedThrough) {
       RequestFacts.fromRequest(request).publish(this.holding && config.forwardHeaders);
     }
   }
 
-  onResponseHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     const models = this.models;
-    return models != null ? models.onResponseHeaders(end_of_stream, this.root.holdsAnswerHeaders()) : FilterHeadersStatusValues.Continue;
+    return models != null ? models.onResponseHeaders(endOfStream, this.root.holdsAnswerHeaders()) : FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     const models = this.models;
-    return models != null ? models.onResponseBody(body_buffer_length, end_of_stream) : FilterDataStatusValues.Continue;
+    return models != null ? models.onResponseBody(bodyBufferLength, endOfStream) : FilterDataStatusValues.Continue;
   }
 
   /** A held request that ends (answered, reset by the client) is no longer watched. */
@@ -201,7 +200,7 @@ export class AdmissionStream extends Context {
   private reject(error: ApiError): void {
     this.finished = true;
     setFilterState(FACT_ADMISSION, "rejected:" + error.code);
-    logger.debug(this.context_id, "rejected " + error.status.toString() + " " + error.code + ": " + error.message);
+    logger.debug(this.contextId, "rejected " + error.status.toString() + " " + error.code + ": " + error.message);
     const headers = new ResponseHeaders().add("content-type", "application/json");
     sendResponse(error.status, FILTER_NAME + "_" + error.code, errorBody(this.shape, error), headers);
   }

@@ -1,4 +1,4 @@
-// The callbacks Envoy makes into this filter, and only those (assembly/shared/abi.ts says why):
+// The callbacks Envoy makes into this filter, and only those (assembly/host/abi.ts says why):
 // admission reads the response only to answer the model list (models-list-stream.ts), and has
 // nothing to finish when a stream is done. The tick comes only while held requests are watched
 // (hold.ts).
@@ -13,8 +13,8 @@ export {
   proxy_on_response_headers,
   proxy_on_response_body,
   proxy_on_delete,
-} from "../shared/abi";
-import { registerFilter, RootContext } from "../shared/context";
+} from "../host/abi";
+import { registerFilter, RootContext } from "../host/contexts";
 import { FILTER_NAME, AdmissionRoot } from "./filter";
 
-registerFilter((context_id: u32): RootContext => new AdmissionRoot(context_id), FILTER_NAME);
+registerFilter((contextId: u32): RootContext => new AdmissionRoot(contextId), FILTER_NAME);

@@ -5,24 +5,14 @@
 // (the headers went on at once). An answer there is nothing to read from (an error, no body, an
 // encoding, more than the limit) is replaced by the list the configuration gives: as a local reply
 // while its headers are still here.
-import { errorBody } from "../shared/api-errors";
-import { ByteWriter } from "../shared/byte-writer";
-import { FilterDataStatusValues, FilterHeadersStatusValues } from "../shared/context";
-import {
-  Logger,
-  removeRequestHeader,
-  removeResponseHeader,
-  replaceResponseBody,
-  requestHeader,
-  responseBody,
-  responseHeader,
-  ResponseHeaders,
-  sendResponse,
-  setFilterState,
-  setResponseHeader,
-} from "../shared/host";
-import { ApiShape } from "../shared/llm-request";
-import { ModelsCall, ModelsRequest, readModelsRequest, routerModels } from "../shared/models-api";
+import { errorBody } from "../llm/api-errors";
+import { ByteWriter } from "../text/byte-writer";
+import { FilterDataStatusValues, FilterHeadersStatusValues } from "../host/contexts";
+import { Logger, replaceResponseBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
+import { removeRequestHeader, removeResponseHeader, requestHeader, responseHeader, setResponseHeader } from "../host/callback-cache";
+import { setFilterState } from "../host/filter-state";
+import { ApiShape } from "../llm/request";
+import { ModelsCall, ModelsRequest, readModelsRequest, routerModels } from "../llm/models-api";
 import { AdmissionConfig, ModelListMode } from "./config";
 import { configuredList, filteredList, ListPlan, planList, retrieveRefusal } from "./models-list";
 
@@ -77,19 +67,19 @@ export class ModelsListStream {
   }
 
   /** `holdHeaders`: the answer's headers may wait for the rewritten list (AdmissionRoot.holdsAnswerHeaders). */
-  onResponseHeaders(end_of_stream: bool, holdHeaders: bool): FilterHeadersStatusValues {
+  onResponseHeaders(endOfStream: bool, holdHeaders: bool): FilterHeadersStatusValues {
     if (this.step != Step.Waiting) return FilterHeadersStatusValues.Continue;
     const statusText = responseHeader(":status");
     const status = statusText != null ? I32.parseInt(statusText) : 0;
     const declared = responseHeader("content-length");
     const length = declared != null && declared.length > 0 ? I64.parseInt(declared) : -1;
-    const plan = planList(status, responseHeader("content-encoding"), length, end_of_stream, this.config.maxBufferBytes);
+    const plan = planList(status, responseHeader("content-encoding"), length, endOfStream, this.config.maxBufferBytes);
     if (plan == ListPlan.Untouched) {
       this.step = Step.Done;
       return FilterHeadersStatusValues.Continue;
     }
     if (plan == ListPlan.FromConfig) {
-      let reason = "the model server answered " + status.toString() + (end_of_stream ? " without a body" : "");
+      let reason = "the model server answered " + status.toString() + (endOfStream ? " without a body" : "");
       if (length > this.config.maxBufferBytes) {
         this.warnOverLimit();
         reason = "the model server's list is " + length.toString() + " bytes";
@@ -108,8 +98,8 @@ export class ModelsListStream {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
-    const length = <u32>body_buffer_length;
+  onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
+    const length = <u32>bodyBufferLength;
     if (this.step == Step.Draining) {
       if (length > 0) replaceResponseBody(length, NOTHING);
       return FilterDataStatusValues.Continue;
@@ -124,13 +114,13 @@ export class ModelsListStream {
         return FilterDataStatusValues.StopIterationNoBuffer;
       }
       replaceResponseBody(length, configuredList(this.config, anthropic));
-      this.step = end_of_stream ? Step.Done : Step.Draining;
+      this.step = endOfStream ? Step.Done : Step.Draining;
       return FilterDataStatusValues.Continue;
     }
     if (length > 0) received.append(responseBody(0, length));
     // Kept here rather than in Envoy's buffer: Envoy adds each chunk to its buffer before this
     // filter sees it, and fails the answer (500) when one chunk takes it past its own limit.
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationNoBuffer;
+    if (!endOfStream) return FilterDataStatusValues.StopIterationNoBuffer;
     this.step = Step.Done;
     this.received = null;
     let answer = filteredList(this.config, received.view(), anthropic, routerModels());

@@ -8,11 +8,11 @@
 // `rewrite_model`): those exist only behind the router, and are listed only when `models` names
 // them exactly. The model server's entries keep their fields; a client that sends
 // `anthropic-version` gets Anthropic's list shape.
-import { ApiError } from "../shared/api-errors";
-import { ByteWriter } from "../shared/byte-writer";
-import { JsonKind, JsonReader } from "../shared/json";
-import { jsonQuote } from "../shared/json-write";
-import { ModelsRequest } from "../shared/models-api";
+import { ApiError } from "../llm/api-errors";
+import { ByteWriter } from "../text/byte-writer";
+import { JsonKind, JsonReader } from "../json/reader";
+import { jsonQuote } from "../json/writer";
+import { ModelsRequest } from "../llm/models-api";
 import { AdmissionConfig } from "./config";
 import { isPlainEncoding } from "./policy";
 

@@ -1,9 +1,9 @@
 // Admission decisions as plain functions of the config and what the request says; the stream
 // context only moves bytes between Envoy and these.
-import { ApiError, invalidRequest, tooLarge } from "../shared/api-errors";
-import { ApiShape, LlmRequest } from "../shared/llm-request";
+import { ApiError, invalidRequest, tooLarge } from "../llm/api-errors";
+import { ApiShape, LlmRequest } from "../llm/request";
 import { AdmissionConfig, ModelLimits, OutputLimitAction } from "./config";
-import { asciiLower } from "../shared/ascii";
+import { asciiLower } from "../text/ascii";
 
 export enum Outcome {
   Admitted = 0,

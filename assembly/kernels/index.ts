@@ -1,11 +1,11 @@
 // The hot pure code of llm-mesh compiled for Node (built with asconfig.kernels.json: no WASI, no
 // proxy-wasm SDK), so that tests and benchmarks measure the very code the filters run. Callers put
 // their input into inputBuffer() and pass pointer and length to a kernel.
-import { estimateUtf8At, TokenizerFamily } from "../shared/tokens";
+import { estimateUtf8At, TokenizerFamily } from "../llm/tokens";
 
 // Built with the filters' runtime, so its collector runs only when called: the loader
-// (test/harness/kernels.ts) calls this after every kernel, as abi.ts does after every callback.
-export { collectWhenDue } from "../shared/collector";
+// (tooling/kernels.ts) calls this after every kernel, as abi.ts does after every callback.
+export { collectWhenDue } from "../host/collector";
 
 // ArrayBuffer's largest payload in the AssemblyScript runtime.
 const MAX_INPUT: i32 = (1 << 30) - 16;
@@ -34,8 +34,8 @@ export function estimateTokens(ptr: usize, len: i32, family: i32): i32 {
 
 // Appended for the benchmark (scripts/bench/kernels.ts): the admission filter's whole body scan, so
 // its speed in V8 can be told apart from Envoy's cost of calling into Wasm.
-import { API_SHAPE_NAMES, readLlmRequest } from "../shared/llm-request";
-import { TokenEstimator } from "../shared/tokens";
+import { API_SHAPE_NAMES, readLlmRequest } from "../llm/request";
+import { TokenEstimator } from "../llm/tokens";
 
 const scanEstimator = new TokenEstimator(TokenizerFamily.O200K);
 
@@ -53,7 +53,7 @@ export function scanRequest(ptr: usize, len: i32, shape: i32): i32 {
   return request.ok ? request.promptTokens : -1;
 }
 
-// Appended for the configuration schemas (test/harness/config-check.ts): each filter's own config
+// Appended for the configuration schemas (tooling/config-check.ts): each filter's own config
 // parser, so that test/schemas.test.ts can hold it to the JSON Schema published in schemas/ with
 // the same fixtures. A check takes UTF-8 config text in inputBuffer() and returns 0 when the
 // filter accepts it, -1 for bad arguments, or else the UTF-8 length of the filter's error message,
@@ -114,7 +114,7 @@ export function checkRouterConfig(ptr: usize, len: i32): i32 {
 // body in inputBuffer() and returns the UTF-8 length of a JSON object
 // {"ok","error","model","hasModel","maxTokens","stream","messages","promptTokens"} that stays at
 // readResultPointer() until the next call, or -1 for bad arguments.
-import { JsonObjectWriter } from "../shared/json-write";
+import { JsonObjectWriter } from "../json/writer";
 
 const readEstimator = new TokenEstimator(TokenizerFamily.O200K);
 let readResult: ArrayBuffer = new ArrayBuffer(0);
@@ -165,7 +165,7 @@ export function estimateTexts(ptr: usize, len: i32): i32 {
 
 // Appended for the benchmark (scripts/bench/kernels.ts): the usage tracker that the throttle and
 // metrics filters run over every byte of an answer, so its speed in V8 is measured like the scan.
-import { UsageTracker } from "../shared/response-usage";
+import { UsageTracker } from "../llm/answer";
 
 /**
  * Follows the `len` bytes at `ptr` (which must lie in inputBuffer()) as a response body, one JSON

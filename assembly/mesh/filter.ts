@@ -8,9 +8,10 @@
 // stages see headers and body once it lets them through, a stage that pauses the request (throttle's
 // queue) resumes the later stages before Envoy's; the response in reverse order; a local response
 // ends the request for every later stage.
-import { ConfigErrors, ConfigObject } from "../shared/config-reader";
-import { Context, FilterDataStatusValues, FilterHeadersStatusValues, RootContext } from "../shared/context";
-import { localResponsesSent, nowMillis, resumeRequest } from "../shared/host";
+import { ConfigErrors, ConfigObject } from "../json/config-reader";
+import { StreamContext, FilterDataStatusValues, FilterHeadersStatusValues, RootContext } from "../host/contexts";
+import { localResponsesSent } from "../host/calls";
+import { nowMillis, resumeRequest } from "../host/callback-cache";
 import { AdmissionRoot } from "../admission/filter";
 import { MetricsRoot } from "../metrics/filter";
 import { RouterRoot } from "../router/filter";
@@ -22,11 +23,11 @@ export const FILTER_NAME = "llm-mesh";
 /** The sections of the configuration, in the order their stages see a request. */
 export const STAGE_NAMES: string[] = ["admission", "throttle", "metrics", "router"];
 
-function newStageRoot(name: string, context_id: u32): RootContext {
-  if (name == "admission") return new AdmissionRoot(context_id);
-  if (name == "throttle") return new ThrottleRoot(context_id);
-  if (name == "metrics") return new MetricsRoot(context_id);
-  return new RouterRoot(context_id);
+function newStageRoot(name: string, contextId: u32): RootContext {
+  if (name == "admission") return new AdmissionRoot(contextId);
+  if (name == "throttle") return new ThrottleRoot(contextId);
+  if (name == "metrics") return new MetricsRoot(contextId);
+  return new RouterRoot(contextId);
 }
 
 export class MeshRoot extends RootContext {
@@ -41,7 +42,7 @@ export class MeshRoot extends RootContext {
       if (!source.has(name)) continue;
       const section = source.object(name);
       if (section == null) return;
-      const stage = newStageRoot(name, this.context_id);
+      const stage = newStageRoot(name, this.contextId);
       const sectionErrors = new ConfigErrors();
       stage.configure(new ConfigObject(section.value, "", sectionErrors), sectionErrors);
       errors.addSection(name, sectionErrors);
@@ -54,10 +55,10 @@ export class MeshRoot extends RootContext {
     }
   }
 
-  createContext(context_id: u32): Context {
-    const stages: Context[] = [];
-    for (let i = 0; i < this.stages.length; i++) stages.push(unchecked(this.stages[i]).createContext(context_id));
-    return new MeshStream(context_id, this, stages);
+  createContext(contextId: u32): StreamContext {
+    const stages: StreamContext[] = [];
+    for (let i = 0; i < this.stages.length; i++) stages.push(unchecked(this.stages[i]).createContext(contextId));
+    return new MeshStream(contextId, this, stages);
   }
 
   /** The shortest period any stage needs; each stage is still ticked at its own (ticks.ts). */
@@ -90,7 +91,7 @@ export class MeshRoot extends RootContext {
   }
 }
 
-export class MeshStream extends Context {
+export class MeshStream extends StreamContext {
   /** Stages that have been given the request headers, counted from the first. */
   private headersGiven: i32 = 0;
   private sawBody: bool = false;
@@ -99,13 +100,13 @@ export class MeshStream extends Context {
   /** A stage answered the request itself: nothing after it may act on the request. */
   private answered: bool = false;
 
-  constructor(context_id: u32, root: MeshRoot, private stages: Context[]) {
-    super(context_id, root);
+  constructor(contextId: u32, root: MeshRoot, private stages: StreamContext[]) {
+    super(contextId, root);
     for (let i = 0; i < stages.length; i++) unchecked(stages[i]).mesh = this;
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    this.requestEnded = end_of_stream;
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
+    this.requestEnded = endOfStream;
     for (let i = 0, n = this.stages.length; i < n; i++) {
       const status = this.giveHeaders(i);
       if (this.answered) return FilterHeadersStatusValues.StopIteration;
@@ -114,20 +115,20 @@ export class MeshStream extends Context {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.answered) return FilterDataStatusValues.StopIterationNoBuffer;
     this.sawBody = true;
-    this.bodyLength = body_buffer_length;
-    if (end_of_stream) this.requestEnded = true;
+    this.bodyLength = bodyBufferLength;
+    if (endOfStream) this.requestEnded = true;
     return this.passRequestFrom(0);
   }
 
   /** Called by a stage that paused the request and now lets it go on (throttle, from its tick). */
-  continueAfter(stage: Context): void {
+  continueAfter(stage: StreamContext): void {
     if (this.answered) return;
     const next = this.stages.indexOf(stage) + 1;
     if (next <= 0) return;
-    if (this.passRequestFrom(next) == FilterDataStatusValues.Continue) resumeRequest(this.context_id);
+    if (this.passRequestFrom(next) == FilterDataStatusValues.Continue) resumeRequest(this.contextId);
   }
 
   /**
@@ -166,17 +167,17 @@ export class MeshStream extends Context {
     return status;
   }
 
-  onResponseHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     for (let i = this.stages.length - 1; i >= 0; i--) {
-      const status = unchecked(this.stages[i]).onResponseHeaders(0, end_of_stream);
+      const status = unchecked(this.stages[i]).onResponseHeaders(0, endOfStream);
       if (status != FilterHeadersStatusValues.Continue) return status;
     }
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     for (let i = this.stages.length - 1; i >= 0; i--) {
-      const status = unchecked(this.stages[i]).onResponseBody(body_buffer_length, end_of_stream);
+      const status = unchecked(this.stages[i]).onResponseBody(bodyBufferLength, endOfStream);
       if (status != FilterDataStatusValues.Continue) return status;
     }
     return FilterDataStatusValues.Continue;

@@ -1,4 +1,4 @@
-// Every callback: the mesh's stages between them handle all of them (assembly/shared/abi.ts).
+// Every callback: the mesh's stages between them handle all of them (assembly/host/abi.ts).
 export {
   malloc,
   proxy_abi_version_0_2_1,
@@ -12,14 +12,14 @@ export {
   proxy_on_log,
   proxy_on_done,
   proxy_on_delete,
-} from "../shared/abi";
-import { registerFilter, RootContext } from "../shared/context";
-import { keepFilterStateInVm } from "../shared/host";
-import { FACT_ROUTER_MODELS } from "../shared/models-api";
-import { FACT_ALL } from "../shared/request-facts";
-import { FACT_USAGE, FACT_USAGE_TRACKED } from "../shared/usage-handoff";
+} from "../host/abi";
+import { registerFilter, RootContext } from "../host/contexts";
+import { keepFilterStateInVm } from "../host/filter-state";
+import { FACT_ROUTER_MODELS } from "../llm/models-api";
+import { FACT_ALL } from "../llm/request-facts";
+import { FACT_USAGE, FACT_USAGE_TRACKED } from "../llm/usage-handoff";
 import { FILTER_NAME, MeshRoot } from "./filter";
 
-registerFilter((context_id: u32): RootContext => new MeshRoot(context_id), FILTER_NAME);
+registerFilter((contextId: u32): RootContext => new MeshRoot(contextId), FILTER_NAME);
 // What the stages hand each other and nothing else reads: no host call to store it.
 keepFilterStateInVm([FACT_ALL, FACT_USAGE_TRACKED, FACT_USAGE, FACT_ROUTER_MODELS]);

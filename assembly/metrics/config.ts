@@ -1,9 +1,9 @@
 // The metrics filter's configuration: parsed and checked once per configure, then read by every
 // request on the worker.
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
-import { isLabelSafe, MAX_LABEL_VALUE_LENGTH } from "../shared/metric-names";
-import { ModelPattern, ModelTable } from "../shared/model-table";
-import { asciiLower } from "../shared/ascii";
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { isLabelSafe, MAX_LABEL_VALUE_LENGTH } from "../telemetry/metric-names";
+import { ModelPattern, ModelTable } from "../llm/model-table";
+import { asciiLower } from "../text/ascii";
 
 export const DEFAULT_MAX_MODELS: i64 = 20;
 export const DEFAULT_MAX_TENANTS: i64 = 20;

@@ -1,25 +1,27 @@
 // The metrics filter's contexts: they note what a request is when it starts, follow the response
 // for usage and the first token, and account for the request once it ends (onLog runs for every
 // stream, including those an earlier filter answered itself).
-import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
-  Context,
+  StreamContext,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
   RootContext,
-} from "../shared/context";
-import { filterState, incrementMetric, Logger, nowMillis, propertyInt, propertyString, requestBody, requestHeader, responseBody, responseHeader, setFilterState } from "../shared/host";
-import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../shared/llm-request";
-import { LabelSlots } from "../shared/metric-labels";
-import { LABEL_NONE } from "../shared/metric-names";
-import { MetricTable, NO_METRIC } from "../shared/metric-table";
-import { ModelsCall, ModelsRequest, readModelsRequest } from "../shared/models-api";
-import { RequestFacts } from "../shared/request-facts";
-import { UsageTracker } from "../shared/response-usage";
-import { announceUsage, publishUsage } from "../shared/usage-handoff";
-import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../shared/route";
-import { hex64, stableHash } from "../shared/stable-hash";
-import { TokenEstimator } from "../shared/tokens";
+} from "../host/contexts";
+import { filterState, setFilterState } from "../host/filter-state";
+import { incrementMetric, Logger, requestBody, responseBody } from "../host/calls";
+import { nowMillis, propertyInt, propertyString, requestHeader, responseHeader } from "../host/callback-cache";
+import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../llm/request";
+import { LabelSlots } from "../telemetry/metric-labels";
+import { LABEL_NONE } from "../telemetry/metric-names";
+import { MetricTable, NO_METRIC } from "../telemetry/metric-table";
+import { ModelsCall, ModelsRequest, readModelsRequest } from "../llm/models-api";
+import { RequestFacts } from "../llm/request-facts";
+import { UsageTracker } from "../llm/answer";
+import { announceUsage, publishUsage } from "../llm/usage-handoff";
+import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../llm/route";
+import { hex64, stableHash } from "../text/stable-hash";
+import { TokenEstimator } from "../llm/tokens";
 import { MetricsConfig, readMetricsConfig } from "./config";
 import { activeRequestsName, Ending, outcomeOf, RequestLabels, Series, statusClass, timePerOutputToken, wasServed } from "./policy";
 import { LabelSeries, SeriesCache } from "./series";
@@ -56,8 +58,8 @@ export class MetricsRoot extends RootContext {
   tenants: LabelSlots = new LabelSlots(TENANT_SLOTS_KEY, 0);
   private warnedDropped: bool = false;
 
-  createContext(context_id: u32): Context {
-    return new MetricsStream(context_id, this);
+  createContext(contextId: u32): StreamContext {
+    return new MetricsStream(contextId, this);
   }
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
@@ -96,7 +98,7 @@ export class MetricsRoot extends RootContext {
   }
 }
 
-export class MetricsStream extends Context {
+export class MetricsStream extends StreamContext {
   /** Whether this is an LLM API request; decided once, from the headers. */
   private classified: bool = false;
   private llm: bool = false;
@@ -109,14 +111,14 @@ export class MetricsStream extends Context {
   /** A model list or model request: counted under its own API, with no body or usage to read. */
   private models: ModelsRequest | null = null;
 
-  constructor(context_id: u32, private root: MetricsRoot) {
-    super(context_id, root);
+  constructor(contextId: u32, private root: MetricsRoot) {
+    super(contextId, root);
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     this.classify();
     if (!this.llm) return FilterHeadersStatusValues.Continue;
-    if (this.facts == null && !end_of_stream && this.root.config.readBody) {
+    if (this.facts == null && !endOfStream && this.root.config.readBody) {
       const declared = requestHeader("content-length");
       this.readingBody = declared == null || declared.length == 0 || I64.parseInt(declared) <= this.root.config.maxBodyBytes;
     }
@@ -124,13 +126,13 @@ export class MetricsStream extends Context {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (!this.readingBody) return FilterDataStatusValues.Continue;
     // An earlier filter that reads bodies publishes its facts by the time the body passes on.
     this.facts = RequestFacts.fromFilterState();
-    if (this.facts == null && <i64>body_buffer_length <= this.root.config.maxBodyBytes) {
-      if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
-      const request = readLlmRequest(requestBody(0, <u32>body_buffer_length), this.shape, this.root.estimator);
+    if (this.facts == null && <i64>bodyBufferLength <= this.root.config.maxBodyBytes) {
+      if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
+      const request = readLlmRequest(requestBody(0, <u32>bodyBufferLength), this.shape, this.root.estimator);
       if (request.ok) {
         const facts = RequestFacts.fromRequest(request);
         // No earlier llm-mesh filter published facts; later ones (and the access log) get them from here.
@@ -152,12 +154,12 @@ export class MetricsStream extends Context {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     const tracker = this.tracker;
     if (tracker == null) return FilterDataStatusValues.Continue;
     // Content times are a streaming measure: a JSON answer's text arrives all at once.
-    if (body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), tracker.stream ? nowMillis() : 0);
-    if (end_of_stream) tracker.finish();
+    if (bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), tracker.stream ? nowMillis() : 0);
+    if (endOfStream) tracker.finish();
     return FilterDataStatusValues.Continue;
   }
 
@@ -225,7 +227,7 @@ export class MetricsStream extends Context {
         countTokens(recorded, Series.OutputUsageTokens, Series.OutputTokenUsage, completionTokens);
       }
     }
-    root.warnIfDropping(this.context_id);
+    root.warnIfDropping(this.contextId);
 
     if (!config.records) return;
     setFilterState(RECORD_OUTCOME, outcome);

@@ -4,9 +4,9 @@ import {
   ACTIVE_REQUESTS, LABEL_API, LABEL_OUTCOME, LABEL_REQUEST_MODEL, LABEL_RESPONSE_MODEL, LABEL_ROUTE,
   LABEL_STATUS_CLASS, LABEL_TENANT, LABEL_TOKEN_TYPE, REQUEST_DURATION, REQUESTS, TaggedName,
   TIME_PER_OUTPUT_TOKEN, TIME_TO_FIRST_TOKEN, TOKEN_TYPE_INPUT, TOKEN_TYPE_OUTPUT, TOKEN_USAGE, USAGE_TOKENS,
-} from "../shared/metric-names";
-import { KeyHash } from "../shared/key-hash";
-import { MetricKind } from "../shared/metric-table";
+} from "../telemetry/metric-names";
+import { KeyHash } from "../text/key-hash";
+import { MetricKind } from "../telemetry/metric-table";
 
 export const OUTCOME_ADMITTED = "admitted";
 export const OUTCOME_REJECTED = "rejected";

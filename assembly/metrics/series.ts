@@ -2,8 +2,8 @@
 // the series it records into without building their names: a name is the base plus up to seven
 // `key=.=value;.;` tags, some 150 characters, and a request records six to eight of them. Names are
 // built when a combination first needs a series, then only its id is kept.
-import { incrementMetric, recordMetric } from "../shared/host";
-import { MetricTable } from "../shared/metric-table";
+import { incrementMetric, recordMetric } from "../host/calls";
+import { MetricTable } from "../telemetry/metric-table";
 import { RequestLabels, Series, SERIES_COUNT, seriesKind } from "./policy";
 
 /** Not asked for yet; the table's NO_METRIC (-1) is never kept, see id(). */

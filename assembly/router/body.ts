@@ -1,8 +1,8 @@
 // The request body's top-level `model`: read to route on it, and rewritten in place for targets that
 // serve the model under another name. Only the model's bytes change; the rest of the body goes
 // upstream exactly as the client sent it.
-import { JsonKind, JsonReader } from "../shared/json";
-import { jsonQuote } from "../shared/json-write";
+import { JsonKind, JsonReader } from "../json/reader";
+import { jsonQuote } from "../json/writer";
 
 export class ModelField {
   /** "" when the body has no usable model (see `problem`). */

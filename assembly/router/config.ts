@@ -1,12 +1,12 @@
 // The router's configuration: parsed and checked once per configure into immutable objects that
 // every request on the worker shares. Rules point at their targets directly, so a request never
 // looks a name up.
-import { HeaderMatch, HeaderTest } from "../shared/header-match";
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
-import { JsonKind } from "../shared/json";
-import { ModelPattern } from "../shared/model-table";
-import { asciiLower } from "../shared/ascii";
-import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
+import { HeaderMatch, HeaderTest } from "../llm/header-match";
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { JsonKind } from "../json/reader";
+import { ModelPattern } from "../llm/model-table";
+import { asciiLower } from "../text/ascii";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../host/hold-rules";
 
 export const DEFAULT_ROUTE_HEADER = "x-llm-route";
 export const DEFAULT_PRIMARY = "primary";

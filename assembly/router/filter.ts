@@ -2,46 +2,29 @@
 // filter's facts or from the body), ask policy.ts where it goes, and carry that out with the
 // routing header and a route-cache clear. At the end of each request they feed the target's guard
 // and, when asked, write the comparison record.
-import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
-  Context,
+  StreamContext,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-} from "../shared/context";
-import {
-  clearRouteCache,
-  defineCounter,
-  filterState,
-  incrementMetric,
-  Logger,
-  nowMillis,
-  nowNanos,
-  propertyInt,
-  propertyString,
-  removeRequestHeader,
-  replaceRequestBody,
-  requestBody,
-  requestHeader,
-  responseBody,
-  responseHeader,
-  setEffectiveContext,
-  setFilterState,
-  setRequestHeader,
-} from "../shared/host";
-import { apiShapeForPath, ApiShape } from "../shared/llm-request";
-import { TaggedName } from "../shared/metric-names";
-import { isModelListRequest, publishRouterModels } from "../shared/models-api";
-import { headerSafe, RequestFacts } from "../shared/request-facts";
-import { UsageTracker } from "../shared/response-usage";
-import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../shared/route";
-import { stableHash } from "../shared/stable-hash";
+} from "../host/contexts";
+import { clearRouteCache, defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
+import { filterState, setFilterState } from "../host/filter-state";
+import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
+import { apiShapeForPath, ApiShape } from "../llm/request";
+import { TaggedName } from "../telemetry/metric-names";
+import { isModelListRequest, publishRouterModels } from "../llm/models-api";
+import { headerSafe, RequestFacts } from "../llm/request-facts";
+import { UsageTracker } from "../llm/answer";
+import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../llm/route";
+import { stableHash } from "../text/stable-hash";
 import { findModelField, withModel } from "./body";
 import { readRouterConfig, RouterConfig } from "./config";
 import { Sample, SampleResult } from "./guard";
 import { recordSample, SharedHealth } from "./guard-state";
 import { decide, Decision, RequestView, RouteInput, Verdict, verdictOf } from "./policy";
 import { AnswerTracker, ComparisonRecord } from "./record";
-import { HeaderHold, HoldingRoot } from "../shared/header-hold";
+import { HeaderHold, HoldingRoot } from "../host/header-hold";
 
 export const FILTER_NAME = "llm-router";
 /** The decision, e.g. "target=canary by=sticky rule=gpt-4o-split", for access logs. */
@@ -85,12 +68,12 @@ export class RouterRoot extends HoldingRoot {
   tripsMetric: i32[] = [];
   private draws: u64 = 0;
 
-  constructor(context_id: u32) {
-    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  constructor(contextId: u32) {
+    super(contextId, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
   }
 
-  createContext(context_id: u32): Context {
-    return new RouterStream(context_id, this);
+  createContext(contextId: u32): StreamContext {
+    return new RouterStream(contextId, this);
   }
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
@@ -127,7 +110,7 @@ enum Waiting {
   Rewrite,
 }
 
-export class RouterStream extends Context {
+export class RouterStream extends StreamContext {
   private waiting: Waiting = Waiting.Nothing;
   /** The headers wait for the body; watched by the root's HeaderHold until a chunk comes. */
   private held: bool = false;
@@ -148,11 +131,11 @@ export class RouterStream extends Context {
   private answeredAtMs: i64 = -1;
   private tracker: AnswerTracker | null = null;
 
-  constructor(context_id: u32, private root: RouterRoot) {
-    super(context_id, root);
+  constructor(contextId: u32, private root: RouterRoot) {
+    super(contextId, root);
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     const config = this.root.config;
     // Removed before anything reads it, whoever routes the request: only a rule that trusts the
     // client gets to see it.
@@ -186,31 +169,31 @@ export class RouterStream extends Context {
       setRoute(ROUTE_SHADOW);
       setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW);
       this.rewriteTo = config.shadowRewriteModel;
-      return this.afterDecision(end_of_stream);
+      return this.afterDecision(endOfStream);
     }
-    if (facts == null && this.llm && config.needsModel && !end_of_stream) return this.hold(Waiting.Decision);
+    if (facts == null && this.llm && config.needsModel && !endOfStream) return this.hold(Waiting.Decision);
     this.route();
-    return this.afterDecision(end_of_stream);
+    return this.afterDecision(endOfStream);
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.waiting == Waiting.Nothing) return FilterDataStatusValues.Continue;
     if (this.held) {
       this.held = false;
       this.root.hold.delivered();
     }
     const config = this.root.config;
-    if (<i64>body_buffer_length > config.maxBodyBytes) {
+    if (<i64>bodyBufferLength > config.maxBodyBytes) {
       // Documented pass-through: a body this large is routed without its model and not rewritten.
-      logger.debug(this.context_id, "body over max_body_bytes (" + config.maxBodyBytes.toString() + "): routing without its model");
+      logger.debug(this.contextId, "body over max_body_bytes (" + config.maxBodyBytes.toString() + "): routing without its model");
       if (this.waiting == Waiting.Decision) this.route();
       this.liftModel(this.model);
       this.waiting = Waiting.Nothing;
       return FilterDataStatusValues.Continue;
     }
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
 
-    const body = requestBody(0, <u32>body_buffer_length);
+    const body = requestBody(0, <u32>bodyBufferLength);
     const field = findModelField(body);
     if (this.waiting == Waiting.Decision) {
       this.model = field.model;
@@ -221,14 +204,14 @@ export class RouterStream extends Context {
     if (rewriteTo.length > 0 && field.found) {
       if (field.model != rewriteTo) {
         const rewritten = withModel(body, field, rewriteTo);
-        replaceRequestBody(<u32>body_buffer_length, rewritten);
+        replaceRequestBody(<u32>bodyBufferLength, rewritten);
         // Held headers can still declare the true length; headers that went first declare none (headersGoFirst).
         if (!this.headersGone && requestHeader("content-length") != null) setRequestHeader("content-length", rewritten.length.toString());
       }
       upstream = rewriteTo;
       this.upstreamModel = rewriteTo;
     } else if (rewriteTo.length > 0) {
-      logger.debug(this.context_id, "model not rewritten: " + field.problem);
+      logger.debug(this.contextId, "model not rewritten: " + field.problem);
     }
     this.liftModel(upstream);
     this.waiting = Waiting.Nothing;
@@ -245,11 +228,11 @@ export class RouterStream extends Context {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     const tracker = this.tracker;
     if (tracker == null) return FilterDataStatusValues.Continue;
-    if (body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), nowMillis());
-    if (end_of_stream) tracker.finish();
+    if (bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), nowMillis());
+    if (endOfStream) tracker.finish();
     return FilterDataStatusValues.Continue;
   }
 
@@ -282,7 +265,7 @@ export class RouterStream extends Context {
   /** From the root's tick: no body came while the headers were held; they go on without it. */
   letGoHeaders(): void {
     // Header changes and the resume act on the stream only once it is made current.
-    setEffectiveContext(this.context_id);
+    setEffectiveContext(this.contextId);
     this.held = false;
     this.headersGoFirst();
     this.continueRequest();
@@ -308,8 +291,8 @@ export class RouterStream extends Context {
   }
 
   /** With the decision made: hold the headers for a body rewrite, or copy the model now and go. */
-  private afterDecision(end_of_stream: bool): FilterHeadersStatusValues {
-    if (this.rewriteTo.length > 0 && this.llm && !end_of_stream && this.model != this.rewriteTo) return this.hold(Waiting.Rewrite);
+  private afterDecision(endOfStream: bool): FilterHeadersStatusValues {
+    if (this.rewriteTo.length > 0 && this.llm && !endOfStream && this.model != this.rewriteTo) return this.hold(Waiting.Rewrite);
     this.liftModel(this.rewriteTo.length > 0 && this.model.length > 0 ? this.rewriteTo : this.model);
     return FilterHeadersStatusValues.Continue;
   }
@@ -327,7 +310,7 @@ export class RouterStream extends Context {
     const target = decision.target;
     if (target.guard != null) this.epoch = health.epoch;
     if (health.reopened) {
-      logger.info(this.context_id, "guard of target \"" + decision.chosen.name + "\": cool-down over, sending it traffic again");
+      logger.info(this.contextId, "guard of target \"" + decision.chosen.name + "\": cool-down over, sending it traffic again");
     }
     setRequestHeader(config.routeHeader, target.name);
     clearRouteCache();
@@ -347,7 +330,7 @@ export class RouterStream extends Context {
     const outcome = recordSample(target, sample);
     if (outcome.result != SampleResult.Tripped) return;
     const config = this.root.config;
-    logger.warn(this.context_id, "guard of target \"" + target.name + "\" tripped: " + outcome.reason +
+    logger.warn(this.contextId, "guard of target \"" + target.name + "\" tripped: " + outcome.reason +
       "; sending its traffic to \"" + config.primary.name + "\" for " + target.guard!.cooldownMs.toString() + " ms");
     if (target.index < this.root.tripsMetric.length) incrementMetric(unchecked(this.root.tripsMetric[target.index]), 1);
   }
@@ -367,6 +350,6 @@ export class RouterStream extends Context {
     record.tracker = tracker;
     const json = record.toJson();
     setFilterState(FACT_RECORD, json);
-    if (this.root.config.record.log) logger.info(this.context_id, "record " + json);
+    if (this.root.config.record.log) logger.info(this.contextId, "record " + json);
   }
 }

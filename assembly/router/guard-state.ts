@@ -1,8 +1,8 @@
 // The guard records in shared data: one per guarded target, keyed "llm-router:guard:<target>", read
 // when a request is routed and changed (under compare-and-swap) when it ends. Whoever's write
 // trips or reopens a guard is the one worker that logs it.
-import { nowMillis } from "../shared/host";
-import { changeRecord, readRecord, RecordChange } from "../shared/shared-record";
+import { nowMillis } from "../host/callback-cache";
+import { changeRecord, readRecord, RecordChange } from "../host/shared-record";
 import { GuardConfig, Target } from "./config";
 import { addSample, epochOf, GUARD_FIELDS, isOpenAt, reopen, Sample, SampleOutcome, SampleResult, trippedUntil } from "./guard";
 import { TargetHealth } from "./policy";

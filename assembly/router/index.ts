@@ -1,4 +1,4 @@
-// The callbacks Envoy makes into this filter, and only those (assembly/shared/abi.ts says why).
+// The callbacks Envoy makes into this filter, and only those (assembly/host/abi.ts says why).
 export {
   malloc,
   proxy_abi_version_0_2_1,
@@ -11,8 +11,8 @@ export {
   proxy_on_response_body,
   proxy_on_log,
   proxy_on_delete,
-} from "../shared/abi";
-import { registerFilter, RootContext } from "../shared/context";
+} from "../host/abi";
+import { registerFilter, RootContext } from "../host/contexts";
 import { FILTER_NAME, RouterRoot } from "./filter";
 
-registerFilter((context_id: u32): RootContext => new RouterRoot(context_id), FILTER_NAME);
+registerFilter((contextId: u32): RootContext => new RouterRoot(contextId), FILTER_NAME);

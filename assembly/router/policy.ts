@@ -1,7 +1,7 @@
 // Routing decisions as plain functions of the config and what the request says. The stream context
 // supplies the request through RequestView and the guards' state through TargetHealth, so tests
 // drive every rule without Envoy.
-import { bucketOf, mix64, stableHash } from "../shared/stable-hash";
+import { bucketOf, mix64, stableHash } from "../text/stable-hash";
 import { Rule, RouterConfig, Target, WEIGHT_SCALE } from "./config";
 
 export abstract class RequestView {

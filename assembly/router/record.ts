@@ -1,9 +1,10 @@
 // The comparison record: one compact JSON object per request, written on the side that served it and
 // on the shadow side, so scripts/shadow-report.ts can put the two answers to one request next to
 // each other. The answer is never kept: only its hash, its length and its first few characters.
-import { JsonObjectWriter } from "../shared/json-write";
-import { UsageTracker } from "../shared/response-usage";
-import { hex64, StableHasher } from "../shared/stable-hash";
+import { JsonObjectWriter } from "../json/writer";
+import { UsageTracker } from "../llm/answer";
+import { TokenizerFamily } from "../llm/tokens";
+import { hex64, StableHasher } from "../text/stable-hash";
 
 /** The usage tracker, also hashing the answer text and keeping its first `previewChars` characters. */
 export class AnswerTracker extends UsageTracker {
@@ -12,7 +13,7 @@ export class AnswerTracker extends UsageTracker {
   private hasher: StableHasher = new StableHasher();
 
   constructor(stream: bool, public previewChars: i32) {
-    super(stream);
+    super(stream, TokenizerFamily.O200K, true);
   }
 
   addText(cp: i32): void {

@@ -1,11 +1,11 @@
 // The throttle filter's configuration: rules parsed and checked once per configure into immutable
 // objects that every request on the worker reads.
-import { HeaderMatch, HeaderTest } from "../shared/header-match";
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../shared/config-reader";
-import { ApiShape, apiShapeFromName, API_SHAPE_NAMES } from "../shared/llm-request";
-import { ModelPattern } from "../shared/model-table";
-import { tokenizerFamilyFromName, TokenizerFamily } from "../shared/tokens";
-import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../shared/hold";
+import { HeaderMatch, HeaderTest } from "../llm/header-match";
+import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ApiShape, apiShapeFromName, API_SHAPE_NAMES } from "../llm/request";
+import { ModelPattern } from "../llm/model-table";
+import { tokenizerFamilyFromName, TokenizerFamily } from "../llm/tokens";
+import { DEFAULT_HOLD_HEADERS_TIMEOUT_MS, readHoldHeadersTimeoutMs } from "../host/hold-rules";
 
 export const DEFAULT_OUTPUT_TOKENS: i64 = 1024;
 export const DEFAULT_MAX_WAIT_MS: i64 = 10_000;

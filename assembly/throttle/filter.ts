@@ -1,33 +1,31 @@
 // The throttle filter's contexts: they gather what a request is (from the admission filter's facts,
 // or from the body when that filter is not installed), ask store.ts and policy.ts whether it fits,
 // carry out the answer (forward, refuse, park, redirect), and settle the account from the response.
-import { ConfigErrors, ConfigObject } from "../shared/config-reader";
+import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
-  Context,
+  StreamContext,
   FilterDataStatusValues,
   FilterHeadersStatusValues,
-} from "../shared/context";
-import { errorBody, rateLimited } from "../shared/api-errors";
-import {
-  defineCounter, defineGauge, incrementMetric, Logger, nowMillis, propertyString,
-  removeRequestHeader, requestBody, requestHeader, responseBody, responseHeader, ResponseHeaders,
-  sendResponse, setEffectiveContext, setFilterState, setRequestHeader, setResponseHeader,
-} from "../shared/host";
-import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../shared/llm-request";
-import { RequestFacts } from "../shared/request-facts";
-import { UsageFigures, UsageTracker } from "../shared/response-usage";
-import { publishedUsage, usageAnnounced } from "../shared/usage-handoff";
-import { isShadowAuthority, ROUTE_FALLBACK, setRoute } from "../shared/route";
-import { KeyHash } from "../shared/key-hash";
-import { TokenEstimator } from "../shared/tokens";
+} from "../host/contexts";
+import { errorBody, rateLimited } from "../llm/api-errors";
+import { defineCounter, defineGauge, incrementMetric, Logger, requestBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
+import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
+import { setFilterState } from "../host/filter-state";
+import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../llm/request";
+import { RequestFacts } from "../llm/request-facts";
+import { UsageFigures, UsageTracker } from "../llm/answer";
+import { publishedUsage, usageAnnounced } from "../llm/usage-handoff";
+import { isShadowAuthority, ROUTE_FALLBACK, setRoute } from "../llm/route";
+import { KeyHash } from "../text/key-hash";
+import { TokenEstimator } from "../llm/tokens";
 import { Action, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
   Check, Deny, DENY_NAMES, formatDuration, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
   reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
-import { asciiLower } from "../shared/ascii";
-import { HeaderHold, HoldingRoot } from "../shared/header-hold";
+import { asciiLower } from "../text/ascii";
+import { HeaderHold, HoldingRoot } from "../host/header-hold";
 
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
@@ -93,12 +91,12 @@ export class ThrottleRoot extends HoldingRoot {
   /** What this worker's requests hold in shared records, renewed from the tick so that a VM that fails leaves nothing held. */
   holds: Holds = new Holds();
 
-  constructor(context_id: u32) {
-    super(context_id, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
+  constructor(contextId: u32) {
+    super(contextId, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
   }
 
-  createContext(context_id: u32): Context {
-    return new ThrottleStream(context_id, this);
+  createContext(contextId: u32): StreamContext {
+    return new ThrottleStream(contextId, this);
   }
 
   configure(source: ConfigObject, errors: ConfigErrors): void {
@@ -211,7 +209,7 @@ enum Verdict {
   Stop,
 }
 
-export class ThrottleStream extends Context {
+export class ThrottleStream extends StreamContext {
   deadline: i64 = 0;
 
   private phase: Phase = Phase.Idle;
@@ -237,11 +235,11 @@ export class ThrottleStream extends Context {
   /** The request headers the decision reads, kept as they went upstream (keepHeaders). */
   private kept: KeptHeaders | null = null;
 
-  constructor(context_id: u32, private root: ThrottleRoot) {
-    super(context_id, root);
+  constructor(contextId: u32, private root: ThrottleRoot) {
+    super(contextId, root);
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     const config = this.root.config;
     for (let i = 0; i < config.redirectHeaders.length; i++) removeRequestHeader(unchecked(config.redirectHeaders[i]));
     if (config.rules.length == 0) return FilterHeadersStatusValues.Continue;
@@ -254,7 +252,7 @@ export class ThrottleStream extends Context {
     if (facts != null) return headersVerdict(this.decideWith(facts));
     this.shape = apiShapeForPath(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
-    if (end_of_stream) return headersVerdict(this.decideWithBody(new Uint8Array(0)));
+    if (endOfStream) return headersVerdict(this.decideWithBody(new Uint8Array(0)));
     // No admission facts with the headers: read the body for the model and the prompt.
     this.phase = Phase.ReadingBody;
     if (!this.root.hold.holds) {
@@ -270,29 +268,29 @@ export class ThrottleStream extends Context {
   /** From the root's tick: no body came while the headers were held; they go on, and the body decides when it comes. */
   letGoHeaders(): void {
     // The resume acts on the stream only once it is made current.
-    setEffectiveContext(this.context_id);
+    setEffectiveContext(this.contextId);
     this.holding = false;
     this.keepHeaders();
     this.continueRequest();
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.phase == Phase.Waiting) return FilterDataStatusValues.StopIterationAndBuffer;
     if (this.phase != Phase.ReadingBody) return FilterDataStatusValues.Continue;
     if (this.holding) {
       this.holding = false;
       this.root.hold.delivered();
     }
-    const length = <i64>body_buffer_length;
+    const length = <i64>bodyBufferLength;
     if (length > this.root.config.maxBodyBytes) {
       this.promptTokens = length / BYTES_PER_TOKEN;
       return bodyVerdict(this.decide("", -1));
     }
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
     // An admission filter that reads the body itself publishes its facts only now.
     const facts = RequestFacts.fromFilterState();
     if (facts != null) return bodyVerdict(this.decideWith(facts));
-    return bodyVerdict(this.decideWithBody(requestBody(0, <u32>body_buffer_length)));
+    return bodyVerdict(this.decideWithBody(requestBody(0, <u32>bodyBufferLength)));
   }
 
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
@@ -312,9 +310,9 @@ export class ThrottleStream extends Context {
     return FilterHeadersStatusValues.Continue;
   }
 
-  onResponseBody(body_buffer_length: usize, _end_of_stream: bool): FilterDataStatusValues {
+  onResponseBody(bodyBufferLength: usize, _end_of_stream: bool): FilterDataStatusValues {
     const tracker = this.tracker;
-    if (tracker != null && body_buffer_length > 0) tracker.onChunk(responseBody(0, <u32>body_buffer_length), nowMillis());
+    if (tracker != null && bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), nowMillis());
     return FilterDataStatusValues.Continue;
   }
 
@@ -413,7 +411,7 @@ export class ThrottleStream extends Context {
       const result = admit(ticket.rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, asking, this.root.holds);
       if (ticket.slot == null && result.slot.shared) {
         incrementMetric(ticket.metrics.sharedSlots, 1);
-        logger.warn(this.context_id, "rule " + ticket.rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + ticket.rule.keySlots.toString() + ")");
+        logger.warn(this.contextId, "rule " + ticket.rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + ticket.rule.keySlots.toString() + ")");
       }
       ticket.slot = result.slot;
       ticket.check = result.check;
@@ -458,7 +456,7 @@ export class ThrottleStream extends Context {
     const rule = ticket.rule;
     const check = ticket.check;
     if (logger.debugEnabled()) {
-      logger.debug(this.context_id, "rule " + rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
+      logger.debug(this.contextId, "rule " + rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
     }
     if (rule.action == Action.Redirect) return this.headersGone ? this.redirectTooLate(ticket) : this.redirect(ticket);
     if (rule.action == Action.Queue && check.deny != Deny.TooLarge) return this.enqueue(ticket, now);
@@ -483,7 +481,7 @@ export class ThrottleStream extends Context {
     const metrics = ticket.metrics;
     if (!metrics.warnedRedirectTooLate) {
       metrics.warnedRedirectTooLate = true;
-      logger.warn(this.context_id, "rule " + ticket.rule.name + ": a request over its limit had its headers upstream already, so it cannot be redirected " +
+      logger.warn(this.contextId, "rule " + ticket.rule.name + ": a request over its limit had its headers upstream already, so it cannot be redirected " +
         "and is answered 429; redirect needs the headers held until the body is read: set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter");
     }
     this.reject(ticket, refusalMessage(ticket.rule, ticket.check, ticket.reserved), ticket.check);
@@ -500,7 +498,7 @@ export class ThrottleStream extends Context {
     this.waitingOn = ticket;
     this.waitSlot = slot;
     this.waitingSince = now;
-    this.order = waitOrder(now, this.context_id);
+    this.order = waitOrder(now, this.contextId);
     this.deadline = now + ticket.rule.maxWaitMs;
     this.lastCheck = ticket.check;
     this.root.waiting.push(this);
@@ -538,7 +536,7 @@ export class ThrottleStream extends Context {
   /** Called from the worker's tick: admits and resumes the request if it now fits. */
   retry(now: i64): bool {
     // Host calls from a tick act on the root context unless the stream is made current first.
-    setEffectiveContext(this.context_id);
+    setEffectiveContext(this.contextId);
     if (this.attempt(now, true) != Verdict.Continue) return false;
     this.leaveWaiting(now);
     this.continueRequest();
@@ -546,7 +544,7 @@ export class ThrottleStream extends Context {
   }
 
   timeOut(now: i64): void {
-    setEffectiveContext(this.context_id);
+    setEffectiveContext(this.contextId);
     const ticket = this.waitingOn!;
     this.leaveWaiting(now);
     incrementMetric(ticket.metrics.queueTimeouts, 1);
@@ -609,7 +607,7 @@ export class ThrottleStream extends Context {
   /** The usage the metrics filter published; without it (never seen so far) the reservations stand. */
   private handedOverUsage(): UsageFigures | null {
     const figures = publishedUsage();
-    if (figures == null) logger.warn(this.context_id, "llm-metrics announced the response's usage but published none; settling with the reservation");
+    if (figures == null) logger.warn(this.contextId, "llm-metrics announced the response's usage but published none; settling with the reservation");
     return figures;
   }
 

@@ -8,7 +8,7 @@
 //   handed to another key while a request still has to settle its account. These are held on
 //   leases (see "holds" below): shared data outlives a Wasm VM, so a VM that fails must not leave
 //   its requests counted for good.
-import { ApiShape } from "../shared/llm-request";
+import { ApiShape } from "../llm/request";
 import { Limits, Rule, ThrottleConfig } from "./config";
 
 export const BUCKET_MS: i64 = 5000;

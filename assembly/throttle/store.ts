@@ -5,7 +5,7 @@
 // costs no memory beyond rules x slots records.
 // Each worker also remembers its holds (requests in flight and waiting) per record, and renews them
 // with every change it makes there and from its tick: holds nobody renews expire (policy.ts).
-import { changeRecord, readRecord, RecordChange, SharedRecord } from "../shared/shared-record";
+import { changeRecord, readRecord, RecordChange, SharedRecord } from "../host/shared-record";
 import { Limits, Rule } from "./config";
 import {
   addHeld, Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, Hold, holdEpochOf, homeSlot,

@@ -4,7 +4,7 @@
 // proportions it meets in practice. Everything is deterministic: the same tree gives the same bytes.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { nodeModules, udhrText } from "../../test/corpus.ts";
+import { nodeModules, udhrText } from "../../tooling/corpus.ts";
 
 export const MODEL = "gpt-4o-mini";
 export const CHAT_PATH = "/v1/chat/completions";

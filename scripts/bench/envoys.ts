@@ -6,7 +6,7 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
-import { type EnvoyHandle, startEnvoy } from "../../test/harness/envoy.ts";
+import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
 import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
 const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;

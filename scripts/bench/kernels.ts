@@ -6,12 +6,12 @@
 // filter can do once Envoy's own costs (copying the body in, host calls) are added.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ensureKernelsBuilt, kernelsWasm } from "../../test/harness/kernels.ts";
+import { ensureKernelsBuilt, kernelsWasm } from "../../tooling/kernels.ts";
 import { jsonAnswer, sseAnswer } from "./bodies.ts";
 import { namedReleaseBuild } from "./named-build.ts";
 import { sampleWasm } from "./wasm-samples.ts";
 
-/** ApiShape.OpenAIChat in assembly/shared/llm-request.ts. */
+/** ApiShape.OpenAIChat in assembly/llm/request.ts. */
 const OPENAI_CHAT = 1;
 const O200K = 0;
 

@@ -10,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { repoDir } from "../../test/harness/envoy-bin.ts";
+import { repoDir } from "../../tooling/envoy-bin.ts";
 import { jsonAnswer, workloads } from "./bodies.ts";
 import { timeCalls } from "./kernels.ts";
 import { namedReleaseBuild } from "./named-build.ts";
@@ -270,7 +270,7 @@ export interface ModuleProfile {
 /** Requests over which host calls are counted: enough for a tick (every 200) to weigh in as it does in Envoy. */
 const COUNTED_REQUESTS = 1000;
 
-const isAllocator = (name: string) => name.startsWith("~lib/rt/") || name.startsWith("assembly/shared/collector/");
+const isAllocator = (name: string) => name.startsWith("~lib/rt/") || name.startsWith("assembly/host/collector/");
 
 /**
  * Times requests through the module, then samples them with V8's profiler: the profiler slows what

@@ -3,7 +3,7 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { repoDir } from "../../test/harness/envoy-bin.ts";
+import { repoDir } from "../../tooling/envoy-bin.ts";
 
 // The features AssemblyScript 0.27 emits, as scripts/build.ts passes them to wasm-opt.
 const WASM_FEATURES = ["--enable-bulk-memory", "--enable-bulk-memory-opt", "--enable-nontrapping-float-to-int", "--enable-sign-ext", "--enable-mutable-globals"];

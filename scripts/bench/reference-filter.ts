@@ -1,6 +1,6 @@
 // A reference Wasm filter for the benchmark only (AssemblyScript; scripts/bench.ts compiles it into
 // its scratch directory): it measures what any filter on llm-mesh's proxy-wasm layer
-// (assembly/shared/context.ts, abi.ts, host.ts) pays before doing any work, so the report can split
+// (assembly/host/contexts.ts, abi.ts, host.ts) pays before doing any work, so the report can split
 // an llm-mesh filter's cost into Envoy's Wasm plumbing and the filter's own code.
 // Configuration "pass": every callback returns Continue at once (contexts, callbacks, no host call).
 // Configuration "read-body": holds the request headers, buffers the body and copies it into the VM,
@@ -10,10 +10,10 @@
 // charges for that call.
 // It exports every callback abi.ts has, as reference-raw.wat does, so that Envoy makes the same calls
 // into both and the difference between wasm-raw and wasm-pass is the layer's own cost.
-export * from "../../assembly/shared/abi";
-import { Context, FilterDataStatusValues, FilterHeadersStatusValues, registerFilter, RootContext } from "../../assembly/shared/context";
-import { defineCounter, defineHistogram, pluginConfiguration, requestBody } from "../../assembly/shared/host";
-import * as imports from "../../assembly/shared/proxy-imports";
+export * from "../../assembly/host/abi";
+import { StreamContext, FilterDataStatusValues, FilterHeadersStatusValues, registerFilter, RootContext } from "../../assembly/host/contexts";
+import { defineCounter, defineHistogram, pluginConfiguration, requestBody } from "../../assembly/host/calls";
+import * as imports from "../../assembly/host/imports";
 
 // The calls go to the host functions directly, not through host.ts, whose per-callback caches would
 // answer most repeats without asking Envoy: the figure wanted is Envoy's own price of each call.
@@ -37,8 +37,8 @@ class ReferenceRoot extends RootContext {
   counter: i32 = -1;
   histogram: i32 = -1;
 
-  onConfigure(configuration_size: u32): bool {
-    const config = pluginConfiguration(configuration_size);
+  onConfigure(configurationSize: u32): bool {
+    const config = pluginConfiguration(configurationSize);
     this.readBody = config == "read-body";
     if (config.startsWith("calls:")) {
       const parts = config.split(":");
@@ -51,14 +51,14 @@ class ReferenceRoot extends RootContext {
     return true;
   }
 
-  createContext(context_id: u32): Context {
-    return new ReferenceStream(context_id, this);
+  createContext(contextId: u32): StreamContext {
+    return new ReferenceStream(contextId, this);
   }
 }
 
 const ptr = (bytes: ArrayBuffer): usize => changetype<usize>(bytes);
 
-/** Frees what the host handed back: the module's malloc pinned it (assembly/shared/host.ts). */
+/** Frees what the host handed back: the module's malloc pinned it (assembly/host/calls.ts). */
 function dropReturned(): void {
   const data = load<usize>(OUT_DATA);
   if (data == 0) return;
@@ -101,23 +101,23 @@ function makeCalls(root: ReferenceRoot): void {
   }
 }
 
-class ReferenceStream extends Context {
-  constructor(context_id: u32, private root: ReferenceRoot) {
-    super(context_id, root);
+class ReferenceStream extends StreamContext {
+  constructor(contextId: u32, private root: ReferenceRoot) {
+    super(contextId, root);
   }
 
-  onRequestHeaders(_headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     if (this.root.callCount > 0) makeCalls(this.root);
-    return this.root.readBody && !end_of_stream ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
+    return this.root.readBody && !endOfStream ? FilterHeadersStatusValues.StopIteration : FilterHeadersStatusValues.Continue;
   }
 
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+  onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (!this.root.readBody) return FilterDataStatusValues.Continue;
-    if (!end_of_stream) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
     // Copied in and dropped: the cost measured is Envoy buffering and handing the body over.
-    requestBody(0, <u32>body_buffer_length);
+    requestBody(0, <u32>bodyBufferLength);
     return FilterDataStatusValues.Continue;
   }
 }
 
-registerFilter((context_id: u32): RootContext => new ReferenceRoot(context_id), "llm-reference");
+registerFilter((contextId: u32): RootContext => new ReferenceRoot(contextId), "llm-reference");

@@ -279,7 +279,7 @@ export function markdown(r: Report): string {
   lines.push("");
   lines.push("Rows: `bare` is Envoy with only the router; `wasm-raw` is the smallest Wasm filter Envoy runs (hand-written WAT: Envoy's own " +
     "cost of a Wasm filter), and `wasm-raw-xN` is N of them chained, as many as `all` has filters; `wasm-pass` and `wasm-read-body` are a " +
-    "reference filter on llm-mesh's own proxy-wasm layer (assembly/shared/) that " +
+    "reference filter on llm-mesh's own proxy-wasm layer (assembly/host/) that " +
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
     "a filter name is that filter alone; `all` is every filter in the recommended order; `mesh` is the same filters with the same " +
     "configurations as one module (build/mesh.wasm), and `mesh-lean` that module without the optional `x-llm-*` and `x-ratelimit-*` " +

@@ -4,8 +4,8 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { repoDir } from "../../test/harness/envoy-bin.ts";
-import { STAGES, wasmHttpFilter } from "../../test/harness/one-module.ts";
+import { repoDir } from "../../tooling/envoy-bin.ts";
+import { STAGES, wasmHttpFilter } from "../../tooling/one-module.ts";
 
 /** The filter that publishes request facts; later filters read those instead of the body. */
 export const FIRST_FILTER = "admission";
@@ -143,7 +143,7 @@ export function buildReferenceFilters(dir: string, callKinds: string[] = []): { 
   try {
     execFileSync(bin("asc"), [join(benchDir, "reference-filter.ts"), "--config", "asconfig.json", "--target", "release", "--outFile", file], quiet);
   } catch (err) {
-    // It builds on assembly/shared/abi.ts like every filter; while that is mid-change, run without it.
+    // It builds on assembly/host/abi.ts like every filter; while that is mid-change, run without it.
     const stderr = String((err as { stderr?: Buffer }).stderr ?? err).trim().split("\n").slice(0, 3).join(" ");
     skipped.push(`wasm-pass, wasm-read-body: ${source} does not compile: ${stderr}`);
     return { references, skipped };

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { namedReleaseBuild } from "./named-build.ts";
 
 export interface SizeShare {
-  /** A source file (assembly/shared/json, ~lib/rt/itcms, ...) or "data" (static strings and tables). */
+  /** A source file (assembly/json/reader, ~lib/rt/itcms, ...) or "data" (static strings and tables). */
   origin: string;
   bytes: number;
 }
@@ -114,7 +114,7 @@ function parse(wasm: Uint8Array): { bodies: Map<number, number>; names: Map<numb
 
 const lebLength = (n: number) => Math.max(1, Math.ceil(Math.log2(n + 1) / 7));
 
-/** "assembly/shared/json/JsonReader#scanString" -> "assembly/shared/json"; libraries as one line each. */
+/** "assembly/json/reader/JsonReader#scanString" -> "assembly/json/reader"; libraries as one line each. */
 function origin(functionName: string): string {
   // -O3 inlines a filter's callbacks into the entry points, so this share is mostly filter code.
   if (/^assembly\/shared\/(abi|context|context-table|host|proxy-imports)\//.test(functionName)) return "proxy-wasm layer and the callbacks inlined into it";

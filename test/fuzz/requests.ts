@@ -3,8 +3,8 @@
 // lie, oversized and repeated headers, other methods and paths). Each request is a pure function
 // of (seed, index), so a failure can be replayed alone.
 import { gzipSync } from "node:zlib";
-import { adversarial, ENDPOINTS, lit, type Shape, wellFormed } from "./bodies.ts";
-import { Rng } from "./rng.ts";
+import { adversarial, ENDPOINTS, lit, type Shape, wellFormed } from "../../tooling/fuzz/bodies.ts";
+import { Rng } from "../../tooling/fuzz/rng.ts";
 
 export type Transport =
   /** One request on a kept-alive connection; it must be answered. */
@@ -41,7 +41,7 @@ function requestHead(method: string, path: string, headers: Header[]): string {
 
 function baseHeaders(rng: Rng): Header[] {
   const headers: Header[] = [["host", "llm.local"], ["content-type", "application/json"]];
-  // "tight" and "queued" have small limits in the fuzz throttle config (test/fuzz/mesh.ts).
+  // "tight" and "queued" have small limits in the fuzz throttle config (tooling/fuzz/mesh.ts).
   headers.push(["x-tenant", rng.weighted([[30, "alpha"], [30, "beta"], [30, "gamma"], [4, "tight"], [1, "queued"]])]);
   if (rng.chance(0.05)) headers.push(rng.pick(FORGED) as unknown as Header);
   if (rng.chance(0.02)) headers.push(["x-user-id", `u${rng.int(1000)}`]);

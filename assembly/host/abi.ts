@@ -1,0 +1,114 @@
+// The module's proxy-wasm ABI 0.2.1 entry points: each finds the context Envoy names and calls it
+// (context.ts holds the contexts). A filter's index.ts re-exports the ones whose callbacks it
+// handles, and only those: Envoy skips a callback the module does not export, which saves a call
+// into the VM per stream and callback, so a filter that never looks at the response should not
+// export the response callbacks. Envoy 1.40 (proxy-wasm-cpp-host) refuses a module only without
+// `malloc` (or `proxy_on_memory_allocate`), without an ABI version export, or with an import it
+// does not offer; every callback is optional, and a missing one acts as "continue" (or "done").
+// test/build.test.ts checks that each callback a filter overrides is exported.
+//
+// An id Envoy never created here (there is none in practice) gets the answer of a missing export
+// rather than a trap: a trap fails the stream, or the whole VM.
+import {
+  createRoot,
+  createStream,
+  deleteContext,
+  FilterDataStatusValues,
+  FilterHeadersStatusValues,
+  rootContext,
+  streamContext,
+} from "./contexts";
+
+import { collectWhenDue } from "./collector";
+import { beginCallback } from "./callback-cache";
+import { forgetStream } from "./filter-state";
+
+export { malloc } from "./calls";
+
+export function proxy_abi_version_0_2_1(): void {}
+
+export function proxy_on_context_create(contextId: u32, parentContextId: u32): void {
+  beginCallback(contextId);
+  if (parentContextId == 0) createRoot(contextId);
+  else createStream(contextId, parentContextId);
+  collectWhenDue();
+}
+
+export function proxy_on_configure(rootContextId: u32, configurationSize: u32): u32 {
+  beginCallback(rootContextId);
+  const root = rootContext(rootContextId);
+  const accepted = root != null && root.onConfigure(configurationSize);
+  if (accepted) root!.askForTicks();
+  collectWhenDue();
+  return accepted ? 1 : 0;
+}
+
+export function proxy_on_tick(rootContextId: u32): void {
+  beginCallback(rootContextId);
+  const root = rootContext(rootContextId);
+  if (root != null) {
+    // First, while the host's current context is still the root: the tick's work turns to streams.
+    root.askForTicks();
+    root.onTick();
+  }
+  collectWhenDue();
+}
+
+export function proxy_on_request_headers(contextId: u32, headers: u32, endOfStream: u32): u32 {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  if (stream == null) return FilterHeadersStatusValues.Continue;
+  const status = stream.onRequestHeaders(headers, endOfStream != 0);
+  collectWhenDue();
+  return status;
+}
+
+export function proxy_on_request_body(contextId: u32, bodyBufferLength: u32, endOfStream: u32): u32 {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  if (stream == null) return FilterDataStatusValues.Continue;
+  const status = stream.onRequestBody(bodyBufferLength, endOfStream != 0);
+  collectWhenDue();
+  return status;
+}
+
+export function proxy_on_response_headers(contextId: u32, headers: u32, endOfStream: u32): u32 {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  if (stream == null) return FilterHeadersStatusValues.Continue;
+  const status = stream.onResponseHeaders(headers, endOfStream != 0);
+  collectWhenDue();
+  return status;
+}
+
+export function proxy_on_response_body(contextId: u32, bodyBufferLength: u32, endOfStream: u32): u32 {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  if (stream == null) return FilterDataStatusValues.Continue;
+  const status = stream.onResponseBody(bodyBufferLength, endOfStream != 0);
+  collectWhenDue();
+  return status;
+}
+
+export function proxy_on_log(contextId: u32): void {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  if (stream != null) stream.onLog();
+  collectWhenDue();
+}
+
+export function proxy_on_done(contextId: u32): u32 {
+  beginCallback(contextId);
+  const stream = streamContext(contextId);
+  const root = stream == null ? rootContext(contextId) : null;
+  const done = stream != null ? stream.onDone() : root == null || root.onDone();
+  collectWhenDue();
+  return done ? 1 : 0;
+}
+
+export function proxy_on_delete(contextId: u32): void {
+  beginCallback(contextId);
+  deleteContext(contextId);
+  forgetStream(contextId);
+  collectWhenDue();
+}

@@ -1,0 +1,34 @@
+// Which path a request took, as the routing and throttling filters decide and the metrics filter
+// and access logs report: filter state `llm_mesh.route`.
+import { filterState, setFilterState } from "../host/filter-state";
+import { requestHeader } from "../host/callback-cache";
+
+export const FACT_ROUTE = "llm_mesh.route";
+
+export const ROUTE_PRIMARY = "primary";
+export const ROUTE_CANARY = "canary";
+export const ROUTE_SHADOW = "shadow";
+export const ROUTE_FALLBACK = "fallback";
+
+/** Envoy's request mirroring sends the copy with "-shadow" appended to the authority's host. */
+export function isShadowAuthority(authority: string): bool {
+  let host = authority;
+  const colon = host.lastIndexOf(":");
+  if (colon > 0 && host.indexOf("]") < colon) host = host.slice(0, colon);
+  return host.endsWith("-shadow");
+}
+
+export function isShadowRequest(): bool {
+  const authority = requestHeader(":authority");
+  return authority != null && isShadowAuthority(authority);
+}
+
+export function setRoute(route: string): void {
+  setFilterState(FACT_ROUTE, route);
+}
+
+/** The route an earlier filter chose; "primary" when none did. */
+export function currentRoute(): string {
+  const route = filterState(FACT_ROUTE);
+  return route != null && route.length > 0 ? route : ROUTE_PRIMARY;
+}
