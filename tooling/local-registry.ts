@@ -8,10 +8,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-export type RegistryAuth =
-  | { kind: "none" }
-  | { kind: "htpasswd"; users: Record<string, string> }
-  | { kind: "token"; realm: string; service: string; issuer: string; rootCertBundle: string };
+export type RegistryAuth = { kind: "none" } | { kind: "htpasswd"; users: Record<string, string> };
 
 export interface LocalRegistryOptions {
   /** Blob and manifest storage; two registries may share one (e.g. a read-only mirror). */
@@ -81,8 +78,6 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
     const file = join(workDir, "htpasswd");
     writeFileSync(file, htpasswd(auth.users), { mode: 0o600 });
     config.auth = { htpasswd: { realm: "llm-mesh-test", path: file } };
-  } else if (auth.kind === "token") {
-    config.auth = { token: { realm: auth.realm, service: auth.service, issuer: auth.issuer, rootcertbundle: auth.rootCertBundle } };
   }
   // JSON is YAML; distribution parses it as its usual config file.
   const configPath = join(workDir, `registry-${port}.json`);

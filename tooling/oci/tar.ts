@@ -1,6 +1,6 @@
-// A minimal ustar writer and reader. Everything that tar tools normally take from the file system
+// A minimal ustar writer. Everything that tar tools normally take from the file system
 // (mtime, owner, mode) is fixed, so the same file contents always give the same archive bytes.
-import { gunzipSync, gzipSync } from "node:zlib";
+import { gzipSync } from "node:zlib";
 
 export interface TarEntry {
   name: string;
@@ -62,28 +62,4 @@ export function tar(entries: TarEntry[]): Buffer {
  */
 export function gzip(bytes: Buffer): Buffer {
   return gzipSync(bytes, { level: 9 });
-}
-
-export function gunzip(bytes: Buffer): Buffer {
-  return gunzipSync(bytes);
-}
-
-/** Reads the regular files of a ustar archive (enough to check what `tar` above and others write). */
-export function untar(archive: Buffer): Map<string, Buffer> {
-  const files = new Map<string, Buffer>();
-  let offset = 0;
-  while (offset + BLOCK <= archive.length) {
-    const h = archive.subarray(offset, offset + BLOCK);
-    if (h.every((b) => b === 0)) break;
-    const field = (start: number, length: number) => h.subarray(start, start + length).toString("latin1").replace(/\0.*$/s, "");
-    const prefix = field(345, 155);
-    const name = prefix ? `${prefix}/${field(0, 100)}` : field(0, 100);
-    const size = parseInt(field(124, 12).trim() || "0", 8);
-    const type = field(156, 1);
-    const start = offset + BLOCK;
-    if (start + size > archive.length) throw new Error(`tar: entry "${name}" runs past the end of the archive`);
-    if (type === "0" || type === "") files.set(name, Buffer.from(archive.subarray(start, start + size)));
-    offset = start + Math.ceil(size / BLOCK) * BLOCK;
-  }
-  return files;
 }
