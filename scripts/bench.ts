@@ -3,7 +3,7 @@
 // Starts one upstream Envoy (direct_response answers, near-zero cost) and one proxy per scenario
 // (bare Envoy, each filter in build/ alone, all chained in the recommended order, and the pairs that
 // show the body is scanned once), drives them with wrk, and writes bench-results/<name>.{json,md}.
-// See `--help` for the modes; README's "Benchmarks" section cites bench-results/latest.md.
+// See `--help` for the modes; docs/benchmarks.md cites bench-results/latest.md.
 import { execFileSync } from "node:child_process";
 import { cpus, loadavg } from "node:os";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
