@@ -1,6 +1,6 @@
 // `npm run -s one-module -- <kustomization> [--url <image>] [--sha256 <digest>]` prints the Istio
-// deployment a kustomization under k8s/ renders, rewritten for the one module (README, "One module
-// for the whole chain"; the rewrite is tooling/one-module-manifests.ts). Apply it with
+// deployment a kustomization under k8s/ renders, rewritten for the one module (docs/istio.md, "One
+// module instead of four"; the rewrite is tooling/one-module-manifests.ts). Apply it with
 // `| kubectl apply -f -`, or keep the output under version control.
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";

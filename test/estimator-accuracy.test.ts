@@ -1,7 +1,7 @@
 // Measures the prompt-token estimator (assembly/llm/tokens.ts, run as compiled to
 // build/kernels.wasm) against gpt-tokenizer's real o200k and cl100k encodings, over real text that
-// installed packages ship (tooling/corpus.ts). Prints a table per family, plain and as Markdown for the
-// README, and fails when the estimator drifts: median absolute error over 10%, or any sample
+// installed packages ship (tooling/corpus.ts). Prints a table per family, plain and as Markdown for
+// docs/token-estimation.md, and fails when the estimator drifts: median absolute error over 10%, or any sample
 // under-estimated by more than 15% (an under-estimate lets an oversized prompt through admission).
 import { encode as encodeCl100k } from "gpt-tokenizer/encoding/cl100k_base";
 import { encode as encodeO200k } from "gpt-tokenizer/encoding/o200k_base";

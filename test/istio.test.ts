@@ -76,7 +76,7 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  /** A copy of k8s/ with the images pinned as the README's "Applying it" says, and any further edits. */
+  /** A copy of k8s/ with the images pinned as docs/istio.md's "Applying it" says, and any further edits. */
   function pinnedK8s(options: { placeholder?: boolean } = {}): string {
     const dir = mkdtempSync(join(scratch, "k8s-"));
     cpSync(k8sDir, dir, { recursive: true });

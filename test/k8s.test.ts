@@ -1,6 +1,6 @@
 // The Istio deployment under k8s/: every kustomization (base and overlays) renders, every object in
 // it passes the schema the cluster will hold it to (Istio's CRDs from @kubernetes-models/istio,
-// Kubernetes' own from kubernetes-models), and the wiring between the objects is what the README
+// Kubernetes' own from kubernetes-models), and the wiring between the objects is what docs/istio.md
 // promises: filter order, pinned images, the hold-headers EnvoyFilter in step with its WasmPlugin,
 // canary, mirror, circuit breaking, mTLS and the gateway-only policy. The canary is rolled forward
 // and back by editing a weight, and the EnvoyFilter's plugin is loaded by the real Envoy.

@@ -107,7 +107,7 @@ export function pluginConfigs(docs: Manifest[], label: string): PluginConfigSite
 }
 
 /**
- * Sets the canary's share in a copy of k8s/ the way the README tells users to: the two weights of
+ * Sets the canary's share in a copy of k8s/ the way docs/istio.md tells users to: the two weights of
  * the VirtualService's split route in `overlays/<overlay>/canary.yaml`.
  */
 export function setCanaryWeights(k8s: string, overlay: string, primary: number, canary: number): void {

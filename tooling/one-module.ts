@@ -6,7 +6,7 @@ import { parse, stringify } from "yaml";
 const WASM_FILTER = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 
 /**
- * The filters in the order a request meets them: the order the README recommends and Istio's phases
+ * The filters in the order a request meets them: the order docs/request-flow.md shows and Istio's phases
  * give, and the order of the one module's stages (STAGE_NAMES in assembly/mesh/filter.ts).
  */
 export const STAGES: readonly string[] = ["admission", "throttle", "metrics", "router"];

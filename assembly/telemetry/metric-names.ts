@@ -37,7 +37,7 @@ export const LABEL_STATUS_CLASS = "llm_status_class";
 export const LABEL_OUTCOME = "llm_outcome";
 export const LABEL_TENANT = "llm_tenant";
 
-/** Every label key, in the order names carry them; envoy/ and the README list the same. */
+/** Every label key, in the order names carry them; envoy/ and docs/metrics.md list the same. */
 export const LABEL_KEYS: string[] = [
   LABEL_REQUEST_MODEL, LABEL_RESPONSE_MODEL, LABEL_TOKEN_TYPE, LABEL_API,
   LABEL_ROUTE, LABEL_STATUS_CLASS, LABEL_OUTCOME, LABEL_TENANT,

@@ -1,5 +1,5 @@
 // Turns the raw samples of a run into medians, ratios to bare Envoy, verdicts against the targets,
-// and the Markdown report (bench-results/<name>.md) that the README cites.
+// and the Markdown report (bench-results/<name>.md) that docs/benchmarks.md cites.
 import { type HostCallCount } from "./hostcalls.ts";
 import { type KernelResult, type ProfileEntry } from "./kernels.ts";
 import { type ModuleProfile } from "./module-profile.ts";
