@@ -13,7 +13,7 @@ const bin = (name: string) => join(root, "node_modules", ".bin", name);
 export function filterNames(): string[] {
   const dir = join(root, "assembly");
   return readdirSync(dir)
-    .filter((name) => !["shared", "kernels"].includes(name))
+    .filter((name) => name !== "kernels")
     .filter((name) => existsSync(join(dir, name, "index.ts")))
     .sort();
 }

@@ -97,7 +97,10 @@ function parseMaybe(text: string): unknown {
   }
 }
 
-/** The record a log line carries: an access-log entry's `record` field (text or object), or a log line. */
+/**
+ * The record a log line carries: an access-log entry's `record` field (text or object), at the top
+ * (envoy/router.yaml) or under `llm` (envoy/demo.yaml, which groups the llm-mesh fields), or a log line.
+ */
 export function recordOfLine(line: string): ComparisonRecord | undefined {
   const trimmed = line.trim();
   if (!trimmed) return undefined;
@@ -105,7 +108,9 @@ export function recordOfLine(line: string): ComparisonRecord | undefined {
     const entry = parseMaybe(trimmed);
     if (isRecord(entry)) return entry;
     if (entry && typeof entry === "object") {
-      const field = (entry as Record<string, unknown>).record;
+      const fields = entry as Record<string, unknown>;
+      const llm = fields.llm && typeof fields.llm === "object" ? (fields.llm as Record<string, unknown>) : {};
+      const field = fields.record ?? llm.record;
       const value = typeof field === "string" ? parseMaybe(field) : field;
       if (isRecord(value)) return value;
     }

@@ -1,7 +1,7 @@
 // `npm start` must serve the curl line it prints. This runs the demo script on spare ports, takes
 // the first curl command from its output, and sends the same request.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
 import { test } from "node:test";
 import { repoDir } from "../tooling/envoy-bin.ts";
@@ -46,6 +46,16 @@ test("the demo prints a curl line that works, a refused unknown model, and the m
     const canary = await fetch(beta[1], { method: "POST", headers: { [beta[2]]: beta[3] }, body: beta[4] });
     assert.equal(canary.status, 200);
     assert.equal(canary.headers.get("x-mock-served-by"), "canary");
+    // The shadow report the demo points to pairs the requests above with their mirrored copies
+    // (envoy/demo.yaml groups the records under `llm` in the access log).
+    const reportLine = output.match(/npx tsx (scripts\/shadow-report\.ts) (\S+)/);
+    assert.ok(reportLine, output);
+    let report = "";
+    for (const deadline = Date.now() + 10000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 250))) {
+      report = spawnSync(process.execPath, ["--import", "tsx", reportLine[1], "--json", reportLine[2]], { cwd: repoDir, encoding: "utf8" }).stdout;
+      if (report && JSON.parse(report).pairs > 0) break;
+    }
+    assert.ok(JSON.parse(report).pairs > 0, `the demo's shadow report paired nothing: ${report}`);
   } finally {
     demo.kill("SIGTERM");
     await new Promise((resolve) => (demo.exitCode !== null ? resolve(null) : demo.once("exit", resolve)));
