@@ -54,7 +54,7 @@ export class AdmissionConfig {
    * Hold the request headers until the body is read, so the verdict can add headers and fix
    * content-length before anything goes upstream. Needs Envoy's `allow_on_headers_stop_iteration`
    * on the Wasm filter: without it Envoy never hands the body over, and the filter lets the
-   * request go on without holding once holdHeadersTimeoutMs has passed (hold.ts).
+   * request go on without holding once holdHeadersTimeoutMs has passed (hold-rules.ts).
    */
   holdHeaders: bool = false;
   /** How long a held request waits for its first body chunk before it goes on as if not held. */

@@ -22,7 +22,7 @@ export const FILTER_NAME = "llm-admission";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
 export const FACT_ADMISSION = "llm_mesh.admission";
 
-/** Counter: held requests let go without their body after hold_headers_timeout_ms (hold.ts). */
+/** Counter: held requests let go without their body after hold_headers_timeout_ms (hold-rules.ts). */
 export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";
 
 const logger = new Logger(FILTER_NAME);

@@ -1,5 +1,5 @@
 // The module's proxy-wasm ABI 0.2.1 entry points: each finds the context Envoy names and calls it
-// (context.ts holds the contexts). A filter's index.ts re-exports the ones whose callbacks it
+// (contexts.ts holds the contexts). A filter's index.ts re-exports the ones whose callbacks it
 // handles, and only those: Envoy skips a callback the module does not export, which saves a call
 // into the VM per stream and callback, so a filter that never looks at the response should not
 // export the response callbacks. Envoy 1.40 (proxy-wasm-cpp-host) refuses a module only without

@@ -86,7 +86,7 @@ export abstract class RootContext {
   }
 
   /**
-   * Envoy was seen keeping the body of a request whose headers were held (shared/header-hold.ts):
+   * Envoy was seen keeping the body of a request whose headers were held (host/header-hold.ts):
    * the Wasm filter lacks allow_on_headers_stop_iteration. Called on the root Envoy knows, so that in
    * the one module (assembly/mesh/) every stage stops holding, not only the one that found out.
    */

@@ -1,4 +1,4 @@
-// The host side of holding request headers for a body that may never come (hold.ts has the rules):
+// The host side of holding request headers for a body that may never come (hold-rules.ts has the rules):
 // one per root of each filter that holds (llm-admission, llm-throttle, llm-router). It records the
 // held streams, asks for ticks only while one waits, and from the tick lets go those past their
 // deadline through the stream's own letGoHeaders(), counts them, and says once what to fix when

@@ -115,7 +115,7 @@ export class HoldWatch<T> {
 
 /**
  * Whether Envoy keeps body bytes from a stream held past its deadline that never got a chunk: it has
- * received some (requestBodyBytesReceived in host.ts). A figure the host did not give (-1) leaves the
+ * received some (requestBodyBytesReceived in callback-cache.ts). A figure the host did not give (-1) leaves the
  * timeout alone as the sign.
  */
 export function bodyWithheld(bodyBytesReceived: i64): bool {

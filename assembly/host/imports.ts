@@ -6,7 +6,7 @@
 //
 // Every function returns a WasmResult; pointers and sizes are 32-bit. Where the host hands data
 // back, it calls the module's malloc for the bytes and writes their address and size into the two
-// out-parameters (see takeReturned in host.ts).
+// out-parameters (see takeReturned in callback-cache.ts).
 
 // @ts-ignore: decorator
 @external("env", "proxy_log")

@@ -1,6 +1,6 @@
 // A pull reader over JSON bytes: strict RFC 8259 syntax, strict UTF-8, bounded nesting, and no
 // exceptions. Request bodies are read with it once, without building a tree; configs build a tree
-// on top of it (json-value.ts). Any fault sets `error` and every later call returns false, so
+// on top of it (value.ts). Any fault sets `error` and every later call returns false, so
 // callers check once at the end instead of after every step.
 import { classesAccepting, decodeUtf8At, Machine, TokenEstimator } from "../llm/tokens";
 

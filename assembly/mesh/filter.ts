@@ -75,7 +75,7 @@ export class MeshRoot extends RootContext {
     }
   }
 
-  /** One Envoy filter, one flag: a stage that found it missing tells them all (shared/header-hold.ts). */
+  /** One Envoy filter, one flag: a stage that found it missing tells them all (host/header-hold.ts). */
   headerPauseMissing(): void {
     for (let i = 0; i < this.stages.length; i++) unchecked(this.stages[i]).headerPauseMissing();
   }

@@ -119,7 +119,7 @@ export class RouterConfig {
   /**
    * How long a request whose headers wait for the body (its model, or a model rewrite) waits for it;
    * without allow_on_headers_stop_iteration it never comes, and the request goes on without the
-   * model (shared/hold.ts).
+   * model (host/hold-rules.ts).
    */
   holdHeadersTimeoutMs: i64 = DEFAULT_HOLD_HEADERS_TIMEOUT_MS;
 

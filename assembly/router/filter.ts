@@ -36,7 +36,7 @@ export const FACT_RECORD = "llm_mesh.record";
 export const METRIC_REQUESTS = "llm_router_requests_total";
 /** Counter per target: times its guard tripped. */
 export const METRIC_GUARD_TRIPS = "llm_router_guard_trips_total";
-/** Counter: requests whose headers waited for the body, let go without it (shared/hold.ts). */
+/** Counter: requests whose headers waited for the body, let go without it (host/hold-rules.ts). */
 export const METRIC_HOLD_TIMEOUTS = "llm_router_hold_headers_timeouts_total";
 export const LABEL_TARGET = "llm_target";
 
@@ -253,7 +253,7 @@ export class RouterStream extends StreamContext {
   private hold(waiting: Waiting): FilterHeadersStatusValues {
     this.waiting = waiting;
     if (!this.root.hold.holds) {
-      // This Envoy never hands a held request its body (shared/hold.ts): the headers go on now.
+      // This Envoy never hands a held request its body (host/hold-rules.ts): the headers go on now.
       this.headersGoFirst();
       return FilterHeadersStatusValues.Continue;
     }

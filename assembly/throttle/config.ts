@@ -107,7 +107,7 @@ export class ThrottleConfig {
   /**
    * How long a request whose headers this filter holds to read the body (no admission facts) waits
    * for it; without allow_on_headers_stop_iteration it never comes, and the request is decided at
-   * body time instead (shared/hold.ts).
+   * body time instead (host/hold-rules.ts).
    */
   holdHeadersTimeoutMs: i64 = DEFAULT_HOLD_HEADERS_TIMEOUT_MS;
   /** Some rule queues requests, so the workers need a tick to release them. */

@@ -30,7 +30,7 @@ import { HeaderHold, HoldingRoot } from "../host/header-hold";
 export const FILTER_NAME = "llm-throttle";
 /** Filter state naming this filter's decision, for access logs and the metrics filter. */
 export const FACT_THROTTLE = "llm_mesh.throttle";
-/** Counter: requests whose headers this filter held to read the body, let go without it (shared/hold.ts). */
+/** Counter: requests whose headers this filter held to read the body, let go without it (host/hold-rules.ts). */
 export const METRIC_HOLD_TIMEOUTS = "llm_throttle_hold_headers_timeouts_total";
 const PEER_PROPERTY: string[] = ["connection", "uri_san_peer_certificate"];
 /** Stands for an absent key part, so that "no header" and an empty header are different keys. */
@@ -256,7 +256,7 @@ export class ThrottleStream extends StreamContext {
     // No admission facts with the headers: read the body for the model and the prompt.
     this.phase = Phase.ReadingBody;
     if (!this.root.hold.holds) {
-      // This Envoy never hands a held request its body (shared/hold.ts): decide from it after the headers left.
+      // This Envoy never hands a held request its body (host/hold-rules.ts): decide from it after the headers left.
       this.keepHeaders();
       return FilterHeadersStatusValues.Continue;
     }
