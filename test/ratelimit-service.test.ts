@@ -3,9 +3,23 @@
 // The service's config holds only the domain: every limit travels in the request, as the throttle
 // sends it. See the FINDINGS in tooling/ratelimit.ts.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { repoDir } from "../tooling/envoy-bin.ts";
 import { counterKey, type Redis, type RateLimitService, shouldRateLimit, startRateLimitService, startRedis } from "../tooling/ratelimit.ts";
-import type { Descriptor } from "../tooling/rls-wire.ts";
+import { decodeResponse, type Descriptor, encodeRequest, type RateLimitResponse } from "../tooling/rls-wire.ts";
+
+/** The bytes assembly/__tests__/ratelimit.spec.ts checks the filter's encoder and decoder against. */
+const WIRE = Object.fromEntries(
+  [...readFileSync(join(repoDir, "assembly", "__tests__", "ratelimit-wire.ts"), "utf8").matchAll(/^export const (\w+) = "([0-9a-f]+)";$/gm)].map(([, name, hex]) => [name, Buffer.from(hex, "hex")]),
+);
+
+/** The seconds to a window's end change from run to run; whether they are there does not. */
+const withoutResetSeconds = (r: RateLimitResponse) => ({
+  ...r,
+  statuses: r.statuses.map((s) => ({ ...s, durationUntilReset: s.durationUntilReset && { ...s.durationUntilReset, seconds: 0 } })),
+});
 
 const DOMAIN = "llm-mesh-test";
 
@@ -97,6 +111,24 @@ describe("envoyproxy/ratelimit with a domain-only config", () => {
     assert.equal(noDescriptors.status, 2);
     assert.match(noDescriptors.message, /descriptor list must not be empty/);
     assert.equal(noDescriptors.response, undefined);
+  });
+
+  test("still speaks the bytes the filter's unit tests hold (assembly/__tests__/ratelimit-wire.ts)", async () => {
+    assert.deepEqual(Object.keys(WIRE).sort(), ["REQUEST_HEX", "RESPONSE_FIRST_HEX", "RESPONSE_SECOND_HEX"]);
+    // A second encoder, written apart from assembly/ratelimit/, writes the same request.
+    const request = encodeRequest({
+      domain: DOMAIN,
+      descriptors: [
+        { entries: [["tenant", "wire"], ["limit", "tokens"]], limit: { requestsPerUnit: 1000, unit: "HOUR" }, hitsAddend: 600 },
+        { entries: [["tenant", "wire"], ["city", "zürich"]], limit: { requestsPerUnit: 100, unit: "MINUTE" }, hitsAddend: 1 },
+      ],
+    });
+    assert.equal(request.toString("hex"), WIRE.REQUEST_HEX.toString("hex"));
+    for (const expected of [WIRE.RESPONSE_FIRST_HEX, WIRE.RESPONSE_SECOND_HEX]) {
+      const answer = await shouldRateLimit(service.grpcAddress, WIRE.REQUEST_HEX);
+      assert.equal(answer.status, 0, answer.message);
+      assert.deepEqual(withoutResetSeconds(answer.response!), withoutResetSeconds(decodeResponse(expected)));
+    }
   });
 
   // Last: it replaces the suite's Redis. The throttle's failure mode depends on the error being quick.
