@@ -54,9 +54,10 @@ export function rateLimitBinary(): string {
   return bin;
 }
 
+/** Where PATH finds a Redis tool, as scripts/setup-ratelimit.sh looked for it. */
 function tool(name: "redis-server" | "redis-cli"): string {
-  const path = `/usr/bin/${name}`;
-  if (!existsSync(path)) throw new Error(`${name} missing: apt-get install -y --no-install-recommends redis-server redis-tools`);
+  const path = (process.env.PATH ?? "").split(":").map((dir) => join(dir, name)).find((p) => existsSync(p));
+  if (!path) throw new Error(`${name} missing: apt-get install -y --no-install-recommends redis-server redis-tools`);
   return path;
 }
 
