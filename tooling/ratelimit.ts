@@ -12,13 +12,17 @@
 //   domain is that missing current_limit.
 // - Counter key: `<CACHE_KEY_PREFIX><domain>_<key1>_<value1>_<key2>_<value2>_..._<window start>`,
 //   the window start being unix seconds rounded down to the unit (fixed windows: second, minute,
-//   hour, day, week = 7 days, month = 30 days, year = 365 days, all aligned to the epoch). Its Redis
-//   TTL is the unit plus a random 0..EXPIRATION_JITTER_MAX_SECONDS (default 300).
+//   hour, day, week = 7 days, month = 30 days, year = 365 days, all aligned to the epoch). Entries
+//   are joined unescaped, so [a=b_c] and [a_b=c] share a counter. Every increment sets the key's
+//   TTL again to the unit plus a random 0..EXPIRATION_JITTER_MAX_SECONDS (default 300).
 // - Each descriptor is one `INCRBY key hits` then a verdict on the new total: OVER_LIMIT when the
 //   total exceeds requests_per_unit, so a reservation that would overshoot is refused whole and two
 //   replicas cannot both fit into the last units. A refused request still adds its hits (counters
 //   only grow within a window); `hits_addend` 0 (an empty UInt64Value present) looks without
 //   counting. Every descriptor of a request is counted even when another one is over the limit.
+//   Two settings change this, both off by default and here: LOCAL_CACHE_SIZE_IN_BYTES (a key once
+//   over its limit is refused from memory, uncounted, until its window ends) and
+//   STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT.
 // - hits: the descriptor's `hits_addend` wrapper when present (0 allowed), else the request's
 //   `hits_addend`, where 0 means 1.
 // - OK answers carry limit_remaining = limit - total; OVER_LIMIT answers carry none (0). Both echo
