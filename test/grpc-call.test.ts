@@ -63,7 +63,9 @@ describe("gRPC calls from a Wasm filter to the rate limit service", () => {
     await redis?.stop();
     for (const s of silentSockets) s.destroy();
     silent?.close();
-    if (!process.env.KEEP_TMP) rmSync(scratch, { recursive: true, force: true });
+    if (process.env.KEEP_TMP) return;
+    rmSync(scratch, { recursive: true, force: true });
+    if (envoy) rmSync(envoy.tmpDir, { recursive: true, force: true });
   });
 
   const ask = async (headers: Record<string, string>) => {
