@@ -32,6 +32,8 @@ const HOOK_EXPORTS: Record<string, string> = {
   onDone: "proxy_on_done",
   onLog: "proxy_on_log",
   onDelete: "proxy_on_delete",
+  onGrpcReceive: "proxy_on_grpc_receive",
+  onGrpcClose: "proxy_on_grpc_close",
 };
 
 /** The shared base classes filters extend, other than contexts.ts's own (whose hooks do nothing), by name: their file's source. */

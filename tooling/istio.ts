@@ -2,14 +2,15 @@
 // (pilot-discovery) reading Istio config from a directory instead of Kubernetes, and istio-agent
 // (pilot-agent) running the real Envoy as an ingress gateway inside a pod network
 // (pod-network.ts). Both are built from source by scripts/setup-istio.sh.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { freePort } from "./local-registry.ts";
 import { envoyBinary, repoDir } from "./envoy-bin.ts";
 import type { Manifest } from "./manifests.ts";
 import type { PodNetwork } from "./pod-network.ts";
+import { answers, Process } from "./process.ts";
 
 export interface IstioBinaries {
   discovery: string;
@@ -28,58 +29,6 @@ export function istioBinaries(): IstioBinaries {
   const missing = Object.values(found).filter((f) => !existsSync(f));
   if (missing.length) throw new Error(`Istio not built (${missing.join(", ")} missing): run \`npm run setup:istio\` or set ISTIO_BIN_DIR`);
   return found;
-}
-
-/** A child process whose output is kept, for readiness checks and failure messages. */
-class Process {
-  output = "";
-  exited: string | undefined;
-  readonly closed: Promise<void>;
-
-  /** `logFile` gets the output as it comes, for a look while the process runs. */
-  constructor(readonly name: string, readonly child: ChildProcess, logFile: string) {
-    const log = createWriteStream(logFile);
-    const keep = (c: Buffer) => {
-      this.output += c;
-      log.write(c);
-    };
-    child.stdout?.on("data", keep);
-    child.stderr?.on("data", keep);
-    child.once("close", () => log.end());
-    this.closed = new Promise((done) => {
-      child.once("error", (err) => ((this.exited = `failed to start: ${err.message}`), done()));
-      child.once("close", (code, signal) => ((this.exited = signal ? `killed by ${signal}` : `exited with ${code}`), done()));
-    });
-  }
-
-  tail(chars = 4000): string {
-    return this.output.slice(-chars);
-  }
-
-  async stop(): Promise<void> {
-    if (this.exited) return;
-    this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
-    await this.closed;
-    clearTimeout(timer);
-  }
-
-  /** Polls `ready` until it is true; throws with the output's tail when the process dies or time runs out. */
-  async waitUntil(what: string, ready: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (true) {
-      if (this.exited) throw new Error(`${this.name} ${this.exited} before ${what}:\n${this.tail()}`);
-      if (await ready().catch(() => false)) return;
-      if (Date.now() > deadline) throw new Error(`${this.name}: no ${what} after ${timeoutMs / 1000} s:\n${this.tail()}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-}
-
-async function answers(url: string): Promise<boolean> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-  await res.arrayBuffer();
-  return res.ok;
 }
 
 export interface Istiod {

@@ -17,6 +17,7 @@ import {
   FilterHeadersStatusValues,
   rootContext,
   streamContext,
+  takeGrpcCaller,
 } from "./contexts";
 
 import { collectWhenDue } from "./collector";
@@ -110,5 +111,24 @@ export function proxy_on_delete(contextId: u32): void {
   beginCallback(contextId);
   deleteContext(contextId);
   forgetStream(contextId);
+  collectWhenDue();
+}
+
+// Answers to unary gRPC calls: exactly one of these two per call, on the root context whichever
+// context made the call (takeGrpcCaller finds that one). Envoy 1.40 makes no metadata callbacks
+// (proxy_on_grpc_receive_initial_metadata, _trailing_metadata) for unary calls, only for gRPC
+// streams, which llm-mesh does not open; so those are not exported.
+
+export function proxy_on_grpc_receive(contextId: u32, token: u32, messageSize: u32): void {
+  beginCallback(contextId);
+  const caller = takeGrpcCaller(token);
+  if (caller != null) caller.onGrpcReceive(token, messageSize);
+  collectWhenDue();
+}
+
+export function proxy_on_grpc_close(contextId: u32, token: u32, status: u32): void {
+  beginCallback(contextId);
+  const caller = takeGrpcCaller(token);
+  if (caller != null) caller.onGrpcClose(token, status);
   collectWhenDue();
 }

@@ -14,6 +14,7 @@ export const REQUEST_HEADERS: u32 = 0;
 export const RESPONSE_HEADERS: u32 = 2;
 const REQUEST_BODY: u32 = 0;
 const RESPONSE_BODY: u32 = 1;
+const GRPC_RECEIVE_BUFFER: u32 = 5;
 const PLUGIN_CONFIGURATION: u32 = 7;
 export const STREAM_REQUEST: u32 = 0;
 export const STREAM_RESPONSE: u32 = 1;
@@ -270,4 +271,34 @@ export function incrementMetric(id: i32, delta: i64): void {
 
 export function recordMetric(id: i32, value: u64): void {
   if (id >= 0) imports.proxy_record_metric(<u32>id, value);
+}
+
+// ---- gRPC calls ----
+
+/**
+ * Starts a unary gRPC call: the token Envoy names it by in proxy_on_grpc_receive/_close, or the
+ * host's refusal as a negative WasmResult (-10 InternalFailure when the cluster does not exist).
+ * Contexts call it through HostContext.grpcCall, which routes the answer back to them.
+ * `service` is a serialized envoy.config.core.v3.GrpcService (Envoy also takes a bare cluster name,
+ * but a name that happens to parse as that message would be misread); `serviceName` and `method`
+ * make the path /<serviceName>/<method>; `message` is the serialized request. After `timeoutMs`
+ * Envoy closes the call with status 14 and "upstream request timeout".
+ */
+export function grpcCall(service: ArrayBuffer, serviceName: ArrayBuffer, method: ArrayBuffer, message: Uint8Array, timeoutMs: u32): i64 {
+  const result = imports.proxy_grpc_call(changetype<usize>(service), service.byteLength,
+    changetype<usize>(serviceName), serviceName.byteLength, changetype<usize>(method), method.byteLength,
+    0, 0, changetype<usize>(message.buffer) + message.byteOffset, message.byteLength, timeoutMs, OUT_U32);
+  if (result != OK) return -<i64>result;
+  return <i64>load<u32>(OUT_U32);
+}
+
+/** The answer of the call whose onGrpcReceive runs now: its serialized message, `size` bytes. */
+export function grpcReceived(size: u32): Uint8Array {
+  return bufferBytes(GRPC_RECEIVE_BUFFER, 0, size);
+}
+
+/** The message of the gRPC status the call whose onGrpcClose runs now ended with; "" when there is none. */
+export function grpcStatusMessage(): string {
+  if (imports.proxy_get_status(OUT_U32, RETURNED_DATA, RETURNED_SIZE) != OK) return "";
+  return String.UTF8.decode(takeReturned());
 }

@@ -10,8 +10,8 @@
 // because Envoy kept the draining 0% root and never configured it again).
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
 import { ContextTable } from "./context-table";
-import { Logger, pluginConfiguration, setTickPeriod } from "./calls";
-import { resumeRequest } from "./callback-cache";
+import { grpcCall, Logger, pluginConfiguration, setTickPeriod } from "./calls";
+import { currentContext, resumeRequest, setEffectiveContext } from "./callback-cache";
 
 /** What a headers callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
 export enum FilterHeadersStatusValues {
@@ -35,12 +35,62 @@ export enum FilterDataStatusValues {
 }
 
 /**
+ * What roots and streams share: Envoy's id for them, and the gRPC calls they make. Envoy 1.40 answers
+ * every call on the root context, whichever context made it, and does not cancel a stream's calls
+ * when the stream ends (test/grpc-call.test.ts); abi.ts hands each answer to the context that made
+ * the call instead, made the current one, so that a stream's onGrpcReceive can resume its request or
+ * answer it like any of its own callbacks. An answer that comes after its stream was deleted reaches
+ * nobody: a call whose answer still matters then (a settlement) is made by the root.
+ */
+export abstract class HostContext {
+  constructor(public contextId: u32) {}
+
+  /**
+   * Starts a unary gRPC call (calls.ts grpcCall says what the arguments are) answered to this
+   * context: the token its hooks get, or a negative WasmResult when the host refused the call.
+   */
+  grpcCall(service: ArrayBuffer, serviceName: ArrayBuffer, method: ArrayBuffer, message: Uint8Array, timeoutMs: u32): i64 {
+    const token = grpcCall(service, serviceName, method, message, timeoutMs);
+    if (token >= 0) grpcCallers.set(<u32>token, this);
+    return token;
+  }
+
+  /** The answer to call `token` is here: calls.ts grpcReceived(messageSize) reads it, during this hook only. */
+  onGrpcReceive(token: u32, messageSize: u32): void {}
+
+  /**
+   * Call `token` ended without an answer: `status` is its gRPC status, which Envoy 1.40 makes 14
+   * (UNAVAILABLE) for a timeout and an unreachable service alike; calls.ts grpcStatusMessage()
+   * reads the message that tells them apart. The service's own errors keep their status and
+   * grpc-message, to which Envoy appends its response details in braces ("...{via_upstream}").
+   */
+  onGrpcClose(token: u32, status: u32): void {}
+}
+
+/** Calls in flight on this VM, by token, and the context each answer goes to. */
+const grpcCallers = new Map<u32, HostContext>();
+
+/**
+ * The context that made call `token`, made the host's current context, and the call forgotten: a
+ * unary call ends with exactly one of proxy_on_grpc_receive and proxy_on_grpc_close. Null for a token
+ * not made here, or when the context is gone (a mesh stage shares its id with the mesh's context, so
+ * a stage lives as long as that id does).
+ */
+export function takeGrpcCaller(token: u32): HostContext | null {
+  if (!grpcCallers.has(token)) return null;
+  const caller = grpcCallers.get(token);
+  grpcCallers.delete(token);
+  const id = caller.contextId;
+  if (streams.get(id) == null && rootContext(id) == null) return null;
+  if (id != currentContext()) setEffectiveContext(id);
+  return caller;
+}
+
+/**
  * One plugin configuration's context on this VM: it holds the parsed configuration, creates the
  * streams that run under it, and gets the ticks it asked for.
  */
-export abstract class RootContext {
-  constructor(public contextId: u32) {}
-
+export abstract class RootContext extends HostContext {
   abstract createContext(contextId: u32): StreamContext;
 
   /**
@@ -105,12 +155,13 @@ export abstract class RootContext {
  * headers, response body, then onDone and onLog as the stream ends and onDelete last. A stream
  * answered or reset early skips the callbacks it never reached; onLog still comes.
  */
-export class StreamContext {
+export class StreamContext extends HostContext {
   readonly rootContextId: u32;
   /** The stream this one runs inside as a stage, in llm-mesh's one-module build (assembly/mesh/). */
   mesh: StreamContext | null = null;
 
-  constructor(public contextId: u32, root: RootContext) {
+  constructor(contextId: u32, root: RootContext) {
+    super(contextId);
     this.rootContextId = root.contextId;
   }
 

@@ -97,3 +97,16 @@ export declare function proxy_increment_metric(id: u32, delta: i64): u32;
 // @ts-ignore: decorator
 @external("env", "proxy_record_metric")
 export declare function proxy_record_metric(id: u32, value: u64): u32;
+
+// `service` is either a serialized envoy.config.core.v3.GrpcService or a bare cluster name; the
+// token Envoy writes out names the call in the proxy_on_grpc_* callbacks.
+// @ts-ignore: decorator
+@external("env", "proxy_grpc_call")
+export declare function proxy_grpc_call(service: usize, serviceSize: usize, serviceName: usize, serviceNameSize: usize,
+  method: usize, methodSize: usize, initialMetadata: usize, initialMetadataSize: usize, message: usize, messageSize: usize,
+  timeoutMilliseconds: u32, tokenOut: usize): u32;
+
+// The status of the gRPC call being closed (proxy_on_grpc_close): code, and a message the host allocates.
+// @ts-ignore: decorator
+@external("env", "proxy_get_status")
+export declare function proxy_get_status(codeOut: usize, messageOut: usize, messageSizeOut: usize): u32;
