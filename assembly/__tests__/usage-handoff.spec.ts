@@ -2,7 +2,7 @@
 // response (UsageFigures) and the facts of the request (RequestFacts in FACT_ALL).
 import { ApiShape } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 import { UsageFigures } from "../llm/usage-handoff";
 
 describe("usage figures handed from llm-metrics to llm-throttle", () => {

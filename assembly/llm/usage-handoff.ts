@@ -8,7 +8,7 @@
 // onDone, for streams that completed and for streams cut short alike (test/usage-handoff.test.ts
 // holds the real Envoy to this).
 import { filterState, setFilterState } from "../host/filter-state";
-import { UsageTracker } from "./answer";
+import { UsageTracker } from "./usage-tracker";
 import { TokenizerFamily, tokenizerFamilyName } from "./tokens";
 
 export const FACT_USAGE_TRACKED = "llm_mesh.usage_tracked";
