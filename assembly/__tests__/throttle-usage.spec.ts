@@ -1,4 +1,4 @@
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 import { TokenEstimator, TokenizerFamily } from "../llm/tokens";
 
 function bytes(text: string): Uint8Array {

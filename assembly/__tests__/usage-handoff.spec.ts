@@ -2,7 +2,8 @@
 // response (UsageFigures) and the facts of the request (RequestFacts in FACT_ALL).
 import { ApiShape } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
-import { UsageFigures, UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
+import { UsageFigures } from "../llm/usage-handoff";
 
 describe("usage figures handed from llm-metrics to llm-throttle", () => {
   it("read back as written, with -1 for a prompt the response did not report", () => {

@@ -165,7 +165,7 @@ export function estimateTexts(ptr: usize, len: i32): i32 {
 
 // Appended for the benchmark (scripts/bench/kernels.ts): the usage tracker that the throttle and
 // metrics filters run over every byte of an answer, so its speed in V8 is measured like the scan.
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 
 /**
  * Follows the `len` bytes at `ptr` (which must lie in inputBuffer()) as a response body, one JSON

@@ -8,11 +8,49 @@
 // onDone, for streams that completed and for streams cut short alike (test/usage-handoff.test.ts
 // holds the real Envoy to this).
 import { filterState, setFilterState } from "../host/filter-state";
-import { UsageFigures, UsageTracker } from "./answer";
+import { UsageTracker } from "./usage-tracker";
 import { TokenizerFamily, tokenizerFamilyName } from "./tokens";
 
 export const FACT_USAGE_TRACKED = "llm_mesh.usage_tracked";
 export const FACT_USAGE = "llm_mesh.usage";
+
+/**
+ * What one filter read from a response, as it hands it to another: the prompt tokens the response
+ * reported (-1: none) and the completion tokens, written "<prompt>,<completion>".
+ */
+export class UsageFigures {
+  constructor(public promptTokens: i64, public completionTokens: i64) {}
+
+  static of(tracker: UsageTracker): UsageFigures {
+    return new UsageFigures(tracker.promptTokens, tracker.completionTokens);
+  }
+
+  toString(): string {
+    return this.promptTokens.toString() + "," + this.completionTokens.toString();
+  }
+
+  /** The figures from their text; null for anything not written by toString. */
+  static parse(text: string): UsageFigures | null {
+    const comma = text.indexOf(",");
+    if (comma < 0) return null;
+    const prompt = text.startsWith("-1,") ? -1 : decimal(text, 0, comma);
+    const completion = decimal(text, comma + 1, text.length);
+    if (prompt < -1 || completion < 0) return null;
+    return new UsageFigures(prompt, completion);
+  }
+}
+
+/** The non-negative decimal number from `start` to `end` of `text`; -2 if it is not one. */
+function decimal(text: string, start: i32, end: i32): i64 {
+  if (start >= end || end - start > 18) return -2;
+  let value: i64 = 0;
+  for (let i = start; i < end; i++) {
+    const digit = text.charCodeAt(i) - 0x30;
+    if (<u32>digit > 9) return -2;
+    value = value * 10 + <i64>digit;
+  }
+  return value;
+}
 
 /** Tells the filters that see the response later that `tracker` follows it and will be published. */
 export function announceUsage(tracker: UsageTracker): void {

@@ -17,7 +17,7 @@ import { LABEL_NONE } from "../telemetry/metric-names";
 import { MetricTable, NO_METRIC } from "../telemetry/metric-table";
 import { ModelsCall, ModelsRequest, readModelsRequest } from "../llm/models-api";
 import { RequestFacts } from "../llm/request-facts";
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 import { announceUsage, publishUsage } from "../llm/usage-handoff";
 import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../llm/route";
 import { hex64, stableHash } from "../text/stable-hash";

@@ -15,7 +15,7 @@ import { apiShapeForPath, ApiShape } from "../llm/request";
 import { TaggedName } from "../telemetry/metric-names";
 import { isModelListRequest, publishRouterModels } from "../llm/models-api";
 import { headerSafe, RequestFacts } from "../llm/request-facts";
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../llm/route";
 import { stableHash } from "../text/stable-hash";
 import { findModelField, withModel } from "./body";

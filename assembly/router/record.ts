@@ -2,7 +2,7 @@
 // on the shadow side, so scripts/shadow-report.ts can put the two answers to one request next to
 // each other. The answer is never kept: only its hash, its length and its first few characters.
 import { JsonObjectWriter } from "../json/writer";
-import { UsageTracker } from "../llm/answer";
+import { UsageTracker } from "../llm/usage-tracker";
 import { TokenizerFamily } from "../llm/tokens";
 import { hex64, StableHasher } from "../text/stable-hash";
 

@@ -13,8 +13,8 @@ import { nowMillis, propertyString, removeRequestHeader, requestHeader, response
 import { setFilterState } from "../host/filter-state";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
-import { UsageFigures, UsageTracker } from "../llm/answer";
-import { publishedUsage, usageAnnounced } from "../llm/usage-handoff";
+import { UsageTracker } from "../llm/usage-tracker";
+import { publishedUsage, UsageFigures, usageAnnounced } from "../llm/usage-handoff";
 import { isShadowAuthority, ROUTE_FALLBACK, setRoute } from "../llm/route";
 import { KeyHash } from "../text/key-hash";
 import { TokenEstimator } from "../llm/tokens";
