@@ -1,6 +1,6 @@
 // The admission filter's configuration: parsed and checked once per configure, then shared
 // read-only by every request on the worker.
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ConfigErrors, ConfigObject, ConfigResult, parseConfig } from "../json/config-reader";
 import { ApiShape, apiShapeForPath, apiShapeFromName, API_SHAPE_NAMES, routedPath } from "../llm/request";
 import { ModelPattern, ModelTable } from "../llm/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily, tokenizerFamilyName } from "../llm/tokens";
@@ -85,11 +85,6 @@ export class AdmissionConfig {
   }
 }
 
-export class AdmissionConfigResult {
-  config: AdmissionConfig | null = null;
-  error: string = "";
-}
-
 function readLimits(entry: ConfigObject, name: string, base: ModelLimits): ModelLimits {
   entry.onlyKeys(MODEL_KEYS);
   const limits = new ModelLimits();
@@ -104,13 +99,12 @@ function readLimits(entry: ConfigObject, name: string, base: ModelLimits): Model
   return limits;
 }
 
-export function parseAdmissionConfig(text: string): AdmissionConfigResult {
-  const errors = new ConfigErrors();
-  return readAdmissionConfig(readConfigRoot(text, errors), errors);
+export function parseAdmissionConfig(text: string): ConfigResult<AdmissionConfig> {
+  return parseConfig<AdmissionConfig>(text, readAdmissionConfig);
 }
 
 /** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
-export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): AdmissionConfigResult {
+export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): ConfigResult<AdmissionConfig> {
   root.onlyKeys(TOP_KEYS);
   const config = new AdmissionConfig();
 
@@ -169,8 +163,5 @@ export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): A
   const modelList = root.oneOf("model_list", ["admitted", "upstream"], limitsModels ? "admitted" : "upstream");
   config.modelList = modelList == "admitted" ? ModelListMode.Admitted : ModelListMode.Upstream;
 
-  const result = new AdmissionConfigResult();
-  if (errors.ok) result.config = config;
-  else result.error = errors.message;
-  return result;
+  return new ConfigResult<AdmissionConfig>(config, errors);
 }

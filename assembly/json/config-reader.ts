@@ -186,6 +186,24 @@ export class ConfigObject {
   }
 }
 
+/** A filter's configuration read in full, or the first problem found in it. */
+export class ConfigResult<T> {
+  config: T | null = null;
+  error: string = "";
+
+  /** `config` when reading it recorded no problem in `errors`, else the problem. */
+  constructor(config: T, errors: ConfigErrors) {
+    if (errors.ok) this.config = config;
+    else this.error = errors.message;
+  }
+}
+
+/** A filter's configuration from its text alone (unit tests, the kernels), with the filter's own reader. */
+export function parseConfig<T>(text: string, read: (root: ConfigObject, errors: ConfigErrors) => ConfigResult<T>): ConfigResult<T> {
+  const errors = new ConfigErrors();
+  return read(readConfigRoot(text, errors), errors);
+}
+
 export class ConfigEntry {
   constructor(public name: string, public config: ConfigObject) {}
 }

@@ -1,6 +1,6 @@
 // The metrics filter's configuration: parsed and checked once per configure, then read by every
 // request on the worker.
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ConfigErrors, ConfigObject, ConfigResult, parseConfig } from "../json/config-reader";
 import { isLabelSafe, MAX_LABEL_VALUE_LENGTH } from "../telemetry/metric-names";
 import { ModelPattern, ModelTable } from "../llm/model-table";
 import { asciiLower } from "../text/ascii";
@@ -39,18 +39,12 @@ export class MetricsConfig {
   }
 }
 
-export class MetricsConfigResult {
-  config: MetricsConfig | null = null;
-  error: string = "";
-}
-
-export function parseMetricsConfig(text: string): MetricsConfigResult {
-  const errors = new ConfigErrors();
-  return readMetricsConfig(readConfigRoot(text, errors), errors);
+export function parseMetricsConfig(text: string): ConfigResult<MetricsConfig> {
+  return parseConfig<MetricsConfig>(text, readMetricsConfig);
 }
 
 /** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
-export function readMetricsConfig(root: ConfigObject, errors: ConfigErrors): MetricsConfigResult {
+export function readMetricsConfig(root: ConfigObject, errors: ConfigErrors): ConfigResult<MetricsConfig> {
   root.onlyKeys(TOP_KEYS);
   const config = new MetricsConfig();
 
@@ -88,8 +82,5 @@ export function readMetricsConfig(root: ConfigObject, errors: ConfigErrors): Met
   config.maxBodyBytes = root.int("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 1, MAX_BODY_BYTES_LIMIT);
   config.records = root.bool("records", true);
 
-  const result = new MetricsConfigResult();
-  if (errors.ok) result.config = config;
-  else result.error = errors.message;
-  return result;
+  return new ConfigResult<MetricsConfig>(config, errors);
 }

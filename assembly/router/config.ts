@@ -2,7 +2,7 @@
 // every request on the worker shares. Rules point at their targets directly, so a request never
 // looks a name up.
 import { HeaderMatch, HeaderTest } from "../llm/header-match";
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ConfigErrors, ConfigObject, ConfigResult, parseConfig } from "../json/config-reader";
 import { JsonKind } from "../json/reader";
 import { ModelPattern } from "../llm/model-table";
 import { asciiLower } from "../text/ascii";
@@ -153,11 +153,6 @@ export class RouterConfig {
     if (this.shadowRewriteModel.length > 0 && !names.includes(this.shadowRewriteModel)) names.push(this.shadowRewriteModel);
     return names;
   }
-}
-
-export class RouterConfigResult {
-  config: RouterConfig | null = null;
-  error: string = "";
 }
 
 /** Target names go into a header value and a metric label: a small, safe alphabet. */
@@ -358,13 +353,12 @@ function readRule(config: RouterConfig, obj: ConfigObject, index: i32, defaultSt
   return rule;
 }
 
-export function parseRouterConfig(text: string): RouterConfigResult {
-  const errors = new ConfigErrors();
-  return readRouterConfig(readConfigRoot(text, errors), errors);
+export function parseRouterConfig(text: string): ConfigResult<RouterConfig> {
+  return parseConfig<RouterConfig>(text, readRouterConfig);
 }
 
 /** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
-export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): RouterConfigResult {
+export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): ConfigResult<RouterConfig> {
   root.onlyKeys(TOP_KEYS);
   const config = new RouterConfig();
 
@@ -415,8 +409,5 @@ export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): Rout
     config.record.previewChars = <i32>record.int("preview_chars", DEFAULT_PREVIEW_CHARS, 0, MAX_PREVIEW_CHARS);
   }
 
-  const result = new RouterConfigResult();
-  if (errors.ok) result.config = config;
-  else result.error = errors.message;
-  return result;
+  return new ConfigResult<RouterConfig>(config, errors);
 }

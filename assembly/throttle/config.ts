@@ -1,7 +1,7 @@
 // The throttle filter's configuration: rules parsed and checked once per configure into immutable
 // objects that every request on the worker reads.
 import { HeaderMatch, HeaderTest } from "../llm/header-match";
-import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
+import { ConfigErrors, ConfigObject, ConfigResult, parseConfig } from "../json/config-reader";
 import { ApiShape, apiShapeFromName, API_SHAPE_NAMES } from "../llm/request";
 import { ModelPattern } from "../llm/model-table";
 import { tokenizerFamilyFromName, TokenizerFamily } from "../llm/tokens";
@@ -120,11 +120,6 @@ export class ThrottleConfig {
   headerNames: string[] = [":authority"];
   /** Request headers only this filter may set (redirect targets); a client sending one is forging it. */
   redirectHeaders: string[] = [];
-}
-
-export class ThrottleConfigResult {
-  config: ThrottleConfig | null = null;
-  error: string = "";
 }
 
 function isNameChar(c: i32): bool {
@@ -279,13 +274,12 @@ function readRule(ruleConfig: ConfigObject, index: i32, config: ThrottleConfig, 
   return rule;
 }
 
-export function parseThrottleConfig(text: string): ThrottleConfigResult {
-  const errors = new ConfigErrors();
-  return readThrottleConfig(readConfigRoot(text, errors), errors);
+export function parseThrottleConfig(text: string): ConfigResult<ThrottleConfig> {
+  return parseConfig<ThrottleConfig>(text, readThrottleConfig);
 }
 
 /** The configuration from its parsed JSON object (alone, or a section of llm-mesh's one-module configuration). */
-export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): ThrottleConfigResult {
+export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): ConfigResult<ThrottleConfig> {
   root.onlyKeys(TOP_KEYS);
   const config = new ThrottleConfig();
   const rules = root.objects("rules");
@@ -307,10 +301,7 @@ export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): Th
   config.responseHeaders = root.bool("response_headers", true);
   config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
-  const result = new ThrottleConfigResult();
-  if (errors.ok) result.config = config;
-  else result.error = errors.message;
-  return result;
+  return new ConfigResult<ThrottleConfig>(config, errors);
 }
 
 function addName(names: string[], name: string): void {
