@@ -9,6 +9,7 @@ import { errorBody, ApiError } from "../llm/api-errors";
 import { Logger, replaceRequestBody, requestBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { removeRequestHeader, requestHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
+import { FACT_ADMISSION } from "../llm/filter-state-names";
 import { ApiShape, readLlmRequest } from "../llm/request";
 import { RequestFacts, stripInternalHeaders } from "../llm/request-facts";
 import { TokenEstimator } from "../llm/tokens";
@@ -19,8 +20,6 @@ import { HeaderHold, HoldingRoot } from "../host/header-hold";
 import { ModelsListStream } from "./models-list-stream";
 
 export const FILTER_NAME = "llm-admission";
-/** Filter state naming this filter's decision, for access logs and the metrics filter. */
-export const FACT_ADMISSION = "llm_mesh.admission";
 
 /** Counter: held requests let go without their body after hold_headers_timeout_ms (hold-rules.ts). */
 export const METRIC_HOLD_TIMEOUTS = "llm_admission_hold_headers_timeouts_total";

@@ -11,13 +11,12 @@ import { FilterDataStatusValues, FilterHeadersStatusValues } from "../host/conte
 import { Logger, replaceResponseBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { removeRequestHeader, removeResponseHeader, requestHeader, responseHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
+import { FACT_ADMISSION } from "../llm/filter-state-names";
 import { ApiShape } from "../llm/request";
 import { ModelsCall, ModelsRequest, readModelsRequest, routerModels } from "../llm/models-api";
 import { AdmissionConfig, ModelListMode } from "./config";
 import { configuredList, filteredList, ListPlan, planList, retrieveRefusal } from "./models-list";
 
-/** Admission's decision in filter state (filter.ts's FACT_ADMISSION), which the metrics filter reads. */
-const FACT_ADMISSION = "llm_mesh.admission";
 const NOTHING = new Uint8Array(0);
 
 enum Step {

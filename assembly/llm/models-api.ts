@@ -4,6 +4,7 @@
 // them under their own API label.
 import { filterState, setFilterState } from "../host/filter-state";
 import { routedPath } from "./request";
+import { FACT_ROUTER_MODELS } from "./filter-state-names";
 
 export enum ModelsCall {
   None = 0,
@@ -16,13 +17,6 @@ export enum ModelsCall {
 /** The `llm_api` label values of these requests. */
 export const API_OPENAI_MODELS = "openai.models";
 export const API_ANTHROPIC_MODELS = "anthropic.models";
-
-/**
- * Model names the router sends upstream in place of the client's (a target's or the shadow's
- * `rewrite_model`), newline-separated: the router leaves them on a list request for admission,
- * which sees the answer after it and keeps them out of the list.
- */
-export const FACT_ROUTER_MODELS = "llm_mesh.router_models";
 
 const MODELS_SEGMENT = "/models";
 

@@ -4,17 +4,7 @@
 import { filterState, setFilterState } from "../host/filter-state";
 import { removeRequestHeader, setRequestHeader } from "../host/callback-cache";
 import { ApiShape, apiShapeFromName, apiShapeName, LlmRequest } from "./request";
-
-export const FACT_MODEL = "llm_mesh.model";
-export const FACT_API = "llm_mesh.api";
-export const FACT_PROMPT_TOKENS = "llm_mesh.prompt_tokens";
-export const FACT_MAX_TOKENS = "llm_mesh.max_tokens";
-export const FACT_STREAM = "llm_mesh.stream";
-/**
- * All of the above in one value, "<api>,<prompt>,<max>,<stream 0|1>,<model>", which the filters
- * read: one host call instead of five. Access logs print the separate ones.
- */
-export const FACT_ALL = "llm_mesh.facts";
+import { FACT_ALL, FACT_API, FACT_MAX_TOKENS, FACT_MODEL, FACT_PROMPT_TOKENS, FACT_STREAM } from "./filter-state-names";
 
 export const HEADER_MODEL = "x-llm-model";
 export const HEADER_API = "x-llm-api";

@@ -2,8 +2,7 @@
 // and access logs report: filter state `llm_mesh.route`.
 import { filterState, setFilterState } from "../host/filter-state";
 import { requestHeader } from "../host/callback-cache";
-
-export const FACT_ROUTE = "llm_mesh.route";
+import { FACT_ROUTE } from "./filter-state-names";
 
 export const ROUTE_PRIMARY = "primary";
 export const ROUTE_CANARY = "canary";

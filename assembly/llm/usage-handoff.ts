@@ -10,9 +10,7 @@
 import { filterState, setFilterState } from "../host/filter-state";
 import { UsageTracker } from "./usage-tracker";
 import { TokenizerFamily, tokenizerFamilyName } from "./tokens";
-
-export const FACT_USAGE_TRACKED = "llm_mesh.usage_tracked";
-export const FACT_USAGE = "llm_mesh.usage";
+import { FACT_USAGE, FACT_USAGE_TRACKED } from "./filter-state-names";
 
 /**
  * What one filter read from a response, as it hands it to another: the prompt tokens the response

@@ -15,9 +15,7 @@ export {
 } from "../host/abi";
 import { registerFilter, RootContext } from "../host/contexts";
 import { keepFilterStateInVm } from "../host/filter-state";
-import { FACT_ROUTER_MODELS } from "../llm/models-api";
-import { FACT_ALL } from "../llm/request-facts";
-import { FACT_USAGE, FACT_USAGE_TRACKED } from "../llm/usage-handoff";
+import { FACT_ALL, FACT_ROUTER_MODELS, FACT_USAGE, FACT_USAGE_TRACKED } from "../llm/filter-state-names";
 import { FILTER_NAME, MeshRoot } from "./filter";
 
 registerFilter((contextId: u32): RootContext => new MeshRoot(contextId), FILTER_NAME);

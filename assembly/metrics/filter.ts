@@ -9,6 +9,10 @@ import {
   RootContext,
 } from "../host/contexts";
 import { filterState, setFilterState } from "../host/filter-state";
+import {
+  FACT_ADMISSION, FACT_THROTTLE, RECORD_OUTCOME, RECORD_RESPONSE_MODEL, RECORD_TENANT, RECORD_TTFT, RECORD_USAGE_COMPLETION,
+  RECORD_USAGE_PROMPT, RECORD_USAGE_SOURCE,
+} from "../llm/filter-state-names";
 import { incrementMetric, Logger, requestBody, responseBody } from "../host/calls";
 import { nowMillis, propertyInt, propertyString, requestHeader, responseHeader } from "../host/callback-cache";
 import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../llm/request";
@@ -27,18 +31,6 @@ import { activeRequestsName, Ending, outcomeOf, RequestLabels, Series, statusCla
 import { LabelSeries, SeriesCache } from "./series";
 
 export const FILTER_NAME = "llm-metrics";
-
-// Filter state this filter reads (written by the filters before it) and writes (its part of the
-// request record; the access log prints them with %FILTER_STATE(wasm.<name>:PLAIN)%).
-const FACT_ADMISSION = "llm_mesh.admission";
-const FACT_THROTTLE = "llm_mesh.throttle";
-export const RECORD_OUTCOME = "llm_mesh.outcome";
-export const RECORD_RESPONSE_MODEL = "llm_mesh.response_model";
-export const RECORD_USAGE_PROMPT = "llm_mesh.usage_prompt_tokens";
-export const RECORD_USAGE_COMPLETION = "llm_mesh.usage_completion_tokens";
-export const RECORD_USAGE_SOURCE = "llm_mesh.usage_source";
-export const RECORD_TTFT = "llm_mesh.ttft_ms";
-export const RECORD_TENANT = "llm_mesh.tenant";
 
 // Shared-data keys of the label slots (prefixed by plugin: Istio shares one namespace).
 const MODEL_SLOTS_KEY = "llm-metrics:label-slots:model";

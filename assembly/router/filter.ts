@@ -10,13 +10,14 @@ import {
 } from "../host/contexts";
 import { clearRouteCache, defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
 import { filterState, setFilterState } from "../host/filter-state";
+import { FACT_RECORD, FACT_ROUTE, FACT_ROUTER } from "../llm/filter-state-names";
 import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
 import { apiShapeForPath, ApiShape } from "../llm/request";
 import { TaggedName } from "../telemetry/metric-names";
 import { isModelListRequest, publishRouterModels } from "../llm/models-api";
 import { headerSafe, RequestFacts } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
-import { FACT_ROUTE, isShadowRequest, ROUTE_SHADOW, setRoute } from "../llm/route";
+import { isShadowRequest, ROUTE_SHADOW, setRoute } from "../llm/route";
 import { stableHash } from "../text/stable-hash";
 import { findModelField, withModel } from "./body";
 import { readRouterConfig, RouterConfig } from "./config";
@@ -27,10 +28,6 @@ import { AnswerTracker, ComparisonRecord } from "./record";
 import { HeaderHold, HoldingRoot } from "../host/header-hold";
 
 export const FILTER_NAME = "llm-router";
-/** The decision, e.g. "target=canary by=sticky rule=gpt-4o-split", for access logs. */
-export const FACT_ROUTER = "llm_mesh.router";
-/** The comparison record (record.ts), for access logs. */
-export const FACT_RECORD = "llm_mesh.record";
 
 /** Counter per target: requests routed there (after guards). */
 export const METRIC_REQUESTS = "llm_router_requests_total";

@@ -11,6 +11,7 @@ import { errorBody, rateLimited } from "../llm/api-errors";
 import { defineCounter, defineGauge, incrementMetric, Logger, requestBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
+import { FACT_THROTTLE } from "../llm/filter-state-names";
 import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
@@ -28,8 +29,6 @@ import { asciiLower } from "../text/ascii";
 import { HeaderHold, HoldingRoot } from "../host/header-hold";
 
 export const FILTER_NAME = "llm-throttle";
-/** Filter state naming this filter's decision, for access logs and the metrics filter. */
-export const FACT_THROTTLE = "llm_mesh.throttle";
 /** Counter: requests whose headers this filter held to read the body, let go without it (host/hold-rules.ts). */
 export const METRIC_HOLD_TIMEOUTS = "llm_throttle_hold_headers_timeouts_total";
 const PEER_PROPERTY: string[] = ["connection", "uri_san_peer_certificate"];
