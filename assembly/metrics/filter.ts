@@ -8,14 +8,15 @@ import {
   FilterHeadersStatusValues,
   RootContext,
 } from "../host/contexts";
+import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { filterState, setFilterState } from "../host/filter-state";
 import {
   FACT_ADMISSION, FACT_THROTTLE, RECORD_OUTCOME, RECORD_RESPONSE_MODEL, RECORD_TENANT, RECORD_TTFT, RECORD_USAGE_COMPLETION,
   RECORD_USAGE_PROMPT, RECORD_USAGE_SOURCE,
 } from "../llm/filter-state-names";
-import { incrementMetric, Logger, requestBody, responseBody } from "../host/calls";
+import { incrementMetric, Logger, responseBody } from "../host/calls";
 import { nowMillis, propertyInt, propertyString, requestHeader, responseHeader } from "../host/callback-cache";
-import { ApiShape, apiShapeForPath, apiShapeName, readLlmRequest } from "../llm/request";
+import { ApiShape, apiShapeForPath, apiShapeName } from "../llm/request";
 import { LabelSlots } from "../telemetry/metric-labels";
 import { LABEL_NONE } from "../telemetry/metric-names";
 import { MetricTable, NO_METRIC } from "../telemetry/metric-table";
@@ -90,12 +91,11 @@ export class MetricsRoot extends RootContext {
   }
 }
 
-export class MetricsStream extends StreamContext {
+export class MetricsStream extends FactsOrBodyStream {
   /** Whether this is an LLM API request; decided once, from the headers. */
   private classified: bool = false;
   private llm: bool = false;
   private shape: ApiShape = ApiShape.Unknown;
-  private facts: RequestFacts | null = null;
   private startMs: i64 = 0;
   private readingBody: bool = false;
   private activeId: i32 = NO_METRIC;
@@ -104,7 +104,8 @@ export class MetricsStream extends StreamContext {
   private models: ModelsRequest | null = null;
 
   constructor(contextId: u32, private root: MetricsRoot) {
-    super(contextId, root);
+    // The body is read as it passes: the headers are never held for it.
+    super(contextId, root, null);
   }
 
   onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
@@ -120,11 +121,11 @@ export class MetricsStream extends StreamContext {
 
   onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (!this.readingBody) return FilterDataStatusValues.Continue;
-    // An earlier filter that reads bodies publishes its facts by the time the body passes on.
-    this.facts = RequestFacts.fromFilterState();
-    if (this.facts == null && <i64>bodyBufferLength <= this.root.config.maxBodyBytes) {
-      if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
-      const request = readLlmRequest(requestBody(0, <u32>bodyBufferLength), this.shape, this.root.estimator);
+    const step = this.bodyStep(bodyBufferLength, endOfStream, this.root.config.maxBodyBytes);
+    if (step == BodyStep.Buffer) return FilterDataStatusValues.StopIterationAndBuffer;
+    // Past the limit, or not a well-formed request, a body gives no facts.
+    if (this.facts == null && step == BodyStep.Whole) {
+      const request = this.readRequest(bodyBufferLength, this.shape, this.root.estimator);
       if (request.ok) {
         const facts = RequestFacts.fromRequest(request);
         // No earlier llm-mesh filter published facts; later ones (and the access log) get them from here.
@@ -176,8 +177,7 @@ export class MetricsStream extends StreamContext {
       publishUsage(tracker);
     }
     // Facts published after the headers passed here (by a filter that reads the body without holding headers).
-    if (this.facts == null) this.facts = RequestFacts.fromFilterState();
-    const facts = this.facts;
+    const facts = this.facts != null ? this.facts : this.earlierFacts();
     const requested = this.requestedModel();
     const answered = tracker != null ? tracker.model : "";
     const models = this.models;
@@ -239,8 +239,7 @@ export class MetricsStream extends StreamContext {
     // Envoy's own start of the request, so time spent in earlier filters (a queue) counts too.
     const startNs = propertyInt(["request", "time"]);
     this.startMs = startNs > 0 ? startNs / 1_000_000 : nowMillis();
-    this.facts = RequestFacts.fromFilterState();
-    const facts = this.facts;
+    const facts = this.earlierFacts();
     if (facts != null) {
       this.shape = facts.shape;
     } else {

@@ -8,14 +8,15 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
 } from "../host/contexts";
+import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { clearRouteCache, defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
 import { filterState, setFilterState } from "../host/filter-state";
 import { FACT_RECORD, FACT_ROUTE, FACT_ROUTER } from "../llm/filter-state-names";
-import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
+import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setRequestHeader } from "../host/callback-cache";
 import { apiShapeForPath, ApiShape } from "../llm/request";
 import { TaggedName } from "../telemetry/metric-names";
 import { isModelListRequest, publishRouterModels } from "../llm/models-api";
-import { headerSafe, RequestFacts } from "../llm/request-facts";
+import { headerSafe } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
 import { isShadowRequest, ROUTE_SHADOW, setRoute } from "../llm/route";
 import { stableHash } from "../text/stable-hash";
@@ -40,8 +41,6 @@ export const LABEL_TARGET = "llm_target";
 const GOLDEN_GAMMA: u64 = 0x9e3779b97f4a7c15;
 
 const logger = new Logger(FILTER_NAME);
-
-/** An integer host property (Envoy hands them over as 8 little-endian bytes); -1 when absent. */
 
 class HostRequest extends RequestView {
   header(name: string): string | null {
@@ -107,12 +106,8 @@ enum Waiting {
   Rewrite,
 }
 
-export class RouterStream extends StreamContext {
+export class RouterStream extends FactsOrBodyStream {
   private waiting: Waiting = Waiting.Nothing;
-  /** The headers wait for the body; watched by the root's HeaderHold until a chunk comes. */
-  private held: bool = false;
-  /** The headers went upstream before the body was read: no header can change any more. */
-  private headersGone: bool = false;
   private llm: bool = false;
   private shadow: bool = false;
   private clientRoute: string | null = null;
@@ -129,7 +124,7 @@ export class RouterStream extends StreamContext {
   private tracker: AnswerTracker | null = null;
 
   constructor(contextId: u32, private root: RouterRoot) {
-    super(contextId, root);
+    super(contextId, root, root.hold);
   }
 
   onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
@@ -151,7 +146,7 @@ export class RouterStream extends StreamContext {
     }
     this.startMs = nowMillis();
 
-    const facts = RequestFacts.fromFilterState();
+    const facts = this.earlierFacts();
     if (facts != null) {
       this.llm = facts.shape != ApiShape.Unknown;
       this.model = facts.model;
@@ -175,25 +170,27 @@ export class RouterStream extends StreamContext {
 
   onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.waiting == Waiting.Nothing) return FilterDataStatusValues.Continue;
-    if (this.held) {
-      this.held = false;
-      this.root.hold.delivered();
-    }
     const config = this.root.config;
-    if (<i64>bodyBufferLength > config.maxBodyBytes) {
-      // Documented pass-through: a body this large is routed without its model and not rewritten.
-      logger.debug(this.contextId, "body over max_body_bytes (" + config.maxBodyBytes.toString() + "): routing without its model");
-      if (this.waiting == Waiting.Decision) this.route();
+    const step = this.bodyStep(bodyBufferLength, endOfStream, config.maxBodyBytes);
+    if (step == BodyStep.Buffer) return FilterDataStatusValues.StopIterationAndBuffer;
+    const facts = this.facts;
+    if (step == BodyStep.OverLimit) {
+      // Documented pass-through: a body this large is not read, so not rewritten, and routed on the
+      // model only an earlier filter's facts can give.
+      logger.debug(this.contextId, "body over max_body_bytes (" + config.maxBodyBytes.toString() + "): " + (facts != null ? "routing on an earlier filter's facts" : "routing without its model"));
+      if (this.waiting == Waiting.Decision) {
+        if (facts != null) this.model = facts.model;
+        this.route();
+      }
       this.liftModel(this.model);
       this.waiting = Waiting.Nothing;
       return FilterDataStatusValues.Continue;
     }
-    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
 
     const body = requestBody(0, <u32>bodyBufferLength);
     const field = findModelField(body);
     if (this.waiting == Waiting.Decision) {
-      this.model = field.model;
+      this.model = facts != null ? facts.model : field.model;
       this.route();
     }
     let upstream = this.model;
@@ -249,23 +246,7 @@ export class RouterStream extends StreamContext {
 
   private hold(waiting: Waiting): FilterHeadersStatusValues {
     this.waiting = waiting;
-    if (!this.root.hold.holds) {
-      // This Envoy never hands a held request its body (host/hold-rules.ts): the headers go on now.
-      this.headersGoFirst();
-      return FilterHeadersStatusValues.Continue;
-    }
-    this.held = true;
-    this.root.hold.held(this);
-    return FilterHeadersStatusValues.StopIteration;
-  }
-
-  /** From the root's tick: no body came while the headers were held; they go on without it. */
-  letGoHeaders(): void {
-    // Header changes and the resume act on the stream only once it is made current.
-    setEffectiveContext(this.contextId);
-    this.held = false;
-    this.headersGoFirst();
-    this.continueRequest();
+    return this.awaitBody();
   }
 
   /**
@@ -273,18 +254,12 @@ export class RouterStream extends StreamContext {
    * decision waiting for the model is made without it, and a model rewrite still to come drops the
    * length the headers declare, which it would make wrong.
    */
-  private headersGoFirst(): void {
+  protected headersGoFirst(): void {
     if (this.waiting == Waiting.Decision) {
       this.route();
       this.waiting = this.rewriteTo.length > 0 ? Waiting.Rewrite : Waiting.Nothing;
     }
     if (this.waiting == Waiting.Rewrite) removeRequestHeader("content-length");
-    this.headersGone = true;
-  }
-
-  /** A request that ends while its headers are held is no longer watched. */
-  onDelete(): void {
-    if (this.held) this.root.hold.forget(this);
   }
 
   /** With the decision made: hold the headers for a body rewrite, or copy the model now and go. */

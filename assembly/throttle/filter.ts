@@ -7,12 +7,13 @@ import {
   FilterDataStatusValues,
   FilterHeadersStatusValues,
 } from "../host/contexts";
+import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { errorBody, rateLimited } from "../llm/api-errors";
-import { defineCounter, defineGauge, incrementMetric, Logger, requestBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
+import { defineCounter, defineGauge, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_THROTTLE } from "../llm/filter-state-names";
-import { ApiShape, apiShapeForPath, readLlmRequest, routedPath } from "../llm/request";
+import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
 import { publishedUsage, UsageFigures, usageAnnounced } from "../llm/usage-handoff";
@@ -208,7 +209,7 @@ enum Verdict {
   Stop,
 }
 
-export class ThrottleStream extends StreamContext {
+export class ThrottleStream extends FactsOrBodyStream {
   deadline: i64 = 0;
 
   private phase: Phase = Phase.Idle;
@@ -227,15 +228,11 @@ export class ThrottleStream extends StreamContext {
   private opaque: bool = false;
   /** The metrics filter reads the response and hands over its usage (usage-handoff.ts). */
   private usageHandedOver: bool = false;
-  /** The headers wait for the body to be read here (no admission facts); watched by the root's HeaderHold. */
-  private holding: bool = false;
-  /** The headers went upstream before the decision: it is made from the body, and cannot redirect. */
-  private headersGone: bool = false;
-  /** The request headers the decision reads, kept as they went upstream (keepHeaders). */
+  /** The request headers the decision reads, kept as they went upstream (headersGoFirst). */
   private kept: KeptHeaders | null = null;
 
   constructor(contextId: u32, private root: ThrottleRoot) {
-    super(contextId, root);
+    super(contextId, root, root.hold);
   }
 
   onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
@@ -247,49 +244,28 @@ export class ThrottleStream extends StreamContext {
     if (method == null || method != "POST" || path == null) return FilterHeadersStatusValues.Continue;
     // Rules match the path as the model server routes it, so percent-escapes cannot dodge a rule.
     this.path = routedPath(path);
-    const facts = RequestFacts.fromFilterState();
+    const facts = this.earlierFacts();
     if (facts != null) return headersVerdict(this.decideWith(facts));
     this.shape = apiShapeForPath(path);
     if (this.shape == ApiShape.Unknown) return FilterHeadersStatusValues.Continue;
-    if (endOfStream) return headersVerdict(this.decideWithBody(new Uint8Array(0)));
+    if (endOfStream) return headersVerdict(this.decideWithRequest(readLlmRequest(new Uint8Array(0), this.shape, this.root.estimator)));
     // No admission facts with the headers: read the body for the model and the prompt.
     this.phase = Phase.ReadingBody;
-    if (!this.root.hold.holds) {
-      // This Envoy never hands a held request its body (host/hold-rules.ts): decide from it after the headers left.
-      this.keepHeaders();
-      return FilterHeadersStatusValues.Continue;
-    }
-    this.holding = true;
-    this.root.hold.held(this);
-    return FilterHeadersStatusValues.StopIteration;
-  }
-
-  /** From the root's tick: no body came while the headers were held; they go on, and the body decides when it comes. */
-  letGoHeaders(): void {
-    // The resume acts on the stream only once it is made current.
-    setEffectiveContext(this.contextId);
-    this.holding = false;
-    this.keepHeaders();
-    this.continueRequest();
+    return this.awaitBody();
   }
 
   onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     if (this.phase == Phase.Waiting) return FilterDataStatusValues.StopIterationAndBuffer;
     if (this.phase != Phase.ReadingBody) return FilterDataStatusValues.Continue;
-    if (this.holding) {
-      this.holding = false;
-      this.root.hold.delivered();
-    }
-    const length = <i64>bodyBufferLength;
-    if (length > this.root.config.maxBodyBytes) {
-      this.promptTokens = length / BYTES_PER_TOKEN;
+    const step = this.bodyStep(bodyBufferLength, endOfStream, this.root.config.maxBodyBytes);
+    if (step == BodyStep.Buffer) return FilterDataStatusValues.StopIterationAndBuffer;
+    const facts = this.facts;
+    if (facts != null) return bodyVerdict(this.decideWith(facts));
+    if (step == BodyStep.OverLimit) {
+      this.promptTokens = <i64>bodyBufferLength / BYTES_PER_TOKEN;
       return bodyVerdict(this.decide("", -1));
     }
-    if (!endOfStream) return FilterDataStatusValues.StopIterationAndBuffer;
-    // An admission filter that reads the body itself publishes its facts only now.
-    const facts = RequestFacts.fromFilterState();
-    if (facts != null) return bodyVerdict(this.decideWith(facts));
-    return bodyVerdict(this.decideWithBody(requestBody(0, <u32>bodyBufferLength)));
+    return bodyVerdict(this.decideWithRequest(this.readRequest(bodyBufferLength, this.shape, this.root.estimator)));
   }
 
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
@@ -320,11 +296,6 @@ export class ThrottleStream extends StreamContext {
     return true;
   }
 
-  /** A request that ends while its headers are held is no longer watched. */
-  onDelete(): void {
-    if (this.holding) this.root.hold.forget(this);
-  }
-
   onLog(): void {
     // The metrics filter publishes the usage in its own onLog, which Envoy runs after this one;
     // every filter's onDone comes after all of them.
@@ -340,9 +311,8 @@ export class ThrottleStream extends StreamContext {
     return kept != null ? kept.get(name) : requestHeader(name);
   }
 
-  /** The headers are about to go upstream before the decision: keep what it will read. */
-  private keepHeaders(): void {
-    this.headersGone = true;
+  /** The headers go upstream before the decision, made from the body (and unable to redirect): keep what it will read. */
+  protected headersGoFirst(): void {
     this.kept = KeptHeaders.read(this.root.config.headerNames);
   }
 
@@ -376,8 +346,8 @@ export class ThrottleStream extends StreamContext {
     return this.decide(facts.model, facts.maxTokens);
   }
 
-  private decideWithBody(body: Uint8Array): Verdict {
-    const request = readLlmRequest(body, this.shape, this.root.estimator);
+  /** A body read here decides even when it is not a well-formed request: what it did say is counted. */
+  private decideWithRequest(request: LlmRequest): Verdict {
     this.promptTokens = <i64>request.promptTokens;
     return this.decide(request.model, request.maxTokens);
   }
