@@ -5,7 +5,7 @@ import {
   addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,
   HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, refresh, refreshHolds, refusalMessage,
   renewHold, Reservation, reservationFor, retryAfterSeconds, settle, take, tickPeriodMs, untake, waiting, windowUsed,
-  waitOrder, takeTurn, endTurn, Turn, RECORD_LAYOUT,
+  waitOrder, takeTurn, endTurn, Turn, RECORD_LAYOUT, Choice, decide, RuleAnswer, waitedTooLong,
 } from "../throttle/policy";
 
 function errorOf(text: string): string {
@@ -475,5 +475,75 @@ describe("throttle holds on leases", () => {
     expect(tickPeriodMs(configOf('{}'))).toBe(0);
     expect(tickPeriodMs(configOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1}}]}'))).toBe(HOLD_STEP_MS / 4);
     expect(tickPeriodMs(configOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1},"action":"queue"}],"tick_ms":20}'))).toBe(20);
+  });
+});
+
+/** The one rule of a config, and the limiter's answer for a request right after another took its one request per second. */
+function refusedBy(ruleJson: string, reserved: Reservation): RuleAnswer {
+  const rule = configOf('{"rules":[' + ruleJson + "]}").rules[0];
+  const fields = record(rule.limits, T0);
+  expect(tryTake(fields, rule.limits, new Reservation(1, 1), T0).ok).toBe(true);
+  const answer = new RuleAnswer(rule, reserved);
+  answer.check = tryTake(fields, rule.limits, reserved, T0 + 250);
+  return answer;
+}
+
+const PER_SECOND = '"key":["global"],"limits":{"requests_per_second":1,"tokens_per_minute":1000}';
+
+describe("throttle decisions", () => {
+  it("admits a request every matching rule had room for", () => {
+    expect(decide(null, false, false, T0).choice).toBe(Choice.Admit);
+    expect(decide(null, true, true, T0).choice).toBe(Choice.Admit);
+  });
+
+  it("queues a request over a queue rule's limit until max_wait_ms from now", () => {
+    const answer = refusedBy('{"action":"queue","queue":{"max_wait_ms":2000},' + PER_SECOND + "}", new Reservation(10, 10));
+    const decision = decide(answer, false, false, T0 + 250);
+    expect(decision.choice).toBe(Choice.Queue);
+    expect(decision.deadline).toBe(T0 + 2250);
+    // The body decides after the headers left: a queue still holds the request back.
+    expect(decide(answer, true, false, T0 + 250).choice).toBe(Choice.Queue);
+  });
+
+  it("refuses a queue rule's request that a full queue turned away, or that waited until its deadline", () => {
+    const answer = refusedBy('{"name":"q","action":"queue","queue":{"max_length":3},' + PER_SECOND + "}", new Reservation(10, 10));
+    const full = decide(answer, false, true, T0 + 250);
+    expect(full.choice).toBe(Choice.Reject);
+    expect(full.error!.message).toBe("Too many requests waiting (llm-throttle rule `q`): the queue holds 3. Please try again in 750ms.");
+    expect(full.retryAfterSeconds).toBe(1);
+    const late = waitedTooLong(answer.rule, answer.check, 10_000);
+    expect(late.choice).toBe(Choice.Reject);
+    expect(late.error!.status).toBe(429);
+    expect(late.error!.message).toBe("Rate limit reached (llm-throttle rule `q`): no room under its limits after waiting 10s. Please try again in 750ms.");
+  });
+
+  it("queues no request that alone needs more than the budget: no wait would let it in", () => {
+    const answer = refusedBy('{"action":"queue",' + PER_SECOND + "}", new Reservation(900, 200));
+    expect(answer.check.deny).toBe(Deny.TooLarge);
+    const decision = decide(answer, false, false, T0 + 250);
+    expect(decision.choice).toBe(Choice.Reject);
+    expect(decision.error!.code).toBe("request_too_large_for_limit");
+    // No Retry-After: the answer tells clients not to retry instead.
+    expect(decision.retryAfterSeconds).toBe(-1);
+  });
+
+  it("redirects to the fallback model while the headers are here, and refuses as a reject rule once they left", () => {
+    const answer = refusedBy('{"name":"r","action":"redirect","redirect":{"header":"x-llm-fallback","value":"small"},' + PER_SECOND + "}", new Reservation(10, 10));
+    expect(decide(answer, false, false, T0 + 250).choice).toBe(Choice.Redirect);
+    const late = decide(answer, true, false, T0 + 250);
+    expect(late.choice).toBe(Choice.Reject);
+    expect(late.error!.message).toBe(refusalMessage(answer.rule, answer.check, answer.reserved));
+  });
+
+  it("rejects with 429 in OpenAI's words, Retry-After in whole seconds rounded up", () => {
+    const answer = refusedBy('{"name":"team",' + PER_SECOND + "}", new Reservation(10, 10));
+    const decision = decide(answer, false, false, T0 + 250);
+    expect(decision.choice).toBe(Choice.Reject);
+    const error = decision.error!;
+    expect(error.status).toBe(429);
+    expect(error.code).toBe("rate_limit_exceeded");
+    expect(error.message).toBe("Rate limit reached for requests (llm-throttle rule `team`): limit 1 per second. Please try again in 750ms.");
+    expect(decision.check!.deny).toBe(Deny.Requests);
+    expect(decision.retryAfterSeconds).toBe(1);
   });
 });

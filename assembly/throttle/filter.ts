@@ -8,7 +8,7 @@ import {
   FilterHeadersStatusValues,
 } from "../host/contexts";
 import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
-import { errorBody, rateLimited } from "../llm/api-errors";
+import { errorBody } from "../llm/api-errors";
 import { defineCounter, defineGauge, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
@@ -22,8 +22,7 @@ import { KeyHash } from "../text/key-hash";
 import { TokenEstimator } from "../llm/tokens";
 import { Action, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
-  Check, Deny, DENY_NAMES, formatDuration, queueFullMessage, queueTimeoutMessage, refusalMessage, Reservation,
-  reservationFor, retryAfterSeconds, tickPeriodMs, waitOrder,
+  Check, Choice, decide, Decision, Deny, DENY_NAMES, formatDuration, Reservation, reservationFor, RuleAnswer, tickPeriodMs, waitedTooLong, waitOrder,
 } from "./policy";
 import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
 import { asciiLower } from "../text/ascii";
@@ -164,14 +163,15 @@ export class ThrottleRoot extends HoldingRoot {
   }
 }
 
-/** One matching rule's part in a request: its key, its reservation, and where it was taken. */
-class Ticket {
+/** One matching rule's part in a request: what the policy reads of it, its key, and where it was taken. */
+class Ticket extends RuleAnswer {
   slot: SlotRef | null = null;
   epoch: i64 = 0;
   taken: bool = false;
-  check: Check = new Check();
 
-  constructor(public rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, public reserved: Reservation) {}
+  constructor(rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, reserved: Reservation) {
+    super(rule, reserved);
+  }
 }
 
 /** Request headers by name, read while Envoy still hands them to the filter. */
@@ -263,7 +263,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     if (facts != null) return bodyVerdict(this.decideWith(facts));
     if (step == BodyStep.OverLimit) {
       this.promptTokens = <i64>bodyBufferLength / BYTES_PER_TOKEN;
-      return bodyVerdict(this.decide("", -1));
+      return bodyVerdict(this.applyRules("", -1));
     }
     return bodyVerdict(this.decideWithRequest(this.readRequest(bodyBufferLength, this.shape, this.root.estimator)));
   }
@@ -343,16 +343,17 @@ export class ThrottleStream extends FactsOrBodyStream {
   private decideWith(facts: RequestFacts): Verdict {
     this.shape = facts.shape != ApiShape.Unknown ? facts.shape : apiShapeForPath(this.path);
     this.promptTokens = <i64>facts.promptTokens;
-    return this.decide(facts.model, facts.maxTokens);
+    return this.applyRules(facts.model, facts.maxTokens);
   }
 
   /** A body read here decides even when it is not a well-formed request: what it did say is counted. */
   private decideWithRequest(request: LlmRequest): Verdict {
     this.promptTokens = <i64>request.promptTokens;
-    return this.decide(request.model, request.maxTokens);
+    return this.applyRules(request.model, request.maxTokens);
   }
 
-  private decide(model: string, maxTokens: i64): Verdict {
+  /** Asks the limiter of each rule the request matches, and carries out what the policy makes of the answers. */
+  private applyRules(model: string, maxTokens: i64): Verdict {
     const config = this.root.config;
     const authority = this.header(":authority");
     const shadow = authority != null && isShadowAuthority(authority);
@@ -367,11 +368,32 @@ export class ThrottleStream extends FactsOrBodyStream {
       this.phase = Phase.Done;
       return Verdict.Continue;
     }
-    return this.attempt(nowMillis(), false);
+    const now = nowMillis();
+    const refused = this.claim(now, false);
+    if (refused != null && logger.debugEnabled()) {
+      const check = refused.check;
+      logger.debug(this.contextId, "rule " + refused.rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
+    }
+    const decision = decide(refused, this.headersGone, false, now);
+    switch (decision.choice) {
+      case Choice.Admit:
+        this.admitted(false);
+        return Verdict.Continue;
+      case Choice.Redirect:
+        return this.redirect(refused!);
+      case Choice.Queue:
+        return this.enqueue(refused!, decision, now);
+      default:
+        if (refused!.rule.action == Action.Redirect) this.warnRedirectTooLate(refused!);
+        return this.reject(refused!, decision);
+    }
   }
 
-  /** Tries every matching rule; all must have room, or none keeps what it took. */
-  private attempt(now: i64, fromQueue: bool): Verdict {
+  /**
+   * Takes each matching rule's reservation; all must have room, or none keeps what it took. Returns
+   * the first rule without room, or null when the request was admitted by all.
+   */
+  private claim(now: i64, fromQueue: bool): Ticket | null {
     for (let i = 0; i < this.tickets.length; i++) {
       const ticket = unchecked(this.tickets[i]);
       const asking = fromQueue
@@ -390,15 +412,9 @@ export class ThrottleStream extends FactsOrBodyStream {
         continue;
       }
       this.undo(i, now);
-      if (fromQueue) {
-        // A refusal for want of the turn says nothing about when the limits will have room.
-        if (result.check.deny != Deny.Waiting) this.lastCheck = result.check;
-        return Verdict.Pause;
-      }
-      return this.overLimit(ticket, now);
+      return ticket;
     }
-    this.admitted(fromQueue);
-    return Verdict.Continue;
+    return null;
   }
 
   private undo(count: i32, now: i64): void {
@@ -421,18 +437,6 @@ export class ThrottleStream extends FactsOrBodyStream {
     setFilterState(FACT_THROTTLE, afterWait ? "admitted_after_wait" : "admitted");
   }
 
-  private overLimit(ticket: Ticket, now: i64): Verdict {
-    const rule = ticket.rule;
-    const check = ticket.check;
-    if (logger.debugEnabled()) {
-      logger.debug(this.contextId, "rule " + rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
-    }
-    if (rule.action == Action.Redirect) return this.headersGone ? this.redirectTooLate(ticket) : this.redirect(ticket);
-    if (rule.action == Action.Queue && check.deny != Deny.TooLarge) return this.enqueue(ticket, now);
-    this.reject(ticket, refusalMessage(rule, check, ticket.reserved), check);
-    return Verdict.Stop;
-  }
-
   private redirect(ticket: Ticket): Verdict {
     const rule = ticket.rule;
     // Envoy picks the route again by itself when a Wasm filter changes a request header (and has no
@@ -445,30 +449,24 @@ export class ThrottleStream extends FactsOrBodyStream {
     return Verdict.Continue;
   }
 
-  /** A request whose headers went upstream keeps its route: it is refused as a reject rule would refuse it. */
-  private redirectTooLate(ticket: Ticket): Verdict {
+  /** A redirect rule's request whose headers went upstream keeps its route, and is refused: said once per rule and worker. */
+  private warnRedirectTooLate(ticket: Ticket): void {
     const metrics = ticket.metrics;
-    if (!metrics.warnedRedirectTooLate) {
-      metrics.warnedRedirectTooLate = true;
-      logger.warn(this.contextId, "rule " + ticket.rule.name + ": a request over its limit had its headers upstream already, so it cannot be redirected " +
-        "and is answered 429; redirect needs the headers held until the body is read: set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter");
-    }
-    this.reject(ticket, refusalMessage(ticket.rule, ticket.check, ticket.reserved), ticket.check);
-    return Verdict.Stop;
+    if (metrics.warnedRedirectTooLate) return;
+    metrics.warnedRedirectTooLate = true;
+    logger.warn(this.contextId, "rule " + ticket.rule.name + ": a request over its limit had its headers upstream already, so it cannot be redirected " +
+      "and is answered 429; redirect needs the headers held until the body is read: set allow_on_headers_stop_iteration: true on llm-throttle's Wasm filter");
   }
 
-  private enqueue(ticket: Ticket, now: i64): Verdict {
+  private enqueue(ticket: Ticket, decision: Decision, now: i64): Verdict {
     const slot = ticket.slot!;
-    if (!joinQueue(ticket.rule, slot, now, this.root.holds)) {
-      this.reject(ticket, queueFullMessage(ticket.rule, ticket.check), ticket.check);
-      return Verdict.Stop;
-    }
+    if (!joinQueue(ticket.rule, slot, now, this.root.holds)) return this.reject(ticket, decide(ticket, this.headersGone, true, now));
     this.phase = Phase.Waiting;
     this.waitingOn = ticket;
     this.waitSlot = slot;
     this.waitingSince = now;
     this.order = waitOrder(now, this.contextId);
-    this.deadline = now + ticket.rule.maxWaitMs;
+    this.deadline = decision.deadline;
     this.lastCheck = ticket.check;
     this.root.waiting.push(this);
     incrementMetric(ticket.metrics.queued, 1);
@@ -477,21 +475,23 @@ export class ThrottleStream extends FactsOrBodyStream {
     return Verdict.Pause;
   }
 
-  private reject(ticket: Ticket, message: string, check: Check): void {
+  private reject(ticket: Ticket, decision: Decision): Verdict {
     const rule = ticket.rule;
+    const check = decision.check!;
+    const error = decision.error!;
     this.phase = Phase.Done;
     incrementMetric(ticket.metrics.rejected, 1);
     setFilterState(FACT_THROTTLE, "rejected:" + rule.name);
     const headers = new ResponseHeaders().add("content-type", "application/json");
-    if (check.deny == Deny.TooLarge) {
+    if (decision.retryAfterSeconds < 0) {
       // The openai SDKs honour this: retrying a request bigger than the budget cannot succeed.
       headers.add("x-should-retry", "false");
     } else {
-      headers.add("retry-after", retryAfterSeconds(check.retryAfterMs).toString());
+      headers.add("retry-after", decision.retryAfterSeconds.toString());
     }
     if (this.root.config.responseHeaders) appendRateLimitHeaders(headers, rule, check);
-    const code = check.deny == Deny.TooLarge ? "request_too_large_for_limit" : "rate_limit_exceeded";
-    sendResponse(429, FILTER_NAME + "_" + DENY_NAMES[<i32>check.deny], errorBody(this.shape, rateLimited(code, message)), headers);
+    sendResponse(error.status, FILTER_NAME + "_" + DENY_NAMES[<i32>check.deny], errorBody(this.shape, error), headers);
+    return Verdict.Stop;
   }
 
   // ---- waiting ----
@@ -506,7 +506,13 @@ export class ThrottleStream extends FactsOrBodyStream {
   retry(now: i64): bool {
     // Host calls from a tick act on the root context unless the stream is made current first.
     setEffectiveContext(this.contextId);
-    if (this.attempt(now, true) != Verdict.Continue) return false;
+    const refused = this.claim(now, true);
+    if (refused != null) {
+      // A refusal for want of the turn says nothing about when the limits will have room.
+      if (refused.check.deny != Deny.Waiting) this.lastCheck = refused.check;
+      return false;
+    }
+    this.admitted(true);
     this.leaveWaiting(now);
     this.continueRequest();
     return true;
@@ -517,7 +523,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     const ticket = this.waitingOn!;
     this.leaveWaiting(now);
     incrementMetric(ticket.metrics.queueTimeouts, 1);
-    this.reject(ticket, queueTimeoutMessage(ticket.rule, this.lastCheck, now - this.waitingSince), this.lastCheck);
+    this.reject(ticket, waitedTooLong(ticket.rule, this.lastCheck, now - this.waitingSince));
   }
 
   private leaveWaiting(now: i64): void {

@@ -8,8 +8,9 @@
 //   handed to another key while a request still has to settle its account. These are held on
 //   leases (see "holds" below): shared data outlives a Wasm VM, so a VM that fails must not leave
 //   its requests counted for good.
+import { ApiError, rateLimited } from "../llm/api-errors";
 import { ApiShape } from "../llm/request";
-import { Limits, Rule, ThrottleConfig } from "./config";
+import { Action, Limits, Rule, ThrottleConfig } from "./config";
 
 export const BUCKET_MS: i64 = 5000;
 export const BUCKETS: i32 = 13;
@@ -502,4 +503,75 @@ export function queueFullMessage(rule: Rule, check: Check): string {
 
 export function queueTimeoutMessage(rule: Rule, check: Check, waitedMs: i64): string {
   return "Rate limit reached (llm-throttle rule `" + rule.name + "`): no room under its limits after waiting " + formatDuration(waitedMs) + "." + retryText(check);
+}
+
+// ---- what the throttle does with a request ----
+
+/** One matching rule's part in a request: what it reserves, and the limiter's last answer about it. */
+export class RuleAnswer {
+  check: Check = new Check();
+
+  constructor(public rule: Rule, public reserved: Reservation) {}
+}
+
+export enum Choice {
+  /** Every matching rule has room: the request goes on. */
+  Admit = 0,
+  /** It waits in the rule's queue until the rule has room, or until `deadline`. */
+  Queue,
+  /** It goes on with the rule's redirect header set, which the route table sends to the fallback model. */
+  Redirect,
+  /** It is answered here: `error` (429), Retry-After from `retryAfterSeconds`. */
+  Reject,
+}
+
+export class Decision {
+  /** Queue: when the wait ends, in the host's milliseconds. */
+  deadline: i64 = 0;
+  /** Reject: the answer. */
+  error: ApiError | null = null;
+  /** Reject: the limiter's answer it reports (x-ratelimit-* headers, Envoy's response details). */
+  check: Check | null = null;
+  /** Reject: Retry-After, in whole seconds; -1 when no wait can help (the request alone is over the budget). */
+  retryAfterSeconds: i64 = -1;
+
+  constructor(public choice: Choice) {}
+}
+
+/** Shared: most requests are admitted, and the answer says nothing more. */
+const ADMIT = new Decision(Choice.Admit);
+
+/**
+ * What to do with a request once the limiter has answered for each rule it matches: `refused` is the
+ * first rule without room (null when every one had room). A redirect changes the route, which Envoy
+ * picks from the headers: once they went upstream (`headersGone`) the request is refused instead.
+ * `queueFull`: the rule's queue turned the request away when it tried to join.
+ */
+export function decide(refused: RuleAnswer | null, headersGone: bool, queueFull: bool, now: i64): Decision {
+  if (refused == null) return ADMIT;
+  const rule = refused.rule;
+  const check = refused.check;
+  if (rule.action == Action.Redirect && !headersGone) return new Decision(Choice.Redirect);
+  // No wait lets a request larger than the whole budget in.
+  if (rule.action == Action.Queue && check.deny != Deny.TooLarge) {
+    if (queueFull) return refusal(check, queueFullMessage(rule, check));
+    const queued = new Decision(Choice.Queue);
+    queued.deadline = now + rule.maxWaitMs;
+    return queued;
+  }
+  return refusal(check, refusalMessage(rule, check, refused.reserved));
+}
+
+/** A request that waited `waitedMs` in `rule`'s queue and reached its deadline without room; `check` is the limiter's last answer. */
+export function waitedTooLong(rule: Rule, check: Check, waitedMs: i64): Decision {
+  return refusal(check, queueTimeoutMessage(rule, check, waitedMs));
+}
+
+function refusal(check: Check, message: string): Decision {
+  const tooLarge = check.deny == Deny.TooLarge;
+  const decision = new Decision(Choice.Reject);
+  decision.error = rateLimited(tooLarge ? "request_too_large_for_limit" : "rate_limit_exceeded", message);
+  decision.check = check;
+  decision.retryAfterSeconds = tooLarge ? -1 : retryAfterSeconds(check.retryAfterMs);
+  return decision;
 }
