@@ -141,6 +141,24 @@ describe("the one module's stages, in memory", () => {
     assert.equal(counted(host, "queued"), 1);
   });
 
+  test("facts admission publishes as the body passes stand in for a body over the later stages' max_body_bytes", async () => {
+    // Admission does not hold the headers, so throttle and router hold them for the body, which is
+    // past their own limit: the model they match on comes from admission's facts, not from reading it.
+    const { host, root } = await mesh({
+      admission: { ...sections.admission, hold_headers: false },
+      throttle: { max_body_bytes: 64, rules: [{ name: "mini", match: { models: [MODEL] }, key: ["global"], limits: { requests_per_second: 1 } }] },
+      router: { max_body_bytes: 64, targets: { primary: {}, canary: {} }, rules: [{ name: "mini", match: { models: [MODEL] }, target: "canary" }] },
+    });
+    const request = chat("acme");
+    assert.ok(request.body.length > 64);
+    const first = root.send(request);
+    assert.equal(first.state, "forwarded");
+    assert.equal(first.filterState.get("llm_mesh.throttle"), "admitted");
+    assert.equal(first.header("x-llm-route"), "canary");
+    assert.equal(root.send(chat("acme")).state, "answered 429");
+    assert.equal(host.metric("llm_throttle.mini.rejected"), 1);
+  });
+
   test("a bad section is refused with the section and field named", async () => {
     const worker = await new InMemoryHost().startWorker(builtModule("mesh"));
     const bad = { rules: [{ name: "r", key: ["global"], limits: { requests_per_second: 0 } }] };
