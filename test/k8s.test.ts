@@ -6,14 +6,15 @@
 // and back by editing a weight, and the EnvoyFilter's plugin is loaded by the real Envoy.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { asOneModule } from "../tooling/one-module-manifests.ts";
 import { envoyBinary, repoDir } from "../tooling/envoy-bin.ts";
-import { FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "../tooling/manifests.ts";
+import { componentDirs, FILTERS, k8sDir, kustomizationDirs, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "../tooling/manifests.ts";
 import { STAGES } from "../tooling/one-module.ts";
+import { type RateLimitService, type Redis, shouldRateLimit, startRateLimitService, startRedis } from "../tooling/ratelimit.ts";
 
 const scratch = mkdtempSync(join(repoDir, ".tmp", "k8s-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -86,7 +87,7 @@ describe("k8s manifests", () => {
 
   test("every YAML file under k8s/ is part of a kustomization, so none escapes these checks", () => {
     const used = new Set<string>();
-    for (const dir of kustomizationDirs()) {
+    for (const dir of [...kustomizationDirs(), ...componentDirs()]) {
       const kustomization = parse(readFileSync(join(dir, "kustomization.yaml"), "utf8"));
       used.add(join(dir, "kustomization.yaml"));
       const files = [...(kustomization.resources ?? []), ...(kustomization.components ?? []), ...(kustomization.patches ?? []).map((p: { path?: string }) => p.path)];
@@ -227,6 +228,7 @@ for (const [where, docs] of renderings) {
     for (const policy of ["PeerAuthentication", "AuthorizationPolicy"]) {
       assert.ok(last(policy) < first("Deployment") && last(policy) < first("Gateway"), `${policy} before the gateway`);
     }
+    if (first("ConfigMap") >= 0) assert.ok(last("ConfigMap") < first("Deployment"), "a ConfigMap before the pods that mount it");
     assert.ok(last("DestinationRule") < first("VirtualService"));
     assert.ok(last("EnvoyFilter") < first("WasmPlugin"));
   });
@@ -310,7 +312,7 @@ for (const [where, docs] of renderings) {
 
     test("mTLS is STRICT and only the gateway's service account may call the model servers", () => {
       assert.equal(one(docs, "PeerAuthentication").spec.mtls.mode, "STRICT");
-      const policy = one(docs, "AuthorizationPolicy");
+      const policy = one(docs, "AuthorizationPolicy", "llm-model-gateway-only");
       assert.equal(policy.spec.action, "ALLOW");
       assert.deepEqual(policy.spec.selector.matchLabels, service.spec.selector);
       const principals = policy.spec.rules.flatMap((r: any) => r.from.flatMap((f: any) => f.source.principals));
@@ -319,6 +321,182 @@ for (const [where, docs] of renderings) {
     });
   });
 }
+
+/** A container's environment as the pod gets it (every value in these manifests is literal). */
+const envOf = (container: any): Record<string, string> => Object.fromEntries((container.env ?? []).map((e: any) => [e.name, e.value]));
+/** The one Deployment whose pods a Service selects, in its namespace. */
+function selectedDeployment(docs: Manifest[], service: Manifest): Manifest {
+  const found = docs.filter((d) => d.kind === "Deployment" && d.metadata.namespace === service.metadata.namespace &&
+    Object.entries(service.spec.selector).every(([k, v]) => d.spec.template.metadata.labels?.[k] === v));
+  assert.equal(found.length, 1, `Service ${service.metadata.name} selects ${found.length} Deployments`);
+  return found[0];
+}
+/** The Istio name of a Service port's cluster, as the throttle's rate_limit_service.cluster gives it. */
+const ISTIO_CLUSTER = /^outbound\|(\d+)\|\|([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local$/;
+/** The commit scripts/setup-ratelimit.sh builds the tests' service from (a Go pseudo-version's last part). */
+const testedServiceCommit = () => /^RATELIMIT_VERSION="v[\d.]+-[\d.]+-([0-9a-f]{12})"$/m.exec(readFileSync(join(repoDir, "scripts", "setup-ratelimit.sh"), "utf8"))![1];
+
+/** The rate limit service and Redis a rendering deploys for llm-throttle's global rules, found from the throttle's side. */
+function rateLimitDeployment(docs: Manifest[]) {
+  const throttle = one(docs, "WasmPlugin", "llm-throttle").spec.pluginConfig;
+  const m = ISTIO_CLUSTER.exec(throttle.rate_limit_service.cluster);
+  assert.ok(m, `rate_limit_service.cluster ${throttle.rate_limit_service.cluster} is not an Istio outbound|<port>||<host> name`);
+  const [, port, name, namespace] = m;
+  const service = one(docs, "Service", name);
+  assert.equal(service.metadata.namespace, namespace, "the cluster's host names the Service's namespace");
+  const servicePort = service.spec.ports.find((p: any) => p.port === Number(port));
+  assert.ok(servicePort, `Service ${name} has no port ${port}`);
+  const deployment = selectedDeployment(docs, service);
+  const container = deployment.spec.template.spec.containers[0];
+  return { throttle, service, servicePort, deployment, container, env: envOf(container) };
+}
+
+for (const [where, docs] of renderings) {
+  describe(`${where}: cluster-wide budgets`, () => {
+    const throttle = one(docs, "WasmPlugin", "llm-throttle").spec.pluginConfig;
+    const globalRules = (throttle.rules ?? []).filter((r: any) => r.backend === "global");
+
+    test("prod counts each API key's budget once for every replica; base and dev keep it per replica", () => {
+      assert.deepEqual(globalRules.map((r: any) => r.name), where === "k8s/overlays/prod" ? ["per-api-key"] : []);
+      assert.equal(throttle.rate_limit_service !== undefined, globalRules.length > 0, "a rate limit service exactly where a rule uses it");
+    });
+    if (globalRules.length === 0) return;
+
+    test("llm-throttle calls the Istio cluster of the service's gRPC port, which reaches the service's gRPC listener", () => {
+      const { servicePort, container, env } = rateLimitDeployment(docs);
+      // Istio picks a port's protocol by appProtocol, else by its name's prefix; gRPC needs HTTP/2.
+      assert.equal(servicePort.appProtocol, "grpc");
+      assert.match(servicePort.name, /^grpc(-|$)/);
+      assert.equal(String(servicePort.targetPort), env.GRPC_PORT);
+      assert.ok(container.ports.some((p: any) => p.containerPort === servicePort.targetPort), "the container declares the gRPC port");
+      // The sidecar and the agent's probes reach the app at the pod's address; debugging stays inside.
+      assert.deepEqual([env.GRPC_HOST, env.HOST, env.DEBUG_HOST, env.USE_STATSD], ["0.0.0.0", "0.0.0.0", "127.0.0.1", "false"]);
+      assert.equal(container.readinessProbe.httpGet.path, "/healthcheck");
+      assert.equal(String(container.readinessProbe.httpGet.port), env.PORT);
+      assert.equal(env.HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED, "true", "not ready before its domain is loaded");
+    });
+
+    test("the service's config is a ConfigMap naming only the throttle's domain, mounted where the service reads it", () => {
+      const { deployment, container, env } = rateLimitDeployment(docs);
+      const mount = container.volumeMounts.find((v: any) => v.mountPath === `${env.RUNTIME_ROOT}/${env.RUNTIME_SUBDIRECTORY}/${env.RUNTIME_APPDIRECTORY}`);
+      assert.ok(mount, "a volume mounted at RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY");
+      const volume = deployment.spec.template.spec.volumes.find((v: any) => v.name === mount.name);
+      const configMap = one(docs, "ConfigMap", volume.configMap.name);
+      assert.equal(configMap.metadata.namespace, deployment.metadata.namespace);
+      const files = Object.values(configMap.data);
+      assert.equal(files.length, 1);
+      assert.deepEqual(parse(files[0] as string), { domain: throttle.rate_limit_service.domain });
+      // A ConfigMap volume holds its files behind a `..data` symlink: read whole, the domain loads twice.
+      assert.deepEqual([env.RUNTIME_IGNOREDOTFILES, env.RUNTIME_WATCH_ROOT], ["true", "false"]);
+    });
+
+    test("the service counts in the Redis its Service names", () => {
+      const { deployment, env } = rateLimitDeployment(docs);
+      assert.equal(env.REDIS_SOCKET_TYPE, "tcp");
+      const [host, port] = env.REDIS_URL.split(":");
+      const redisService = one(docs, "Service", host.split(".")[0]);
+      assert.ok(host === redisService.metadata.name || host === `${redisService.metadata.name}.${redisService.metadata.namespace}.svc.cluster.local`, host);
+      assert.equal(redisService.metadata.namespace, deployment.metadata.namespace);
+      const redisPort = redisService.spec.ports.find((p: any) => p.port === Number(port));
+      assert.ok(redisPort, `Service ${redisService.metadata.name} has no port ${port}`);
+      assert.match(redisPort.name, /^tcp(-|$)/, "plain TCP to Istio");
+      const redis = selectedDeployment(docs, redisService);
+      assert.ok(redis.spec.template.spec.containers[0].ports.some((p: any) => p.containerPort === redisPort.targetPort));
+      assert.equal(redis.spec.replicas, 1, "one Redis: two would split every counter");
+      assert.equal(redis.spec.strategy.type, "Recreate", "never two at once, not even during a rollout");
+    });
+
+    test("mTLS both ways, and only the gateway may call the service, only the service may call Redis", () => {
+      const { service, servicePort, deployment, env } = rateLimitDeployment(docs);
+      const gateway = one(docs, "Deployment", "llm-gateway");
+      const redisService = one(docs, "Service", env.REDIS_URL.split(":")[0].split(".")[0]);
+      const peer = one(docs, "PeerAuthentication");
+      assert.equal(peer.spec.selector, undefined, "the namespace-wide STRICT mode covers the service and Redis too");
+      assert.equal(peer.spec.mtls.mode, "STRICT");
+      const principal = (d: Manifest) => `cluster.local/ns/${d.metadata.namespace}/sa/${d.spec.template.spec.serviceAccountName}`;
+      for (const [callee, caller, port] of [[service, gateway, servicePort], [redisService, deployment, redisService.spec.ports[0]]] as const) {
+        const host = `${callee.metadata.name}.${callee.metadata.namespace}.svc.cluster.local`;
+        const rules = docs.filter((d) => d.kind === "DestinationRule" && d.spec.host === host);
+        assert.deepEqual(rules.map((r) => r.spec.trafficPolicy.tls.mode), ["ISTIO_MUTUAL"], host);
+        const policies = docs.filter((d) => d.kind === "AuthorizationPolicy" && Object.entries(d.spec.selector?.matchLabels ?? {}).every(([k, v]) => callee.spec.selector[k] === v));
+        assert.equal(policies.length, 1, `one AuthorizationPolicy for ${callee.metadata.name}`);
+        const [policy] = policies;
+        assert.equal(policy.spec.action, "ALLOW");
+        assert.deepEqual(policy.spec.rules.flatMap((r: any) => r.from.flatMap((f: any) => f.source.principals)), [principal(caller)]);
+        assert.deepEqual(policy.spec.rules.flatMap((r: any) => r.to.flatMap((t: any) => t.operation.ports)), [String(port.targetPort)]);
+      }
+    });
+
+    test("the service's image is the commit the tests build, and both images are pinned by digest", () => {
+      const { container } = rateLimitDeployment(docs);
+      const image = /^docker\.io\/envoyproxy\/ratelimit:([0-9a-f]{8})@sha256:[0-9a-f]{64}$/.exec(container.image);
+      assert.ok(image, container.image);
+      assert.equal(image[1], testedServiceCommit().slice(0, 8), "the tag is the commit scripts/setup-ratelimit.sh pins");
+      const redisService = one(docs, "Service", rateLimitDeployment(docs).env.REDIS_URL.split(":")[0].split(".")[0]);
+      assert.match(selectedDeployment(docs, redisService).spec.template.spec.containers[0].image, /^docker\.io\/library\/redis:[\w.-]+@sha256:[0-9a-f]{64}$/);
+    });
+
+    test("while the service is unreachable, the replicas' local shares add up to at most one budget", () => {
+      const replicas = one(docs, "Deployment", "llm-gateway").spec.replicas;
+      for (const rule of globalRules) {
+        if ((rule.on_service_failure ?? "local") !== "local") continue;
+        const total = (rule.local_share ?? 0.5) * replicas;
+        assert.ok(total <= 1 && total >= 0.9, `${rule.name}: local_share ${rule.local_share} x ${replicas} replicas = ${total} budgets`);
+      }
+    });
+  });
+}
+
+/**
+ * Writes a ConfigMap's data into `dir` the way the kubelet mounts it: the files in a timestamped
+ * directory, `..data` a symlink to it, and each file a symlink through `..data`.
+ */
+function mountConfigMap(dir: string, data: Record<string, string>): void {
+  const version = "..2026_01_01_00_00_00.000000001";
+  mkdirSync(join(dir, version), { recursive: true });
+  for (const [file, text] of Object.entries(data)) writeFileSync(join(dir, version, file), text);
+  symlinkSync(version, join(dir, "..data"));
+  for (const file of Object.keys(data)) symlinkSync(join("..data", file), join(dir, file));
+}
+
+describe("the prod rate limit service's Deployment, run with the real service", () => {
+  const docs = renderings.get("k8s/overlays/prod")!;
+  let redis: Redis;
+  let service: RateLimitService;
+  before(async () => {
+    const { deployment, container, env, throttle } = rateLimitDeployment(docs);
+    const root = mkdtempSync(join(scratch, "ratelimit-"));
+    const mount = container.volumeMounts[0];
+    const volume = deployment.spec.template.spec.volumes.find((v: any) => v.name === mount.name);
+    mountConfigMap(join(root, relative(env.RUNTIME_ROOT, mount.mountPath)), one(docs, "ConfigMap", volume.configMap.name).data);
+    redis = await startRedis();
+    // The pod's environment as it is, but for where it listens and finds Redis, on loopback here,
+    // and where the ConfigMap is mounted (the helper's own config file is then not read).
+    const { PORT, GRPC_PORT, DEBUG_PORT, ...podEnv } = env;
+    service = await startRateLimitService({
+      redis,
+      domain: throttle.rate_limit_service.domain,
+      env: { ...podEnv, HOST: "127.0.0.1", GRPC_HOST: "127.0.0.1", DEBUG_HOST: "127.0.0.1", REDIS_URL: redis.address, RUNTIME_ROOT: root },
+    });
+  });
+  after(async () => {
+    await service?.stop();
+    await redis?.stop();
+  });
+
+  test("loads the ConfigMap as the kubelet mounts it and enforces the limit a descriptor of the throttle's domain carries", async () => {
+    const ask = () => shouldRateLimit(service.grpcAddress, {
+      domain: rateLimitDeployment(docs).throttle.rate_limit_service.domain,
+      descriptors: [{ entries: [["rule", "per-api-key"], ["key", "k8s-test"], ["limit", "tokens"]], limit: { requestsPerUnit: 100, unit: "MINUTE" }, hitsAddend: 60 }],
+    });
+    const first = await ask();
+    assert.equal(first.status, 0, first.message);
+    assert.equal(first.response?.overallCode, "OK");
+    // A domain the service had not loaded would be answered OK too, but without the limit.
+    assert.deepEqual(first.response?.statuses[0].currentLimit, { requestsPerUnit: 100, unit: 2, name: "" });
+    assert.equal((await ask()).response?.overallCode, "OVER_LIMIT");
+  });
+});
 
 describe("rolling a canary", () => {
   /** The canary's share as the mesh splits it and as llm-router does: they must agree. */

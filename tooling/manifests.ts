@@ -51,17 +51,32 @@ export function render(dir: string): Manifest[] {
   return parseYamlDocuments(result.stdout, dir) as Manifest[];
 }
 
-/** Every kustomization under k8s/ (base first, then the overlays), as directories. */
-export function kustomizationDirs(root: string = k8sDir): string[] {
-  const dirs: string[] = [];
+/** Every directory under `root` holding a kustomization.yaml, with its `kind`. */
+function kustomizationFiles(root: string): { dir: string; kind: string }[] {
+  const found: { dir: string; kind: string }[] = [];
   const walk = (dir: string) => {
-    if (existsSync(join(dir, "kustomization.yaml"))) dirs.push(dir);
+    const file = join(dir, "kustomization.yaml");
+    if (existsSync(file)) found.push({ dir, kind: parse(readFileSync(file, "utf8"))?.kind ?? "Kustomization" });
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       if (entry.isDirectory()) walk(join(dir, entry.name));
     }
   };
   walk(root);
+  return found;
+}
+
+/**
+ * Every kustomization under k8s/ that is a deployment of its own (base first, then the overlays), as
+ * directories. Components (k8s/components/) are left out: they only make sense inside an overlay.
+ */
+export function kustomizationDirs(root: string = k8sDir): string[] {
+  const dirs = kustomizationFiles(root).filter((k) => k.kind !== "Component").map((k) => k.dir);
   return dirs.sort((a, b) => Number(b.endsWith("/base")) - Number(a.endsWith("/base")) || a.localeCompare(b));
+}
+
+/** The kustomize components under k8s/, as directories. */
+export function componentDirs(root: string = k8sDir): string[] {
+  return kustomizationFiles(root).filter((k) => k.kind === "Component").map((k) => k.dir).sort();
 }
 
 export const FILTERS = ["admission", "throttle", "router", "metrics"] as const;
