@@ -12,7 +12,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { envoyBinary, repoDir } from "../tooling/envoy-bin.ts";
 import { jsonAnswer, type Workload, workloads as allWorkloads } from "./bench/bodies.ts";
-import { checkOnce, type RunningEnvoy, startFront, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
+import { type Backends, checkOnce, type RunningEnvoy, startFront, startRateLimitBackend, startUpstream, stopEnvoy, workloadTarget } from "./bench/envoys.ts";
 import { countHostCalls, type HostCallCount } from "./bench/hostcalls.ts";
 import { type KernelResult, profileScan, type ProfileEntry, runKernelBenchmarks } from "./bench/kernels.ts";
 import { measureMemory, type MemoryResult } from "./bench/memory.ts";
@@ -24,6 +24,7 @@ import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
 import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
+import { rateLimitBinary } from "../tooling/ratelimit.ts";
 
 const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
 
@@ -108,15 +109,19 @@ function tryRun(cmd: string, argv: string[]): string {
   }
 }
 
-async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workload, bodyFile: string, cell: Cell): Promise<void> {
+/** `servicePids`: the rate limit service and Redis, when the scenario asks them, to charge their CPU too. */
+async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workload, bodyFile: string, cell: Cell, servicePids: number[]): Promise<void> {
   const run = { ...workloadTarget(front, w, bodyFile), cpus: cpuPlan?.wrk };
+  const serviceNs = () => servicePids.reduce((sum, pid) => sum + cpuNs(pid), 0);
   const frontBefore = cpuNs(front.pid);
   const upstreamBefore = cpuNs(upstream.pid);
+  const serviceBefore = serviceNs();
   const t0 = process.hrtime.bigint();
   const load = await runWrk({ ...run, connections: settings.connections, seconds: settings.seconds });
   const wallNs = Number(process.hrtime.bigint() - t0);
   const frontNs = cpuNs(front.pid) - frontBefore;
   const upstreamNs = cpuNs(upstream.pid) - upstreamBefore;
+  const servicePerRequestUs = (serviceNs() - serviceBefore) / 1000 / Math.max(1, load.requests);
   const lone = await runWrk({ ...run, connections: 1, seconds: settings.loneSeconds });
   for (const [what, result] of [["load", load], ["lone", lone]] as const) {
     if (result.errors > 0) cell.problem = `${what} run had errors ${JSON.stringify(result.errorDetail)} in ${result.requests} requests`;
@@ -129,14 +134,15 @@ async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workl
     frontBusy: frontNs / wallNs,
     upstreamBusy: upstreamNs / wallNs,
     requests: load.requests,
+    serviceCpuUsPerRequest: servicePids.length ? servicePerRequestUs : undefined,
   });
   cell.lone.push({ p50Us: lone.latencyUs.p50, p99Us: lone.latencyUs.p99, requests: lone.requests });
 }
 
 /** Why Envoy will not run the filter alone, or null when it starts. */
-async function refusedByEnvoy(filter: FilterModule, modules: FilterModule[], upstream: RunningEnvoy): Promise<string | null> {
+async function refusedByEnvoy(filter: FilterModule, modules: FilterModule[], backends: Backends): Promise<string | null> {
   try {
-    const front = await startFront({ id: filter.name, chain: [filter.name], kind: "alone" }, modules, upstream);
+    const front = await startFront({ id: filter.name, chain: [filter.name], kind: "alone" }, modules, backends);
     await stopEnvoy(front);
     return null;
   } catch (err) {
@@ -151,9 +157,20 @@ async function main(): Promise<void> {
   envoyBinary();
   mkdirSync(join(repoDir, ".tmp"), { recursive: true });
   const runDir = mkdtempSync(join(repoDir, ".tmp", "bench-run-"));
-  const { filters, meshes, skipped } = discoverFilters();
-  /** Every llm-mesh module measured: the filters, and the one-module build of them all. */
-  const llmModules = [...filters, ...meshes];
+  const { filters, meshes, variants: found, skipped } = discoverFilters();
+  // A variant that asks the rate limit service needs it built (npm run setup:ratelimit).
+  const serviceMissing = (() => {
+    try {
+      rateLimitBinary();
+      return null;
+    } catch (err) {
+      return (err as Error).message;
+    }
+  })();
+  const variants = found.filter((v) => !v.asksRateLimitService || !serviceMissing);
+  for (const v of found.filter((v) => !variants.includes(v))) skipped.push(`${v.name}: ${serviceMissing}`);
+  /** Every llm-mesh module measured: the filters, the one-module build of them all, and the variants. */
+  const llmModules = [...filters, ...meshes, ...variants];
   /** The module files among them (the one-module scenarios share theirs). */
   const moduleFiles = llmModules.filter((m, i) => llmModules.findIndex((o) => o.file === m.file) === i);
   for (const s of skipped) log(`skipping ${s}`);
@@ -200,6 +217,7 @@ async function main(): Promise<void> {
   const upstream = await startUpstream(runDir);
   // Only the measured runs are pinned; memory and host-call counts start their own proxies unpinned.
   if (cpuPlan) pin(upstream.pid, cpuPlan.upstream);
+  const backends: Backends = { upstream };
   const fronts = new Map<string, RunningEnvoy>();
   const cells: Cell[] = [];
   const hostCalls: HostCallCount[] = [];
@@ -216,7 +234,7 @@ async function main(): Promise<void> {
     // scenario, with Envoy's reason in the report, instead of failing the whole run.
     const usable: FilterModule[] = [];
     for (const f of llmModules) {
-      const refusal = await refusedByEnvoy(f, modules, upstream);
+      const refusal = await refusedByEnvoy(f, modules, backends);
       if (refusal) {
         log(`leaving out ${f.name}: Envoy refuses it: ${refusal}`);
         skipped.push(`${f.name}: Envoy refuses it: ${refusal}`);
@@ -224,15 +242,22 @@ async function main(): Promise<void> {
         usable.push(f);
       }
     }
-    scenarios = buildScenarios(usable.filter((f) => !meshes.includes(f)), references, scanWorkloads, usable.filter((f) => meshes.includes(f)));
+    scenarios = buildScenarios(usable.filter((f) => filters.includes(f)), references, scanWorkloads, usable.filter((f) => meshes.includes(f)), usable.filter((f) => variants.includes(f)));
     if (mode === "smoke") scenarios = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || s.id === usable[0]?.name);
     if (args.only) {
       const only = new Set([BARE, ...args.only.split(",")]);
       scenarios = scenarios.filter((s) => only.has(s.id));
     }
+    const asking = modules.find((m) => m.asksRateLimitService && scenarios.some((s) => s.chain.includes(m.name)));
+    if (asking) {
+      log("starting Redis and the rate limit service (tooling/ratelimit.ts)");
+      backends.rateLimit = await startRateLimitBackend(JSON.parse(asking.config).rate_limit_service.domain);
+      // Beside the upstream: a service on the proxy's CPU would take time the proxy is charged for.
+      if (cpuPlan) for (const pid of [backends.rateLimit.service.pid, backends.rateLimit.redis.pid]) pin(pid, cpuPlan.upstream);
+    }
     log(`starting ${scenarios.length} proxies: ${scenarios.map((s) => s.id).join(", ")}`);
     for (const s of scenarios) {
-      const front = await startFront(s, modules, upstream);
+      const front = await startFront(s, modules, backends);
       if (cpuPlan) pin(front.pid, cpuPlan.front);
       fronts.set(s.id, front);
     }
@@ -262,7 +287,9 @@ async function main(): Promise<void> {
         const order = active.map((_, i) => active[(i + rep) % active.length]);
         for (const s of order) {
           const cell = cellOf(s, w);
-          await measureCell(fronts.get(s.id)!, upstream, w, bodyFiles.get(w.id)!, cell);
+          const asks = s.chain.some((name) => modules.find((m) => m.name === name)?.asksRateLimitService);
+          const servicePids = asks && backends.rateLimit ? [backends.rateLimit.service.pid, backends.rateLimit.redis.pid] : [];
+          await measureCell(fronts.get(s.id)!, upstream, w, bodyFiles.get(w.id)!, cell, servicePids);
           const last = cell.load[cell.load.length - 1];
           log(`rep ${rep + 1}/${settings.reps} ${w.id.padEnd(6)} ${s.id.padEnd(20)} ${last.rps.toFixed(0).padStart(6)} req/s  ` +
             `p50 ${(last.p50Us / 1000).toFixed(3)} ms  cpu ${last.cpuUsPerRequest.toFixed(1)} µs/req  lone p50 ${(cell.lone[cell.lone.length - 1].p50Us / 1000).toFixed(3)} ms`);
@@ -299,7 +326,7 @@ async function main(): Promise<void> {
       const traced = scenarios.filter((s) => s.id === ALL || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
-        hostCalls.push(...(await countHostCalls(s, modules, upstream, workloadsOf(s), PRESETS.hostCallRequests)));
+        hostCalls.push(...(await countHostCalls(s, modules, backends, workloadsOf(s), PRESETS.hostCallRequests)));
       }
     }
 
@@ -307,11 +334,13 @@ async function main(): Promise<void> {
       const measured = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || (PRESETS.memory === "every" && s.kind === "alone"));
       const warm = workloads.find((w) => w.id === "128k") ?? workloads[0];
       log(`memory per VM: ${measured.map((s) => s.id).join(", ")} at 1 and ${settings.memoryWorkers} workers`);
-      memory = await measureMemory(measured, modules, upstream, warm, bodyFiles.get(warm.id)!, settings.memoryWorkers);
+      memory = await measureMemory(measured, modules, backends, warm, bodyFiles.get(warm.id)!, settings.memoryWorkers);
     }
   } finally {
     for (const front of fronts.values()) await stopEnvoy(front);
     await stopEnvoy(upstream);
+    await backends.rateLimit?.service.stop();
+    await backends.rateLimit?.redis.stop();
   }
   const sizes: ModuleSizes[] = [];
   (await sizing)?.forEach((result, i) => {

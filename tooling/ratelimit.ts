@@ -66,6 +66,7 @@ function tool(name: "redis-server" | "redis-cli"): string {
 }
 
 export interface Redis {
+  pid: number;
   port: number;
   /** host:port, as REDIS_URL takes it. */
   address: string;
@@ -99,6 +100,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<Redis> {
     throw err;
   }
   return {
+    pid: p.child.pid!,
     port,
     address: `127.0.0.1:${port}`,
     async counter(key) {
@@ -118,6 +120,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<Redis> {
 }
 
 export interface RateLimitService {
+  pid: number;
   /** host:port of the gRPC listener, for an Envoy cluster or rls(). */
   grpcAddress: string;
   grpcPort: number;
@@ -177,7 +180,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
     await p.stop();
     throw err;
   }
-  return { grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, log: () => p.output, stop: () => p.stop() };
+  return { pid: p.child.pid!, grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, log: () => p.output, stop: () => p.stop() };
 }
 
 export interface GrpcAnswer {

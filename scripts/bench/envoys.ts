@@ -1,5 +1,6 @@
 // The Envoy processes of a benchmark run: the upstream (envoy/bench-upstream.yaml) and one proxy
-// under test per scenario (envoy/bench.yaml). Both templates are complete configs on their own (the
+// under test per scenario (envoy/bench.yaml), and the rate limit service with its Redis when a
+// scenario's throttle rule is global. Both templates are complete configs on their own (the
 // proxy is bare Envoy, the upstream answers briefly), so the harness validates them like every
 // scenario; a run starts them with the harness, which applies the scenario's changes to the rendered
 // config before Envoy reads it.
@@ -7,6 +8,7 @@ import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
 import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
+import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../../tooling/ratelimit.ts";
 import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
 const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;
@@ -20,6 +22,24 @@ export interface FrontOptions {
 }
 
 export type RunningEnvoy = EnvoyHandle;
+
+/** What the proxies under test send to: the model upstream, and the rate limit service when one runs. */
+export interface Backends {
+  upstream: RunningEnvoy;
+  /** The service and its Redis, for scenarios whose throttle asks it (envoy/bench.yaml's `ratelimit` cluster). */
+  rateLimit?: { service: RateLimitService; redis: Redis };
+}
+
+/** Redis and the rate limit service on loopback, as the cluster-wide budget tests run them. */
+export async function startRateLimitBackend(domain: string): Promise<NonNullable<Backends["rateLimit"]>> {
+  const redis = await startRedis();
+  try {
+    return { redis, service: await startRateLimitService({ redis, domain }) };
+  } catch (err) {
+    await redis.stop();
+    throw err;
+  }
+}
 
 const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string, options: FrontOptions) =>
   startEnvoy({
@@ -41,8 +61,11 @@ export function startUpstream(dir: string): Promise<RunningEnvoy> {
   return launch("bench-upstream", {}, answers, {});
 }
 
-/** A proxy with the scenario's filters before the router, in front of the upstream. */
-export function startFront(scenario: Scenario, modules: FilterModule[], upstream: RunningEnvoy, options: FrontOptions = {}): Promise<RunningEnvoy> {
+/**
+ * A proxy with the scenario's filters before the router, in front of the upstream. Without a rate
+ * limit service its `ratelimit` cluster points at a free port nothing listens on.
+ */
+export function startFront(scenario: Scenario, modules: FilterModule[], backends: Backends, options: FrontOptions = {}): Promise<RunningEnvoy> {
   const withFilters = (yaml: string) => {
     const router = ROUTER_ENTRY.exec(yaml);
     if (!router) throw new Error("envoy/bench.yaml: no '- name: envoy.filters.http.router' entry to put the filters before");
@@ -50,7 +73,9 @@ export function startFront(scenario: Scenario, modules: FilterModule[], upstream
     const entries = httpFilterEntries(scenario.chain, modules).map((entry) => `${router[1]}- ${JSON.stringify(entry)}\n`);
     return yaml.slice(0, router.index) + entries.join("") + yaml.slice(router.index);
   };
-  return launch("bench", { UPSTREAM_PORT: upstream.ports.LISTEN_PORT }, withFilters, options);
+  const vars: Record<string, number> = { UPSTREAM_PORT: backends.upstream.ports.LISTEN_PORT };
+  if (backends.rateLimit) vars.RLS_PORT = backends.rateLimit.service.grpcPort;
+  return launch("bench", vars, withFilters, options);
 }
 
 /** Stops an Envoy and removes its scratch directory (config and log), which tests keep for failures. */

@@ -2,7 +2,7 @@
 // across the Wasm boundary, host to VM (callbacks, and malloc for data handed in) and VM to host
 // (proxy_* imports). A few requests per workload give the counts per request.
 import { type Workload } from "./bodies.ts";
-import { checkOnce, type RunningEnvoy, startFront, stopEnvoy } from "./envoys.ts";
+import { type Backends, checkOnce, startFront, stopEnvoy } from "./envoys.ts";
 import { type FilterModule, type Scenario } from "./scenarios.ts";
 
 export interface HostCallCount {
@@ -34,11 +34,11 @@ function tally(log: string, requests: number, scenario: string, workload: string
 export async function countHostCalls(
   scenario: Scenario,
   filters: FilterModule[],
-  upstream: RunningEnvoy,
+  backends: Backends,
   workloads: Workload[],
   requests: number,
 ): Promise<HostCallCount[]> {
-  const front = await startFront(scenario, filters, upstream, { logLevel: "info", componentLogLevel: "wasm:trace" });
+  const front = await startFront(scenario, filters, backends, { logLevel: "info", componentLogLevel: "wasm:trace" });
   const counts: HostCallCount[] = [];
   try {
     for (const w of workloads) {

@@ -2,7 +2,7 @@
 // so the same chain started with 1 and with N workers differs by N-1 VMs of each module, and by N-1
 // workers' own memory, which bare Envoy's difference measures and which is subtracted.
 import { type Workload } from "./bodies.ts";
-import { type RunningEnvoy, startFront, stopEnvoy, workloadTarget } from "./envoys.ts";
+import { type Backends, type RunningEnvoy, startFront, stopEnvoy, workloadTarget } from "./envoys.ts";
 import { rssBytes } from "./proc.ts";
 import { BARE, type FilterModule, type Scenario } from "./scenarios.ts";
 import { runWrk } from "./wrk.ts";
@@ -32,7 +32,7 @@ async function settledRss(front: RunningEnvoy, warm: Workload, bodyFile: string)
 export async function measureMemory(
   scenarios: Scenario[],
   filters: FilterModule[],
-  upstream: RunningEnvoy,
+  backends: Backends,
   warm: Workload,
   bodyFile: string,
   workers: number,
@@ -41,7 +41,7 @@ export async function measureMemory(
   for (const scenario of scenarios) {
     const sizes: { rss: number; vms: number }[] = [];
     for (const concurrency of [1, workers]) {
-      const front = await startFront(scenario, filters, upstream, { concurrency });
+      const front = await startFront(scenario, filters, backends, { concurrency });
       try {
         sizes.push(await settledRss(front, warm, bodyFile));
       } finally {

@@ -6,7 +6,7 @@ import { type ModuleProfile } from "./module-profile.ts";
 import { type MemoryResult } from "./memory.ts";
 import { CODE_HOMES, type CpuSplit } from "./perf.ts";
 import { type ModuleSizes } from "./sizes.ts";
-import { ALL, BARE, FIRST_FILTER, type FilterModule, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, ONE_MODULE_LEAN, rawChainId, type Scenario } from "./scenarios.ts";
+import { ALL, BARE, FIRST_FILTER, type FilterModule, GLOBAL_THROTTLE, HOST_CALL_PREFIX, HOST_CALL_REPEAT, ONE_MODULE, ONE_MODULE_LEAN, rawChainId, type Scenario } from "./scenarios.ts";
 
 export const TARGETS = {
   /** All filters keep at least this share of bare Envoy's requests/s at 1 KB. */
@@ -15,6 +15,8 @@ export const TARGETS = {
   maxAddedP50Ms16k: 0.1,
   /** Each release module at most this many bytes. */
   maxModuleBytes: 64 * 1024,
+  /** A global reservation (throttle-global) adds at most this to a lone 1 KB request's p50 over the local limiter (ms). */
+  maxAddedGlobalP50Ms: 0.5,
 };
 
 export interface LoadSample {
@@ -27,6 +29,8 @@ export interface LoadSample {
   frontBusy: number;
   upstreamBusy: number;
   requests: number;
+  /** CPU time of the rate limit service and Redis per request (µs), for a scenario that asks them. */
+  serviceCpuUsPerRequest?: number;
 }
 
 export interface LoneSample {
@@ -55,6 +59,7 @@ export interface CellSummary {
   upstreamBusy: number;
   loneP50Ms: number;
   loneP99Ms: number;
+  serviceCpuUsPerRequest?: number;
   /** Ratios to bare Envoy on the same workload in this run (undefined for bare itself). */
   vsBare?: { rps: number; p50: number; p99: number; cpu: number; loneP50: number; loneP99: number; addedLoneP50Ms: number; addedCpuUs: number };
   /** Spread of requests/s across repetitions: (max - min) / median. */
@@ -117,6 +122,7 @@ export function summarize(cells: Cell[]): CellSummary[] {
   for (const cell of cells) {
     if (cell.problem || cell.load.length === 0) continue;
     const rpsValues = cell.load.map((s) => s.rps);
+    const serviceCpu = cell.load.flatMap((s) => (s.serviceCpuUsPerRequest === undefined ? [] : [s.serviceCpuUsPerRequest]));
     summaries.push({
       scenario: cell.scenario,
       workload: cell.workload,
@@ -129,6 +135,7 @@ export function summarize(cells: Cell[]): CellSummary[] {
       loneP50Ms: median(cell.lone.map((s) => s.p50Us)) / 1000,
       loneP99Ms: median(cell.lone.map((s) => s.p99Us)) / 1000,
       rpsSpread: (Math.max(...rpsValues) - Math.min(...rpsValues)) / median(rpsValues),
+      serviceCpuUsPerRequest: serviceCpu.length ? median(serviceCpu) : undefined,
     });
   }
   for (const s of summaries) {
@@ -228,6 +235,19 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
   if (mesh) out.push(...speedVerdicts(summary, mesh, `the same filters as one module (${ONE_MODULE}.wasm)`));
   const lean = scenarios.find((s) => s.id === ONE_MODULE_LEAN);
   if (lean) out.push(...speedVerdicts(summary, lean, `one module without the optional x-llm-*/x-ratelimit-* headers and access-log records (${ONE_MODULE_LEAN})`));
+  const local = summary.find((s) => s.scenario === "throttle" && s.workload === "1k");
+  const global = summary.find((s) => s.scenario === GLOBAL_THROTTLE && s.workload === "1k");
+  if (scenarios.some((s) => s.id === GLOBAL_THROTTLE)) {
+    const added = global && local ? global.loneP50Ms - local.loneP50Ms : undefined;
+    out.push({
+      target: `a global reservation (${GLOBAL_THROTTLE} over throttle) adds <= ${TARGETS.maxAddedGlobalP50Ms} ms at p50 for a lone 1 KB request`,
+      measured: global && local
+        ? `+${fmt(added, 3)} ms (${fmt(global.loneP50Ms, 3)} vs ${fmt(local.loneP50Ms, 3)} ms); +${fmt(global.cpuUsPerRequest - local.cpuUsPerRequest, 1)} µs of proxy CPU per request under load, ` +
+          `and ${fmt(global.serviceCpuUsPerRequest, 1)} µs in the rate limit service and Redis`
+        : "not measured",
+      met: added === undefined ? null : added <= TARGETS.maxAddedGlobalP50Ms,
+    });
+  }
   for (const m of modules) {
     out.push({
       target: `build/${m.name}.wasm <= ${TARGETS.maxModuleBytes / 1024} KiB`,
@@ -283,7 +303,9 @@ export function markdown(r: Report): string {
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
     "a filter name is that filter alone; `all` is every filter in the recommended order; `mesh` is the same filters with the same " +
     "configurations as one module (build/mesh.wasm), and `mesh-lean` that module without the optional `x-llm-*` and `x-ratelimit-*` " +
-    "headers and access-log records; `admission+x` pairs show the body scanned once.");
+    "headers and access-log records; `admission+x` pairs show the body scanned once; `throttle-global` is llm-throttle with its rule " +
+    "counted by Envoy's rate limit service (envoyproxy/ratelimit and Redis on loopback, on the upstream's CPU) instead of shared data: " +
+    "one gRPC call per request before it is forwarded.");
   lines.push("");
   lines.push("Workloads: " + r.workloads.map((w) => `\`${w.id}\` ${w.description} (${w.bytes} bytes)`).join("; ") + ".");
   lines.push("");

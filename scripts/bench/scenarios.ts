@@ -24,12 +24,16 @@ export interface FilterModule {
   config: string;
   /** Where that configuration came from, relative to the repository. */
   configSource: string;
+  /** Its configuration asks the rate limit service (envoy/bench.yaml's `ratelimit` cluster). */
+  asksRateLimitService?: boolean;
 }
 
 /** The module that runs every filter as a stage of one (assembly/mesh/), configured with their configurations as sections. */
 export const ONE_MODULE = "mesh";
 /** The one module again, without the optional per-request output that costs host calls. */
 export const ONE_MODULE_LEAN = "mesh-lean";
+/** llm-throttle with its rule counted by the rate limit service instead of shared data: what a global reservation costs. */
+export const GLOBAL_THROTTLE = "throttle-global";
 /** What mesh-lean turns off, per section: the x-llm-* and x-ratelimit-* headers and the access-log records. */
 const LEAN_OPTIONS: Record<string, object> = {
   admission: { forward_headers: false },
@@ -38,11 +42,12 @@ const LEAN_OPTIONS: Record<string, object> = {
 };
 
 /**
- * Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order,
- * and the one-module build configured with the same configurations, when it is built.
+ * Every filter module in build/ (not kernels.wasm, which is for Node), in the recommended order;
+ * the one-module build configured with the same configurations, when it is built; and variants of a
+ * filter with another configuration, measured alone (throttle-global).
  */
-export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; meshes: FilterModule[]; skipped: string[] } {
-  if (!existsSync(buildDir)) return { filters: [], meshes: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
+export function discoverFilters(buildDir = join(repoDir, "build")): { filters: FilterModule[]; meshes: FilterModule[]; variants: FilterModule[]; skipped: string[] } {
+  if (!existsSync(buildDir)) return { filters: [], meshes: [], variants: [], skipped: ["every filter: build/ does not exist (run npm run build)"] };
   const names = readdirSync(buildDir)
     .filter((f) => f.endsWith(".wasm") && f !== "kernels.wasm" && f !== `${ONE_MODULE}.wasm`)
     .map((f) => f.slice(0, -".wasm".length));
@@ -69,8 +74,13 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
       configSource: source.replace(repoDir + "/", ""),
     });
   }
+  const throttle = filters.find((f) => f.name === "throttle");
+  const globalSource = join(benchConfigDir, `${GLOBAL_THROTTLE}.json`);
+  const variants = throttle
+    ? [{ ...throttle, name: GLOBAL_THROTTLE, config: JSON.stringify(JSON.parse(readFileSync(globalSource, "utf8"))), configSource: globalSource.replace(repoDir + "/", ""), asksRateLimitService: true }]
+    : [];
   const meshFile = join(buildDir, `${ONE_MODULE}.wasm`);
-  if (!existsSync(meshFile) || filters.length < 2) return { filters, meshes: [], skipped };
+  if (!existsSync(meshFile) || filters.length < 2) return { filters, meshes: [], variants, skipped };
   const sections = Object.fromEntries(filters.map((f) => [f.name, JSON.parse(f.config)]));
   const lean = Object.fromEntries(Object.entries(sections).map(([name, config]) => [name, { ...config, ...LEAN_OPTIONS[name] }]));
   const filterNames = filters.map((f) => f.name).join(", ");
@@ -80,7 +90,7 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
     meshModule(ONE_MODULE, sections, `the configurations above as sections (${filterNames})`),
     meshModule(ONE_MODULE_LEAN, lean, `as ${ONE_MODULE}, with ${Object.entries(LEAN_OPTIONS).map(([n, o]) => `${n} ${JSON.stringify(o)}`).join(", ")}`),
   ];
-  return { filters, meshes, skipped };
+  return { filters, meshes, variants, skipped };
 }
 
 export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan";
@@ -104,7 +114,7 @@ export const rawChainId = (count: number) => `${RAW_REFERENCE}-x${count}`;
  * once: a later filter alone must read the body itself, after admission it reads the facts. With
  * no later filter built yet, admission twice shows what a second scan of the body would cost.
  */
-export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[], meshes: FilterModule[] = []): Scenario[] {
+export function buildScenarios(filters: FilterModule[], references: FilterModule[], scanWorkloads: string[], meshes: FilterModule[] = [], variants: FilterModule[] = []): Scenario[] {
   const names = filters.map((f) => f.name);
   const scenarios: Scenario[] = [{ id: BARE, chain: [], kind: "baseline" }];
   for (const ref of references) scenarios.push({ id: ref.name, chain: [ref.name], kind: "reference" });
@@ -113,6 +123,7 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
     scenarios.push({ id: rawChainId(names.length), chain: names.map(() => RAW_REFERENCE), kind: "reference" });
   }
   for (const name of names) scenarios.push({ id: name, chain: [name], kind: "alone" });
+  for (const variant of variants) scenarios.push({ id: variant.name, chain: [variant.name], kind: "alone" });
   if (names.length > 1) scenarios.push({ id: ALL, chain: names, kind: "chain" });
   for (const mesh of meshes) scenarios.push({ id: mesh.name, chain: [mesh.name], kind: "chain" });
   if (names.includes(FIRST_FILTER)) {
