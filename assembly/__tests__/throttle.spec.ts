@@ -363,9 +363,9 @@ function renewAs(worker: Hold, fields: StaticArray<i64>, now: i64): void {
 describe("throttle record layout", () => {
   it("is pinned with its version: a changed layout must bump RECORD_LAYOUT, which keys the records apart", () => {
     // Old and new VMs share shared data during a hot update; only the version in the key keeps a
-    // 48-field reader from truncating 55-field records. Change both numbers here together.
-    expect(FIELDS).toBe(55);
-    expect(RECORD_LAYOUT).toBe(2);
+    // 55-field reader from truncating 61-field records. Change both numbers here together.
+    expect(FIELDS).toBe(61);
+    expect(RECORD_LAYOUT).toBe(3);
   });
 });
 
