@@ -113,6 +113,9 @@ if (global) {
 
   # the service's counters, one per tenant, limit and window:
   redis-cli -p ${redis!.port} --scan --pattern '${DOMAIN}_*'
+
+  # each Envoy's calls to the service (ok, over_limit, failure), refusals it answered itself, credits:
+  curl -s http://localhost:${ADMIN_PORT}/stats/prometheus | grep '^llm_throttle_global'
 `);
 } else {
   console.log(`  # a tenant over its budget (5 requests/s, 2000 tokens/min) gets 429 with Retry-After:
