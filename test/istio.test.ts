@@ -1,7 +1,8 @@
 // The Istio path as a user runs it: k8s/ rendered with the images pushed to a registry and pinned by
 // their real digests, read by Istio's own istiod, served to Istio's own istio-agent, which fetches
 // the modules and runs the real Envoy as the LLM gateway. Traffic goes through that gateway to mock
-// model servers behind the ServiceEntries that stand for the Kubernetes Services.
+// model servers behind the ServiceEntries that stand for the Kubernetes Services, and the prod
+// overlay's global budget is counted by the real rate limit service (with Redis) behind its Service.
 //
 // What it does not cover: Kubernetes itself (istiod reads files, and Services become
 // ServiceEntries), Istio's own Envoy extensions (metadata exchange, Istio's stats filter: the PyPI
@@ -21,6 +22,7 @@ import { type Endpoint, type GatewayAgent, type Istiod, istioConfigOf, startGate
 import { k8sDir, type Manifest, render, setCanaryWeights } from "../tooling/manifests.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 import { type PodNetwork, startPodNetwork } from "../tooling/pod-network.ts";
+import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../tooling/ratelimit.ts";
 
 const NAMESPACE = "llm-serving";
 const TAG = "istio-test";
@@ -45,6 +47,10 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
   let gateway: GatewayAgent;
   const models: Record<string, MockLlm> = {};
   const digests: Record<string, string> = {};
+  // What the prod overlay's global budgets are counted by: the Service `ratelimit` stands for it.
+  let redis: Redis;
+  let rateLimit: RateLimitService;
+  const rateLimitDomain = render(join(k8sDir, "overlays", "prod")).find((d) => d.kind === "WasmPlugin" && d.metadata.name === "llm-throttle")!.spec.pluginConfig.rate_limit_service.domain;
   let gatewayPort = 0;
   let host = "";
 
@@ -61,6 +67,8 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
       if (image.kind === "wasm") digests[image.filter] = image.digest.replace(/^sha256:/, "");
     }
     for (const [version, name] of Object.entries(MODEL_VERSIONS)) models[version] = await startMockLlm({ name, host: pod.hostAddress });
+    redis = await startRedis();
+    rateLimit = await startRateLimitService({ redis, domain: rateLimitDomain, env: { GRPC_HOST: pod.hostAddress } });
     const istiodDir = join(scratch, "istiod");
     mkdirSync(istiodDir, { recursive: true });
     istiod = await startIstiod({ hostAddress: pod.hostAddress, configDir: join(istiodDir, "config"), workDir: istiodDir });
@@ -70,6 +78,8 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     await gateway?.stop();
     await istiod?.stop();
     await Promise.all(Object.values(models).map((m) => m.close()));
+    await rateLimit?.stop();
+    await redis?.stop();
     await mirror?.stop();
     await registry?.stop();
     await pod?.stop();
@@ -97,6 +107,7 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     const endpoints: Record<string, Endpoint[]> = {
       "llm-model": Object.entries(models).map(([version, mock]) => ({ address: pod.hostAddress, port: mock.port, labels: { app: "llm-model", version } })),
       "llm-gateway": [{ address: pod.podAddress, port: 8080, labels: { istio: "llm-gateway" } }],
+      ratelimit: [{ address: pod.hostAddress, port: rateLimit.grpcPort, labels: { app: "ratelimit" } }],
     };
     const config = istioConfigOf(docs, endpoints).map((doc) => {
       if (doc.kind !== "DestinationRule") return doc;
@@ -268,6 +279,21 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     await eventually("prod's host served", async () => (await send("/v1/chat/completions", chat("llama-3.1-8b-instruct", "prod"), { authorization: apiKey() })).status === 200);
     assert.equal((await send("/v1/chat/completions", chat("no-such-model", "hi"), { authorization: apiKey() })).status, 400);
     assert.equal((await send("/v1/chat/completions", chat("llama-3.1-8b-instruct", "word ".repeat(20_000)), { authorization: apiKey() })).status, 413);
+  });
+
+  test("prod: the per-API-key budget is counted by the rate limit service, reached through Istio's cluster for its Service", async () => {
+    // The throttle names outbound|8081||ratelimit.llm-serving.svc.cluster.local: istiod must have
+    // made that cluster, HTTP/2 for the port named grpc-..., for the call to reach the service.
+    const key = apiKey();
+    const minute = () => Math.floor(Date.now() / 60_000) * 60;
+    let counted: string[] = [];
+    await eventually("a reservation counted in Redis", async () => {
+      const window = minute();
+      assert.equal((await send("/v1/chat/completions", chat("llama-3.1-8b-instruct", "counted once for the fleet"), { authorization: key })).status, 200);
+      counted = await redis.keys(`${rateLimitDomain}_rule_per-api-key_key_*_limit_tokens_${window}`);
+      return counted.length > 0;
+    }, 20_000);
+    assert.ok(((await redis.counter(counted[0])) ?? 0) > 0, `${counted[0]} holds the reservation`);
   });
 
   test("one module: the dev overlay as one llm-mesh WasmPlugin admits, refuses, throttles and routes", async () => {
