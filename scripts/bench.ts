@@ -22,7 +22,7 @@ import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
 import { cpuNs, pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
-import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
+import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, ENVOY_RATELIMIT, envoyRateLimitReference, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
 import { rateLimitBinary } from "../tooling/ratelimit.ts";
 
@@ -171,6 +171,9 @@ async function main(): Promise<void> {
   for (const v of found.filter((v) => !variants.includes(v))) skipped.push(`${v.name}: ${serviceMissing}`);
   /** Every llm-mesh module measured: the filters, the one-module build of them all, and the variants. */
   const llmModules = [...filters, ...meshes, ...variants];
+  /** The domain the rate limit service declares, when a variant asks it. */
+  const asking = variants.find((v) => v.asksRateLimitService);
+  const rateLimitDomain: string | undefined = asking && JSON.parse(asking.config).rate_limit_service.domain;
   /** The module files among them (the one-module scenarios share theirs). */
   const moduleFiles = llmModules.filter((m, i) => llmModules.findIndex((o) => o.file === m.file) === i);
   for (const s of skipped) log(`skipping ${s}`);
@@ -191,6 +194,7 @@ async function main(): Promise<void> {
     log("compiling the reference filters (scripts/bench/reference-raw.wat, reference-filter.ts)");
     const built = buildReferenceFilters(runDir, args["host-call-costs"] ? HOST_CALL_KINDS : []);
     references = built.references;
+    if (rateLimitDomain) references.push(envoyRateLimitReference(rateLimitDomain));
     for (const problem of built.skipped) {
       log(`leaving out ${problem}`);
       skipped.push(problem);
@@ -248,10 +252,9 @@ async function main(): Promise<void> {
       const only = new Set([BARE, ...args.only.split(",")]);
       scenarios = scenarios.filter((s) => only.has(s.id));
     }
-    const asking = modules.find((m) => m.asksRateLimitService && scenarios.some((s) => s.chain.includes(m.name)));
-    if (asking) {
+    if (rateLimitDomain && modules.some((m) => m.asksRateLimitService && scenarios.some((s) => s.chain.includes(m.name)))) {
       log("starting Redis and the rate limit service (tooling/ratelimit.ts)");
-      backends.rateLimit = await startRateLimitBackend(JSON.parse(asking.config).rate_limit_service.domain);
+      backends.rateLimit = await startRateLimitBackend(rateLimitDomain);
       // Beside the upstream: a service on the proxy's CPU would take time the proxy is charged for.
       if (cpuPlan) for (const pid of [backends.rateLimit.service.pid, backends.rateLimit.redis.pid]) pin(pid, cpuPlan.upstream);
     }
@@ -323,7 +326,7 @@ async function main(): Promise<void> {
     }
 
     if (!args["no-hostcalls"]) {
-      const traced = scenarios.filter((s) => s.id === ALL || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX)))));
+      const traced = scenarios.filter((s) => s.id === ALL || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX) && s.id !== ENVOY_RATELIMIT))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
         hostCalls.push(...(await countHostCalls(s, modules, backends, workloadsOf(s), PRESETS.hostCallRequests)));

@@ -133,6 +133,11 @@ export interface RateLimitServiceOptions {
   redis: Pick<Redis, "address">;
   /** The one domain the config file declares; every limit arrives with the request. */
   domain: string;
+  /**
+   * More of the config file, after the domain line: `descriptors` with limits for a client that
+   * sends none of its own (Envoy's own rate limit filter, which the bench compares with).
+   */
+  descriptors?: string;
   workDir?: string;
   /** A fixed gRPC port, to bring a stopped service back where Envoy's cluster points. */
   grpcPort?: number;
@@ -147,7 +152,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
   // RUNTIME_WATCH_ROOT it watches that directory itself rather than expecting a symlink swap.
   const configDir = join(workDir, "runtime", "ratelimit", "config");
   mkdirSync(configDir, { recursive: true });
-  writeFileSync(join(configDir, "llm-mesh.yaml"), `domain: ${options.domain}\n`);
+  writeFileSync(join(configDir, "llm-mesh.yaml"), `domain: ${options.domain}\n${options.descriptors ?? ""}`);
   const grpcPort = options.grpcPort ?? (await freePort());
   const [httpPort, debugPort] = [await freePort(), await freePort()];
   const env = {

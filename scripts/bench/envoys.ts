@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
 import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
 import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../../tooling/ratelimit.ts";
-import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
+import { envoyRateLimitDescriptors, type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
 const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;
 const INLINE_ANSWER = /body: \{ inline_string: .* \}(\s+# answer: (json|sse))$/gm;
@@ -30,11 +30,14 @@ export interface Backends {
   rateLimit?: { service: RateLimitService; redis: Redis };
 }
 
-/** Redis and the rate limit service on loopback, as the cluster-wide budget tests run them. */
+/**
+ * Redis and the rate limit service on loopback, as the cluster-wide budget tests run them, with the
+ * descriptor Envoy's own rate limit filter sends (envoy-ratelimit) in its config.
+ */
 export async function startRateLimitBackend(domain: string): Promise<NonNullable<Backends["rateLimit"]>> {
   const redis = await startRedis();
   try {
-    return { redis, service: await startRateLimitService({ redis, domain }) };
+    return { redis, service: await startRateLimitService({ redis, domain, descriptors: envoyRateLimitDescriptors }) };
   } catch (err) {
     await redis.stop();
     throw err;

@@ -26,6 +26,8 @@ export interface FilterModule {
   configSource: string;
   /** Its configuration asks the rate limit service (envoy/bench.yaml's `ratelimit` cluster). */
   asksRateLimitService?: boolean;
+  /** An Envoy filter of its own instead of a Wasm module: its http_filters entry. */
+  envoyFilter?: object;
 }
 
 /** The module that runs every filter as a stage of one (assembly/mesh/), configured with their configurations as sections. */
@@ -34,6 +36,30 @@ export const ONE_MODULE = "mesh";
 export const ONE_MODULE_LEAN = "mesh-lean";
 /** llm-throttle with its rule counted by the rate limit service instead of shared data: what a global reservation costs. */
 export const GLOBAL_THROTTLE = "throttle-global";
+/** Envoy's own rate limit filter asking the same service once per request: what any such call costs Envoy. */
+export const ENVOY_RATELIMIT = "envoy-ratelimit";
+/** Its one descriptor, and the limit the service's config gives it (the filter sends none of its own). */
+const ENVOY_RATELIMIT_KEY = "bench";
+export const envoyRateLimitDescriptors = `descriptors:\n- key: generic_key\n  value: ${ENVOY_RATELIMIT_KEY}\n  rate_limit: { unit: second, requests_per_unit: 1000000000 }\n`;
+
+/**
+ * Envoy's rate limit filter (envoy.filters.http.ratelimit) with a descriptor of its own, asking the
+ * `ratelimit` cluster in `domain`: one ShouldRateLimit per request, one counter in Redis, the floor
+ * against which a Wasm filter's global reservation is judged.
+ */
+export function envoyRateLimitReference(domain: string): FilterModule {
+  const filter = {
+    name: "envoy.filters.http.ratelimit",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+      domain,
+      timeout: "0.1s",
+      rate_limits: [{ actions: [{ generic_key: { descriptor_value: ENVOY_RATELIMIT_KEY } }] }],
+      rate_limit_service: { grpc_service: { envoy_grpc: { cluster_name: "ratelimit" } }, transport_api_version: "V3" },
+    },
+  };
+  return { name: ENVOY_RATELIMIT, rootId: "", file: "", bytes: 0, config: "", configSource: "envoy.filters.http.ratelimit", asksRateLimitService: true, envoyFilter: filter };
+}
 /** What mesh-lean turns off, per section: the x-llm-* and x-ratelimit-* headers and the access-log records. */
 const LEAN_OPTIONS: Record<string, object> = {
   admission: { forward_headers: false },
@@ -176,12 +202,13 @@ export const HOST_CALL_KINDS = [
 export const HOST_CALL_REPEAT = 20;
 export const HOST_CALL_PREFIX = "call-";
 
-/** The http_filters entries (Envoy JSON) of a chain's Wasm filters; the router follows them. */
+/** The http_filters entries (Envoy JSON) of a chain's filters; the router follows them. */
 export function httpFilterEntries(chain: string[], filters: FilterModule[]): object[] {
   const seen = new Map<string, number>();
   return chain.map((name) => {
     const module = filters.find((f) => f.name === name);
     if (!module) throw new Error(`no module for filter ${name}`);
+    if (module.envoyFilter) return module.envoyFilter;
     const count = (seen.get(name) ?? 0) + 1;
     seen.set(name, count);
     // A repeated filter needs its own Envoy filter name; root_id stays the one the module registers.
