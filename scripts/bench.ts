@@ -206,7 +206,8 @@ async function main(): Promise<void> {
 
   const meta = {
     mode,
-    command: `npm run bench${mode === "full" ? "" : ` -- --${mode}`}`,
+    // As run, so that a report of some scenarios (--only) or more repetitions says so.
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
     date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
     commit: tryRun("git", ["rev-parse", "--short", "HEAD"]) + (tryRun("git", ["status", "--porcelain", "--", "assembly"]) ? " + uncommitted changes in assembly/" : ""),
     envoy: /version: \S+\/(\d+\.\d+\.\d+)/.exec(tryRun(envoyBinary(), ["--version"]))?.[1] ?? "unknown",
