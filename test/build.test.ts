@@ -53,15 +53,23 @@ function hookExports(source: string): string[] {
   return [...source.matchAll(/^\s+(on[A-Z]\w*)\(/gm)].map(([, hook]) => HOOK_EXPORTS[hook]).filter(Boolean);
 }
 
-/** The exports a filter's sources need: one per hook a class of theirs defines or inherits from a shared base. */
-function neededExports(filter: string): string[] {
+/**
+ * The exports a filter's sources need: one per hook a class of theirs defines or inherits from a
+ * shared base, and those of every other filter whose classes it runs (the one module's stages,
+ * which it imports from their folders).
+ */
+function neededExports(filter: string, seen = new Set<string>()): string[] {
   const dir = join(repoDir, "assembly", filter);
   const needed = new Set(ALWAYS);
+  seen.add(filter);
   for (const file of readdirSync(dir).filter((f) => f.endsWith(".ts"))) {
     const source = readFileSync(join(dir, file), "utf8");
     for (const hook of hookExports(source)) needed.add(hook);
     for (const [, base] of source.matchAll(/\bextends (\w+)/g)) {
       for (const hook of hookExports(sharedBases.get(base) ?? "")) needed.add(hook);
+    }
+    for (const [, folder] of source.matchAll(/from "\.\.\/(\w+)\//g)) {
+      if (filters.includes(folder) && !seen.has(folder)) for (const hook of neededExports(folder, seen)) needed.add(hook);
     }
   }
   return [...needed].sort();

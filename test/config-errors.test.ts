@@ -64,6 +64,12 @@ const INVALID: Record<Filter, Array<[string, string]>> = {
     ['{"rules":[{"name":"r","key":["global"],"limits":{"max_in_flight":5},"key_slots":0}]}', "rules[0].key_slots"],
     ['{"tick_ms":0,"rules":[]}', "tick_ms"],
     ['{"tokenizer":"x"}', "tokenizer"],
+    ['{"rules":[{"name":"g","key":["global"],"limits":{"tokens_per_minute":100},"backend":"global"}]}', "rate_limit_service"],
+    ['{"rate_limit_service":{"domain":"llm-mesh"}}', "rate_limit_service.cluster"],
+    ['{"rate_limit_service":{"cluster":"ratelimit","domain":"llm mesh"}}', "rate_limit_service.domain"],
+    ['{"rate_limit_service":{"cluster":"ratelimit","domain":"llm-mesh","timeout_ms":0}}', "rate_limit_service.timeout_ms"],
+    ['{"rate_limit_service":{"cluster":"ratelimit","domain":"d"},"rules":[{"name":"g","key":["global"],"limits":{"max_in_flight":4},"backend":"global"}]}', "rules[0].limits"],
+    ['{"rules":[{"name":"g","key":["global"],"limits":{"tokens_per_minute":100},"on_service_failure":"deny"}]}', "rules[0].on_service_failure"],
   ],
   metrics: [
     ["{", "(config)"],

@@ -7,9 +7,11 @@
 // timers would fire them.
 //
 // It records what a module did: local responses, header and body changes, filter state, metrics,
-// continue_stream calls, logs and a count of every host call. Routing, upstreams and the HTTP codec
-// stay with the caller: it decides what comes back for a request the module let through. It is for
-// tests and profiles that need no Envoy; what Envoy itself does is the e2e tests' business.
+// continue_stream calls, gRPC calls, logs and a count of every host call. Routing, upstreams, gRPC
+// services and the HTTP codec stay with the caller: it decides what comes back for a request the
+// module let through, and what a gRPC call is answered (a call nobody answers closes with status 14
+// at its timeout, as Envoy closes it). It is for tests and profiles that need no Envoy; what Envoy
+// itself does is the e2e tests' business.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { repoDir } from "./envoy-bin.ts";
@@ -28,6 +30,7 @@ const REQUEST_HEADERS = 0;
 const RESPONSE_HEADERS = 2;
 const REQUEST_BODY = 0;
 const RESPONSE_BODY = 1;
+const GRPC_RECEIVE_BUFFER = 5;
 const PLUGIN_CONFIGURATION = 7;
 const STREAM_REQUEST = 0;
 
@@ -254,22 +257,27 @@ export class InMemoryHost {
   }
 
   /**
-   * Moves the clock `ms` on, stopping at every tick due on the way: each root is ticked at the
-   * period it asked for, earliest first, as Envoy's per-root timers fire.
+   * Moves the clock `ms` on, stopping at every tick and gRPC timeout due on the way: each root is
+   * ticked at the period it asked for, earliest first, as Envoy's per-root timers fire, and a call
+   * still unanswered at its timeout is closed with status 14, as Envoy closes it.
    */
   advance(ms: number): void {
     if (this.clockMs === null) throw new Error("advance() moves the host's own clock; this host reads the wall clock");
     const until = this.clockMs + ms;
     for (;;) {
-      let due: Root | undefined;
+      let due: { at: number; fire: () => void } | undefined;
       for (const worker of this.workers) {
         for (const root of worker.roots.values()) {
-          if (root.nextTickMs !== undefined && root.nextTickMs <= until && (due === undefined || root.nextTickMs < due.nextTickMs!)) due = root;
+          const at = root.nextTickMs;
+          if (at !== undefined && at <= until && (due === undefined || at < due.at)) due = { at, fire: () => root.tick() };
+        }
+        for (const call of worker.grpcCalls) {
+          if (call.deadlineMs <= until && (due === undefined || call.deadlineMs < due.at)) due = { at: call.deadlineMs, fire: () => call.close(14, "upstream request timeout") };
         }
       }
       if (!due) break;
-      this.clockMs = Math.max(this.clockMs, due.nextTickMs!);
-      due.tick();
+      this.clockMs = Math.max(this.clockMs, due.at);
+      due.fire();
     }
     this.clockMs = until;
   }
@@ -286,6 +294,8 @@ export class Worker {
   readonly streams = new Map<number, Stream>();
   /** Host calls the module made, by import name; the caller may clear it. */
   readonly hostCalls = new Map<string, number>();
+  /** gRPC calls started and not answered yet, oldest first. */
+  readonly grpcCalls: GrpcCall[] = [];
   /** What the module wrote to stdout and stderr (AssemblyScript's abort message, before proc_exit). */
   output = "";
   private exports!: Exports;
@@ -294,6 +304,11 @@ export class Worker {
   private nextContextId = 1;
   private metricNames: string[] = [];
   private localReplies: Stream[] = [];
+  private nextGrpcToken = 1;
+  /** While proxy_on_grpc_receive runs: the message, read as the gRPC receive buffer. */
+  private grpcMessage: Uint8Array | undefined;
+  /** While proxy_on_grpc_close runs: what proxy_get_status answers. */
+  private grpcStatus: { code: number; message: string } | undefined;
 
   constructor(readonly host: InMemoryHost, readonly index: number) {}
 
@@ -339,6 +354,34 @@ export class Worker {
     this.localReplies.push(stream);
   }
 
+  /** Envoy's answer to a call: proxy_on_grpc_receive on the root that made it, which reads the message as a buffer meanwhile. */
+  receiveGrpc(call: GrpcCall, message: Uint8Array): void {
+    this.endGrpc(call);
+    this.grpcMessage = message;
+    try {
+      this.call("proxy_on_grpc_receive", call.rootId, call.token, message.length);
+    } finally {
+      this.grpcMessage = undefined;
+    }
+  }
+
+  /** A call that ends without an answer: proxy_on_grpc_close on the root that made it, which reads the status meanwhile. */
+  closeGrpc(call: GrpcCall, code: number, message: string): void {
+    this.endGrpc(call);
+    this.grpcStatus = { code, message };
+    try {
+      this.call("proxy_on_grpc_close", call.rootId, call.token, code);
+    } finally {
+      this.grpcStatus = undefined;
+    }
+  }
+
+  private endGrpc(call: GrpcCall): void {
+    const at = this.grpcCalls.indexOf(call);
+    if (at < 0) throw new Error(`gRPC call ${call.token} was answered already`);
+    this.grpcCalls.splice(at, 1);
+  }
+
   newContextId(): number {
     return this.nextContextId++;
   }
@@ -367,7 +410,12 @@ export class Worker {
     };
     const stream = () => this.currentStream();
     const headers = (map: number) => (map === REQUEST_HEADERS ? stream()?.request : map === RESPONSE_HEADERS ? stream()?.response : undefined);
-    const buffer = (type: number) => (type === PLUGIN_CONFIGURATION ? this.currentRoot()?.configuration : type === REQUEST_BODY ? stream()?.requestBuffer : type === RESPONSE_BODY ? stream()?.responseBuffer : undefined);
+    const buffer = (type: number) =>
+      type === PLUGIN_CONFIGURATION ? this.currentRoot()?.configuration
+      : type === GRPC_RECEIVE_BUFFER ? this.grpcMessage
+      : type === REQUEST_BODY ? stream()?.requestBuffer
+      : type === RESPONSE_BODY ? stream()?.responseBuffer
+      : undefined;
     const metric = (id: number) => host.metrics.get(this.metricNames[id]);
 
     const calls = {
@@ -454,6 +502,24 @@ export class Worker {
         handOver(EMPTY, dataOut, sizeOut);
         return OK;
       },
+      // Envoy makes every call as the root of the context that asks, and answers it there.
+      proxy_grpc_call: (service: number, serviceSize: number, serviceName: number, serviceNameSize: number, method: number, methodSize: number,
+        _metadata: number, _metadataSize: number, message: number, messageSize: number, timeoutMs: number, tokenOut: number) => {
+        const root = this.currentRoot();
+        if (!root) return BAD_ARGUMENT;
+        const call = new GrpcCall(this, this.nextGrpcToken++, root.id, copy(service, serviceSize), `/${text(serviceName, serviceNameSize)}/${text(method, methodSize)}`,
+          copy(message, messageSize), host.nowMs() + timeoutMs);
+        this.grpcCalls.push(call);
+        view().setUint32(tokenOut, call.token, true);
+        return OK;
+      },
+      proxy_get_status: (codeOut: number, messageOut: number, messageSizeOut: number) => {
+        const status = this.grpcStatus;
+        if (!status) return NOT_FOUND;
+        view().setUint32(codeOut, status.code, true);
+        handOver(encoder.encode(status.message), messageOut, messageSizeOut);
+        return OK;
+      },
       proxy_set_tick_period_milliseconds: (period: number) => {
         const root = this.currentRoot();
         if (!root) return BAD_ARGUMENT;
@@ -521,6 +587,31 @@ export class Worker {
         throw new Error(`the module exited with ${code}${this.output ? `: ${this.output.trim()}` : ""}`);
       },
     };
+  }
+}
+
+/** A unary gRPC call a module started: the caller answers it or closes it, as the service and Envoy would. */
+export class GrpcCall {
+  constructor(
+    readonly worker: Worker,
+    readonly token: number,
+    /** The root context Envoy answers it on. */
+    readonly rootId: number,
+    /** The serialized GrpcService (or cluster name) the module named. */
+    readonly service: Uint8Array,
+    /** /<service>/<method>. */
+    readonly path: string,
+    readonly message: Uint8Array,
+    /** When Envoy would close it unanswered (host.advance() does). */
+    readonly deadlineMs: number,
+  ) {}
+
+  receive(message: Uint8Array): void {
+    this.worker.receiveGrpc(this, message);
+  }
+
+  close(code: number, message = ""): void {
+    this.worker.closeGrpc(this, code, message);
   }
 }
 

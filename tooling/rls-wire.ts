@@ -159,3 +159,51 @@ export function decodeResponse(buf: Buffer): RateLimitResponse {
   }
   return response;
 }
+
+/** A ShouldRateLimit request as a service reads it (the in-memory tests' stand-in service). */
+export function decodeRequest(buf: Buffer): RateLimitRequest {
+  const request: RateLimitRequest = { domain: "", descriptors: [] };
+  for (const f of fields(buf)) {
+    if (f.field === 1 && f.bytes) request.domain = f.bytes.toString("utf8");
+    else if (f.field === 3 && f.varint !== undefined) request.hitsAddend = Number(f.varint);
+    else if (f.field === 2 && f.bytes) {
+      const d: Descriptor = { entries: [] };
+      for (const g of fields(f.bytes)) {
+        if (g.field === 1 && g.bytes) {
+          let key = "";
+          let value = "";
+          for (const e of fields(g.bytes)) {
+            if (e.field === 1 && e.bytes) key = e.bytes.toString("utf8");
+            else if (e.field === 2 && e.bytes) value = e.bytes.toString("utf8");
+          }
+          d.entries.push([key, value]);
+        } else if (g.field === 2 && g.bytes) {
+          const limit = { requestsPerUnit: 0, unit: "SECOND" as Unit };
+          for (const l of fields(g.bytes)) {
+            if (l.field === 1 && l.varint !== undefined) limit.requestsPerUnit = Number(l.varint);
+            else if (l.field === 2 && l.varint !== undefined) limit.unit = (Object.keys(UNITS) as Unit[]).find((u) => UNITS[u] === Number(l.varint)) ?? "SECOND";
+          }
+          d.limit = limit;
+        } else if (g.field === 3 && g.bytes) {
+          d.hitsAddend = 0;
+          for (const h of fields(g.bytes)) if (h.field === 1 && h.varint !== undefined) d.hitsAddend = Number(h.varint);
+        }
+      }
+      request.descriptors.push(d);
+    }
+  }
+  return request;
+}
+
+/** A RateLimitResponse as a service writes it. */
+export function encodeResponse(response: RateLimitResponse): Buffer {
+  const out = varintField(1, CODES.indexOf(response.overallCode));
+  for (const s of response.statuses) {
+    const body = [...varintField(1, CODES.indexOf(s.code))];
+    if (s.currentLimit) body.push(...bytesField(2, [...varintField(1, s.currentLimit.requestsPerUnit), ...varintField(2, s.currentLimit.unit)]));
+    body.push(...varintField(3, s.limitRemaining));
+    if (s.durationUntilReset) body.push(...bytesField(4, [...varintField(1, s.durationUntilReset.seconds), ...varintField(2, s.durationUntilReset.nanos)]));
+    out.push(...bytesField(2, body));
+  }
+  return Buffer.from(out);
+}

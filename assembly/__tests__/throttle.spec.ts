@@ -134,7 +134,7 @@ describe("throttle config", () => {
       .toBe("rules[0].match.models[0]: a model may end in * (a prefix match) but contain no other *");
     expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1,"rpm":3}}]}'))
       .toBe("rules[0].limits.rpm: unknown key (allowed: requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight)");
-    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers, hold_headers_timeout_ms)");
+    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers, hold_headers_timeout_ms, rate_limit_service)");
   });
 });
 
@@ -363,9 +363,9 @@ function renewAs(worker: Hold, fields: StaticArray<i64>, now: i64): void {
 describe("throttle record layout", () => {
   it("is pinned with its version: a changed layout must bump RECORD_LAYOUT, which keys the records apart", () => {
     // Old and new VMs share shared data during a hot update; only the version in the key keeps a
-    // 48-field reader from truncating 55-field records. Change both numbers here together.
-    expect(FIELDS).toBe(55);
-    expect(RECORD_LAYOUT).toBe(2);
+    // 55-field reader from truncating 61-field records. Change both numbers here together.
+    expect(FIELDS).toBe(61);
+    expect(RECORD_LAYOUT).toBe(3);
   });
 });
 

@@ -12,6 +12,8 @@ export {
   proxy_on_log,
   proxy_on_done,
   proxy_on_delete,
+  proxy_on_grpc_receive,
+  proxy_on_grpc_close,
 } from "../host/abi";
 import { registerFilter, RootContext } from "../host/contexts";
 import { keepFilterStateInVm } from "../host/filter-state";

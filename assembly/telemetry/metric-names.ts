@@ -36,11 +36,15 @@ export const LABEL_ROUTE = "llm_route";
 export const LABEL_STATUS_CLASS = "llm_status_class";
 export const LABEL_OUTCOME = "llm_outcome";
 export const LABEL_TENANT = "llm_tenant";
+/** The llm-throttle rule a global-budget metric is about. */
+export const LABEL_RULE = "llm_rule";
+/** A global rule's on_service_failure a request was decided by: local, allow, deny. */
+export const LABEL_FAILURE_MODE = "llm_failure_mode";
 
 /** Every label key, in the order names carry them; envoy/ and docs/metrics.md list the same. */
 export const LABEL_KEYS: string[] = [
   LABEL_REQUEST_MODEL, LABEL_RESPONSE_MODEL, LABEL_TOKEN_TYPE, LABEL_API,
-  LABEL_ROUTE, LABEL_STATUS_CLASS, LABEL_OUTCOME, LABEL_TENANT,
+  LABEL_ROUTE, LABEL_STATUS_CLASS, LABEL_OUTCOME, LABEL_TENANT, LABEL_RULE, LABEL_FAILURE_MODE,
 ];
 
 export const TOKEN_TYPE_INPUT = "input";

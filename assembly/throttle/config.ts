@@ -16,16 +16,28 @@ export const DEFAULT_MAX_BODY_BYTES: i64 = 1048576;
 const MAX_LIMIT: i64 = 1_000_000_000_000;
 const MAX_KEY_SLOTS: i64 = 65536;
 const MAX_WAIT_LIMIT_MS: i64 = 300_000;
+/** The rate limit service counts in 32 bits (requests_per_unit is a uint32). */
+export const MAX_GLOBAL_LIMIT: i64 = 4_294_967_295;
+export const DEFAULT_RLS_TIMEOUT_MS: i64 = 100;
+export const DEFAULT_FAILURE_THRESHOLD: i64 = 3;
+export const DEFAULT_FAILURE_BACKOFF_MS: i64 = 5000;
+export const DEFAULT_LOCAL_SHARE: f64 = 0.5;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
-const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers", "hold_headers_timeout_ms"];
-const RULE_KEYS: string[] = ["name", "match", "key", "limits", "action", "queue", "redirect", "default_output_tokens", "count_shadow", "key_slots"];
+const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers", "hold_headers_timeout_ms", "rate_limit_service"];
+const RULE_KEYS: string[] = [
+  "name", "match", "key", "limits", "action", "queue", "redirect", "default_output_tokens", "count_shadow", "key_slots", "backend", "on_service_failure", "local_share",
+];
+const SERVICE_KEYS: string[] = ["cluster", "authority", "domain", "timeout_ms", "failure_threshold", "failure_backoff_ms"];
 const MATCH_KEYS: string[] = ["models", "apis", "paths", "headers"];
 const HEADER_KEYS: string[] = ["name", "exact", "prefix", "present"];
 const LIMIT_KEYS: string[] = ["requests_per_second", "tokens_per_minute", "input_tokens_per_minute", "output_tokens_per_minute", "max_in_flight"];
 const QUEUE_KEYS: string[] = ["max_wait_ms", "max_length"];
 const REDIRECT_KEYS: string[] = ["header", "value"];
 const ACTIONS: string[] = ["reject", "queue", "redirect"];
+const BACKENDS: string[] = ["local", "global"];
+const FAILURE_MODES: string[] = ["local", "allow", "deny"];
+const GLOBAL_LIMIT_KEYS: string[] = ["requests_per_second", "tokens_per_minute", "input_tokens_per_minute", "output_tokens_per_minute"];
 const KEY_SOURCE_HELP = "header:<name>, peer, model or global";
 
 export enum Action {
@@ -43,6 +55,24 @@ export enum KeyKind {
   Global,
 }
 
+/** Where a rule's budget is counted. */
+export enum Backend {
+  /** This Envoy's shared data: every worker of one proxy spends one budget. */
+  Local = 0,
+  /** The rate limit service: one budget for every proxy that asks it. */
+  Global,
+}
+
+/** What a global rule does while the rate limit service cannot answer. */
+export enum FailureMode {
+  /** Counts in this Envoy's shared data instead, at local_share of each limit. */
+  Local = 0,
+  /** Admits, counting nothing. */
+  Allow,
+  /** Answers 503. */
+  Deny,
+}
+
 export class KeySource {
   constructor(public kind: KeyKind, public header: string = "") {}
 }
@@ -58,6 +88,40 @@ export class Limits {
   get countsTokens(): bool {
     return this.tokensPerMinute > 0 || this.inputTokensPerMinute > 0 || this.outputTokensPerMinute > 0;
   }
+
+  /** Each limit but max_in_flight at `share` of itself, never below 1 (0 would unset it). */
+  scaled(share: f64): Limits {
+    const out = new Limits();
+    out.requestsPerSecond = scaleLimit(this.requestsPerSecond, share);
+    out.tokensPerMinute = scaleLimit(this.tokensPerMinute, share);
+    out.inputTokensPerMinute = scaleLimit(this.inputTokensPerMinute, share);
+    out.outputTokensPerMinute = scaleLimit(this.outputTokensPerMinute, share);
+    out.maxInFlight = this.maxInFlight;
+    return out;
+  }
+
+  /** Only max_in_flight, which no service counts. */
+  inFlightOnly(): Limits {
+    const out = new Limits();
+    out.maxInFlight = this.maxInFlight;
+    return out;
+  }
+}
+
+function scaleLimit(limit: i64, share: f64): i64 {
+  if (limit <= 0) return 0;
+  const scaled = <i64>Math.floor(<f64>limit * share);
+  return scaled > 0 ? scaled : 1;
+}
+
+/** The rate limit service global rules ask (envoy.service.ratelimit.v3, over an Envoy cluster). */
+export class RateLimitService {
+  cluster: string = "";
+  authority: string = "";
+  domain: string = "";
+  timeoutMs: i64 = DEFAULT_RLS_TIMEOUT_MS;
+  failureThreshold: i64 = DEFAULT_FAILURE_THRESHOLD;
+  failureBackoffMs: i64 = DEFAULT_FAILURE_BACKOFF_MS;
 }
 
 export class Rule {
@@ -80,6 +144,25 @@ export class Rule {
   defaultOutputTokens: i64 = DEFAULT_OUTPUT_TOKENS;
   countShadow: bool = false;
   keySlots: i32 = <i32>DEFAULT_KEY_SLOTS;
+  backend: Backend = Backend.Local;
+  onServiceFailure: FailureMode = FailureMode.Local;
+  localShare: f64 = DEFAULT_LOCAL_SHARE;
+  /**
+   * What this Envoy's shared-data record of a key counts with. A local rule's own limits; for a
+   * global rule, local_share of them (max_in_flight in full): the record follows this proxy's own
+   * traffic all along, so that falling back to it (on_service_failure "local") starts from what
+   * the proxy spent in the last minute rather than from an empty budget.
+   */
+  localLimits: Limits = new Limits();
+  /**
+   * What the shared-data record refuses on while the service answers: all of localLimits for a
+   * local rule, only max_in_flight for a global one (the service counts the rest).
+   */
+  enforced: Limits = new Limits();
+
+  get isGlobal(): bool {
+    return this.backend == Backend.Global;
+  }
 
   /** The match by what the body and path say; header conditions are checked by the caller. */
   matchesRequest(model: string, shape: ApiShape, path: string): bool {
@@ -120,6 +203,10 @@ export class ThrottleConfig {
   headerNames: string[] = [":authority"];
   /** Request headers only this filter may set (redirect targets); a client sending one is forging it. */
   redirectHeaders: string[] = [];
+  /** The service global rules ask; null when none is configured. */
+  rateLimitService: RateLimitService | null = null;
+  /** Some rule has backend "global". */
+  asksService: bool = false;
 }
 
 function isNameChar(c: i32): bool {
@@ -128,9 +215,7 @@ function isNameChar(c: i32): bool {
 
 /** Rule names go into shared-data keys and metric names, so they keep to a safe alphabet. */
 function isRuleName(name: string): bool {
-  if (name.length == 0 || name.length > 64) return false;
-  for (let i = 0; i < name.length; i++) if (!isNameChar(name.charCodeAt(i))) return false;
-  return true;
+  return name.length > 0 && name.length <= 64 && allChars(name, isNameChar);
 }
 
 function isHeaderName(name: string): bool {
@@ -271,7 +356,81 @@ function readRule(ruleConfig: ConfigObject, index: i32, config: ThrottleConfig, 
   rule.defaultOutputTokens = ruleConfig.int("default_output_tokens", DEFAULT_OUTPUT_TOKENS, 0, MAX_LIMIT);
   rule.countShadow = ruleConfig.bool("count_shadow", false);
   rule.keySlots = <i32>ruleConfig.int("key_slots", DEFAULT_KEY_SLOTS, 1, MAX_KEY_SLOTS);
+  readBackend(rule, ruleConfig, config, errors);
   return rule;
+}
+
+function readBackend(rule: Rule, ruleConfig: ConfigObject, config: ThrottleConfig, errors: ConfigErrors): void {
+  rule.backend = ruleConfig.oneOf("backend", BACKENDS, "local") == "global" ? Backend.Global : Backend.Local;
+  const mode = ruleConfig.oneOf("on_service_failure", FAILURE_MODES, "local");
+  rule.onServiceFailure = mode == "allow" ? FailureMode.Allow : mode == "deny" ? FailureMode.Deny : FailureMode.Local;
+  rule.localShare = ruleConfig.number("local_share", DEFAULT_LOCAL_SHARE, 0.001, 1);
+  if (!rule.isGlobal) {
+    if (ruleConfig.has("on_service_failure")) errors.add(ruleConfig.fieldPath("on_service_failure"), "only applies with backend \"global\"");
+    if (ruleConfig.has("local_share")) errors.add(ruleConfig.fieldPath("local_share"), "only applies with backend \"global\"");
+    rule.localLimits = rule.limits;
+    rule.enforced = rule.limits;
+    return;
+  }
+  if (ruleConfig.has("local_share") && rule.onServiceFailure != FailureMode.Local) {
+    errors.add(ruleConfig.fieldPath("local_share"), "only applies with on_service_failure \"local\"");
+  }
+  if (config.rateLimitService == null && errors.ok) {
+    errors.add("rate_limit_service", "required: " + ruleConfig.path + " has backend \"global\", counted by the rate limit service this names ({\"cluster\": ..., \"domain\": ...})");
+  }
+  const limits = ruleConfig.object("limits");
+  if (limits != null && errors.ok) {
+    const l = rule.limits;
+    if (l.requestsPerSecond == 0 && !l.countsTokens) {
+      errors.add(limits.path, "with backend \"global\" set at least one of " + GLOBAL_LIMIT_KEYS.join(", ") + ": max_in_flight is counted by each Envoy, which leaves the service nothing to count");
+    }
+    const values: i64[] = [l.requestsPerSecond, l.tokensPerMinute, l.inputTokensPerMinute, l.outputTokensPerMinute];
+    for (let i = 0; i < values.length; i++) {
+      if (unchecked(values[i]) > MAX_GLOBAL_LIMIT) {
+        errors.add(limits.fieldPath(unchecked(GLOBAL_LIMIT_KEYS[i])), "with backend \"global\" at most " + MAX_GLOBAL_LIMIT.toString() + " (the rate limit service counts in 32 bits), got " + unchecked(values[i]).toString());
+      }
+    }
+  }
+  rule.localLimits = rule.onServiceFailure == FailureMode.Local ? rule.limits.scaled(rule.localShare) : rule.limits.inFlightOnly();
+  rule.enforced = rule.limits.inFlightOnly();
+}
+
+function isDomainChar(c: i32): bool {
+  return isNameChar(c) || c == 0x2e;
+}
+
+function readRateLimitService(service: ConfigObject, errors: ConfigErrors): RateLimitService {
+  service.onlyKeys(SERVICE_KEYS);
+  const out = new RateLimitService();
+  out.cluster = service.name("cluster", "");
+  if (!service.has("cluster")) errors.add(service.fieldPath("cluster"), "required: the Envoy cluster of the rate limit service (gRPC over HTTP/2)");
+  out.domain = service.name("domain", "");
+  if (!service.has("domain")) {
+    errors.add(service.fieldPath("domain"), "required: the domain the rate limit service's config declares");
+  } else if (out.domain.length > 64 || !allChars(out.domain, isDomainChar)) {
+    errors.add(service.fieldPath("domain"), "must be 1 to 64 letters, digits, _, - or .");
+  }
+  out.authority = service.has("authority") ? service.name("authority", "") : clusterHost(out.cluster);
+  if (!allChars(out.authority, isVisible)) errors.add(service.fieldPath("authority"), "must be a host name, without spaces or control characters");
+  out.timeoutMs = service.int("timeout_ms", DEFAULT_RLS_TIMEOUT_MS, 1, 5000);
+  out.failureThreshold = service.int("failure_threshold", DEFAULT_FAILURE_THRESHOLD, 1, 1000);
+  out.failureBackoffMs = service.int("failure_backoff_ms", DEFAULT_FAILURE_BACKOFF_MS, 100, 600_000);
+  return out;
+}
+
+/** Istio names a service's cluster outbound|<port>|<subset>|<host>: the host is the authority it answers to. */
+function clusterHost(cluster: string): string {
+  const bar = cluster.lastIndexOf("|");
+  return bar >= 0 && bar + 1 < cluster.length ? cluster.slice(bar + 1) : cluster;
+}
+
+function isVisible(c: i32): bool {
+  return c > 0x20 && c < 0x7f;
+}
+
+function allChars(text: string, ok: (c: i32) => bool): bool {
+  for (let i = 0; i < text.length; i++) if (!ok(text.charCodeAt(i))) return false;
+  return true;
 }
 
 export function parseThrottleConfig(text: string): ConfigResult<ThrottleConfig> {
@@ -282,11 +441,14 @@ export function parseThrottleConfig(text: string): ConfigResult<ThrottleConfig> 
 export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): ConfigResult<ThrottleConfig> {
   root.onlyKeys(TOP_KEYS);
   const config = new ThrottleConfig();
+  const service = root.object("rate_limit_service");
+  if (service != null) config.rateLimitService = readRateLimitService(service, errors);
   const rules = root.objects("rules");
   for (let i = 0; i < rules.length; i++) {
     const rule = readRule(unchecked(rules[i]), i, config, errors);
     config.rules.push(rule);
     if (rule.action == Action.Queue) config.queues = true;
+    if (rule.isGlobal) config.asksService = true;
     for (let j = 0; j < rule.headers.length; j++) addName(config.headerNames, unchecked(rule.headers[j]).name);
     for (let j = 0; j < rule.key.length; j++) {
       const source = unchecked(rule.key[j]);

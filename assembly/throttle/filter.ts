@@ -1,6 +1,8 @@
 // The throttle filter's contexts: they gather what a request is (from the admission filter's facts,
 // or from the body when that filter is not installed), ask store.ts and policy.ts whether it fits,
-// carry out the answer (forward, refuse, park, redirect), and settle the account from the response.
+// and for a global rule the rate limit service too (global.ts; the request stays paused until it
+// answers), carry out the answer (forward, refuse, park, redirect), and settle the account from the
+// response.
 import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
   StreamContext,
@@ -9,7 +11,7 @@ import {
 } from "../host/contexts";
 import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { errorBody } from "../llm/api-errors";
-import { defineCounter, defineGauge, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
+import { defineCounter, defineGauge, grpcReceived, grpcStatusMessage, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_THROTTLE } from "../llm/filter-state-names";
@@ -20,11 +22,15 @@ import { publishedUsage, UsageFigures, usageAnnounced } from "../llm/usage-hando
 import { isShadowAuthority, ROUTE_FALLBACK, setRoute } from "../llm/route";
 import { KeyHash } from "../text/key-hash";
 import { TokenEstimator } from "../llm/tokens";
-import { Action, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
+import { Action, FailureMode, KeyKind, readThrottleConfig, Rule, ThrottleConfig } from "./config";
 import {
   Check, Choice, decide, Decision, Deny, DENY_NAMES, formatDuration, Reservation, reservationFor, RuleAnswer, tickPeriodMs, waitedTooLong, waitOrder,
 } from "./policy";
-import { admit, Asking, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
+import { admit, Asking, creditKey, Holds, joinQueue, leaveQueue, settleRecord, SlotRef, undoAdmission } from "./store";
+import {
+  Ask, askFor, Credit, Gate, GlobalAnswer, GlobalStep, globalKeyHex, Hits, hitsAsCredit, joinCredit, Outcome, overUse, tooLargeForService, underUse,
+} from "./global-policy";
+import { ANSWER_GRACE_MS, GlobalClient, GlobalMetrics } from "./global";
 import { asciiLower } from "../text/ascii";
 import { HeaderHold, HoldingRoot } from "../host/header-hold";
 
@@ -57,6 +63,8 @@ class RuleMetrics {
   reserved: i32;
   /** Whether this root said that the rule, a redirect, could not move a request whose headers had left. */
   warnedRedirectTooLate: bool = false;
+  /** A global rule's metrics about the rate limit service. */
+  global: GlobalMetrics | null = null;
 
   constructor(rule: Rule) {
     const base = "llm_throttle." + rule.name + ".";
@@ -70,7 +78,25 @@ class RuleMetrics {
     this.inFlight = defineGauge(base + "in_flight");
     this.waiting = defineGauge(base + "waiting");
     this.reserved = defineGauge(base + "tokens_reserved");
+    if (rule.isGlobal) this.global = new GlobalMetrics(rule);
   }
+}
+
+/** A call to the rate limit service whose answer has not come: a request's reservation, or over-use being settled. */
+class PendingCall {
+  /** Given up on at the tick after its timeout: a late answer only settles what it counted. */
+  expired: bool = false;
+
+  constructor(
+    public token: u32,
+    public ask: Ask,
+    public hits: Hits,
+    public metrics: GlobalMetrics,
+    public sentAt: i64,
+    /** The request and its rule's part that asked; null for a settlement. */
+    public stream: ThrottleStream | null,
+    public ticket: Ticket | null,
+  ) {}
 }
 
 /** Logged once per root when Envoy is seen keeping a held request's body from this filter. */
@@ -89,6 +115,10 @@ export class ThrottleRoot extends HoldingRoot {
   waiting: ThrottleStream[] = [];
   /** What this worker's requests hold in shared records, renewed from the tick so that a VM that fails leaves nothing held. */
   holds: Holds = new Holds();
+  /** The rate limit service, when some rule has backend global. */
+  global: GlobalClient | null = null;
+  /** This root's calls to the service whose answer has not come, by token. */
+  private calls: Map<u32, PendingCall> = new Map();
 
   constructor(contextId: u32) {
     super(contextId, new HeaderHold(logger, METRIC_HOLD_TIMEOUTS, HOLD_WARNING));
@@ -107,6 +137,8 @@ export class ThrottleRoot extends HoldingRoot {
     const metrics: RuleMetrics[] = [];
     for (let i = 0; i < config.rules.length; i++) metrics.push(new RuleMetrics(unchecked(config.rules[i])));
     this.metrics = metrics;
+    const service = config.rateLimitService;
+    this.global = config.asksService && service != null ? new GlobalClient(service, logger) : null;
     this.hold.configure(config.holdHeadersTimeoutMs, config.rules.length > 0);
   }
 
@@ -119,9 +151,98 @@ export class ThrottleRoot extends HoldingRoot {
 
   onTick(): void {
     const now = nowMillis();
+    this.giveUpOnCalls(now);
     this.releaseWaiting(now);
     this.holds.renew(now);
     super.onTick();
+  }
+
+  // ---- calls to the rate limit service ----
+
+  /** Asks the service for a rule's part of a request; the token, or a negative result when the call could not start. */
+  ask(stream: ThrottleStream, ticket: Ticket, hits: Hits, now: i64): i64 {
+    const client = this.global!;
+    const ask = askFor(ticket.rule, ticket.keyHex, hits);
+    const token = client.send(this, ask, now);
+    const metrics = ticket.metrics.global!;
+    if (token < 0) metrics.call(Outcome.Failure);
+    else this.calls.set(<u32>token, new PendingCall(<u32>token, ask, hits, metrics, now, stream, ticket));
+    return token;
+  }
+
+  /** Sends what a request used beyond its reservation, from the root: nothing waits for it. */
+  settleOverUse(ticket: Ticket, hits: Hits, now: i64): void {
+    const client = this.global!;
+    const metrics = ticket.metrics.global!;
+    const ask = askFor(ticket.rule, ticket.keyHex, hits);
+    const token = client.gate(now) == Gate.Skip ? -1 : client.send(this, ask, now);
+    if (token < 0) {
+      incrementMetric(metrics.settleDropped, 1);
+      return;
+    }
+    incrementMetric(metrics.settleCalls, 1);
+    this.calls.set(<u32>token, new PendingCall(<u32>token, ask, hits, metrics, now, null, null));
+  }
+
+  onGrpcReceive(token: u32, messageSize: u32): void {
+    const call = this.takeCall(token);
+    if (call == null) return;
+    const now = nowMillis();
+    this.answered(call, this.global!.received(call.ask, grpcReceived(messageSize), now, this.contextId), now);
+  }
+
+  onGrpcClose(token: u32, status: u32): void {
+    const call = this.takeCall(token);
+    if (call == null) return;
+    const now = nowMillis();
+    this.answered(call, this.global!.closed(status, grpcStatusMessage(), now, this.contextId), now);
+  }
+
+  private takeCall(token: u32): PendingCall | null {
+    if (!this.calls.has(token) || this.global == null) return null;
+    const call = this.calls.get(token);
+    this.calls.delete(token);
+    return call;
+  }
+
+  private answered(call: PendingCall, answer: GlobalAnswer, now: i64): void {
+    const metrics = call.metrics;
+    if (answer.outcome == Outcome.OverLimit) incrementMetric(metrics.refusedTokens, call.hits.tokens);
+    const ticket = call.ticket;
+    const stream = call.stream;
+    if (ticket == null || stream == null) {
+      if (answer.outcome == Outcome.Failure) incrementMetric(metrics.settleDropped, 1);
+      return;
+    }
+    // An expired call was counted as failed when given up on.
+    if (!call.expired) metrics.call(answer.outcome);
+    if (!call.expired && stream.awaits(ticket, call.token)) {
+      stream.answered(ticket, answer, now);
+      return;
+    }
+    // The request left, or went on without this answer: what the service counted becomes credit.
+    if (answer.outcome == Outcome.Ok && ticket.slot != null) {
+      incrementMetric(metrics.creditedTokens, creditKey(ticket.slot!, ticket.fingerprint, hitsAsCredit(call.hits, answer.creditUntil), now));
+    }
+  }
+
+  /** Requests whose call has had no answer well past its timeout go on under their rule's on_service_failure. */
+  private giveUpOnCalls(now: i64): void {
+    const client = this.global;
+    if (client == null || this.calls.size == 0) return;
+    const late = now - client.config.timeoutMs - ANSWER_GRACE_MS;
+    const calls = this.calls.values();
+    for (let i = 0; i < calls.length; i++) {
+      const call = unchecked(calls[i]);
+      if (call.expired || call.sentAt > late) continue;
+      call.expired = true;
+      const stream = call.stream;
+      const ticket = call.ticket;
+      if (stream == null || ticket == null) continue;
+      call.metrics.call(Outcome.Failure);
+      const answer = client.unanswered(now, this.contextId);
+      if (stream.awaits(ticket, call.token)) stream.answered(ticket, answer, now);
+    }
   }
 
   /**
@@ -168,9 +289,32 @@ class Ticket extends RuleAnswer {
   slot: SlotRef | null = null;
   epoch: i64 = 0;
   taken: bool = false;
+  // ---- a global rule's part ----
+  /** What the key's record did before asking: credit taken, what is left to ask for. */
+  step: GlobalStep | null = null;
+  /** The call asking for it is under way, with this token. */
+  asking: bool = false;
+  askToken: u32 = 0;
+  /** The service counted the reservation (it answered OK, or the key's credit covered it): settling counts in it too. */
+  counted: bool = false;
+  /** Until when what the reservation does not use may be spent as credit. */
+  creditUntil: i64 = 0;
+  /** The rule refused the request once the service answered (or failed, under on_service_failure local or deny). */
+  refused: bool = false;
+  /** Taken under the rule's local share, the service having failed. */
+  fellBack: bool = false;
 
-  constructor(rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, reserved: Reservation) {
+  constructor(rule: Rule, public metrics: RuleMetrics, public fingerprint: i64, public keyHex: string, reserved: Reservation) {
     super(rule, reserved);
+  }
+
+  /** The credit it took from its key's record, handed back (it was not spent); empty from then on. */
+  giveBackCredit(): Credit | null {
+    const step = this.step;
+    if (step == null) return null;
+    const credit = step.taken;
+    step.taken = new Credit();
+    return credit;
   }
 }
 
@@ -197,6 +341,8 @@ enum Phase {
   Idle = 0,
   /** No facts from an earlier filter: the body is being buffered to read them here. */
   ReadingBody,
+  /** Paused until the rate limit service answers for its global rules. */
+  Asking,
   Waiting,
   Admitted,
   Done,
@@ -217,6 +363,8 @@ export class ThrottleStream extends FactsOrBodyStream {
   private path: string = "";
   private promptTokens: i64 = 0;
   private tickets: Ticket[] = [];
+  /** Calls to the rate limit service under way for this request. */
+  private pendingAsks: i32 = 0;
   private waitingOn: Ticket | null = null;
   private waitSlot: SlotRef | null = null;
   private waitingSince: i64 = 0;
@@ -255,7 +403,7 @@ export class ThrottleStream extends FactsOrBodyStream {
   }
 
   onRequestBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
-    if (this.phase == Phase.Waiting) return FilterDataStatusValues.StopIterationAndBuffer;
+    if (this.phase == Phase.Waiting || this.phase == Phase.Asking) return FilterDataStatusValues.StopIterationAndBuffer;
     if (this.phase != Phase.ReadingBody) return FilterDataStatusValues.Continue;
     const step = this.bodyStep(bodyBufferLength, endOfStream, this.root.config.maxBodyBytes);
     if (step == BodyStep.Buffer) return FilterDataStatusValues.StopIterationAndBuffer;
@@ -324,18 +472,18 @@ export class ThrottleStream extends FactsOrBodyStream {
     return true;
   }
 
-  /** Whom the request counts against under this rule, as a hash of the rule's key parts. */
-  private fingerprint(rule: Rule, model: string): i64 {
-    const hash = new KeyHash().add(rule.name);
+  /** Whom the request counts against under this rule: its key's parts. */
+  private keyParts(rule: Rule, model: string): string[] {
+    const parts = new Array<string>(rule.key.length);
     for (let i = 0; i < rule.key.length; i++) {
       const source = unchecked(rule.key[i]);
       let part: string | null = "";
       if (source.kind == KeyKind.Header) part = this.header(source.header);
       else if (source.kind == KeyKind.Peer) part = propertyString(PEER_PROPERTY);
       else if (source.kind == KeyKind.Model) part = model;
-      hash.add(part != null ? part : ABSENT);
+      unchecked((parts[i] = part != null ? part : ABSENT));
     }
-    return hash.fingerprint();
+    return parts;
   }
 
   // ---- deciding ----
@@ -362,7 +510,10 @@ export class ThrottleStream extends FactsOrBodyStream {
       if (shadow && !rule.countShadow) continue;
       if (!rule.matchesRequest(model, this.shape, this.path) || !this.headersMatch(rule)) continue;
       const reservation = reservationFor(rule, this.shape, this.promptTokens, maxTokens);
-      this.tickets.push(new Ticket(rule, unchecked(this.root.metrics[i]), this.fingerprint(rule, model), reservation));
+      const parts = this.keyParts(rule, model);
+      const hash = new KeyHash().add(rule.name);
+      for (let j = 0; j < parts.length; j++) hash.add(unchecked(parts[j]));
+      this.tickets.push(new Ticket(rule, unchecked(this.root.metrics[i]), hash.fingerprint(), rule.isGlobal ? globalKeyHex(parts) : "", reservation));
     }
     if (this.tickets.length == 0) {
       this.phase = Phase.Done;
@@ -370,6 +521,15 @@ export class ThrottleStream extends FactsOrBodyStream {
     }
     const now = nowMillis();
     const refused = this.claim(now, false);
+    if (refused == null && this.pendingAsks > 0) {
+      this.phase = Phase.Asking;
+      return Verdict.Pause;
+    }
+    return this.carryOut(refused, now);
+  }
+
+  /** What the policy makes of the limiters' answers, carried out: `refused` is the first rule without room, null when all had. */
+  private carryOut(refused: Ticket | null, now: i64): Verdict {
     if (refused != null && logger.debugEnabled()) {
       const check = refused.check;
       logger.debug(this.contextId, "rule " + refused.rule.name + " over its " + DENY_NAMES[<i32>check.deny] + " limit; retry in " + formatDuration(check.retryAfterMs));
@@ -384,7 +544,7 @@ export class ThrottleStream extends FactsOrBodyStream {
       case Choice.Queue:
         return this.enqueue(refused!, decision, now);
       default:
-        if (refused!.rule.action == Action.Redirect) this.warnRedirectTooLate(refused!);
+        if (refused!.rule.action == Action.Redirect && refused!.check.deny != Deny.Unavailable) this.warnRedirectTooLate(refused!);
         return this.reject(refused!, decision);
     }
   }
@@ -394,35 +554,179 @@ export class ThrottleStream extends FactsOrBodyStream {
    * the first rule without room, or null when the request was admitted by all.
    */
   private claim(now: i64, fromQueue: bool): Ticket | null {
+    const asks: Ticket[] = [];
     for (let i = 0; i < this.tickets.length; i++) {
       const ticket = unchecked(this.tickets[i]);
-      const asking = fromQueue
-        ? new Asking(false, ticket == this.waitingOn ? this.order : 0, this.root.staleTurnMs())
-        : new Asking(ticket.rule.action == Action.Queue);
-      const result = admit(ticket.rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, asking, this.root.holds);
+      ticket.step = null;
+      ticket.counted = false;
+      ticket.refused = false;
+      ticket.fellBack = false;
+      const rule = ticket.rule;
+      if (rule.isGlobal && tooLargeForService(rule, ticket.reserved)) {
+        // Asking would only add to the counter a reservation no window can hold.
+        ticket.check = new Check();
+        ticket.check.deny = Deny.TooLarge;
+        this.undo(i, now);
+        return ticket;
+      }
+      const result = admit(rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, this.asking(ticket, fromQueue, false), this.root.holds);
       if (ticket.slot == null && result.slot.shared) {
         incrementMetric(ticket.metrics.sharedSlots, 1);
-        logger.warn(this.contextId, "rule " + ticket.rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + ticket.rule.keySlots.toString() + ")");
+        logger.warn(this.contextId, "rule " + rule.name + ": every key slot this key may use is held by another active key; raise key_slots (now " + rule.keySlots.toString() + ")");
       }
       ticket.slot = result.slot;
       ticket.check = result.check;
-      if (result.admitted) {
-        ticket.taken = true;
-        ticket.epoch = result.epoch;
+      const step = result.step;
+      ticket.step = step;
+      if (!result.admitted) {
+        if (step != null && step.cached != null) incrementMetric(ticket.metrics.global!.cachedDenials, 1);
+        this.undo(i, now);
+        return ticket;
+      }
+      ticket.taken = true;
+      ticket.epoch = result.epoch;
+      if (step == null) continue;
+      if (step.hits.empty) {
+        // The key's credit covers the request: the service counted it already.
+        this.counted(ticket, step.taken.until);
         continue;
       }
-      this.undo(i, now);
-      return ticket;
+      asks.push(ticket);
+    }
+    // Asked only once every rule has room here: a request refused anyway spends nothing in the service.
+    for (let i = 0; i < asks.length; i++) {
+      const ticket = unchecked(asks[i]);
+      if (this.ask(ticket, now)) continue;
+      this.fallBack(ticket, now, fromQueue);
+      if (ticket.refused) {
+        this.undo(this.tickets.length, now);
+        return ticket;
+      }
     }
     return null;
   }
 
+  private asking(ticket: Ticket, fromQueue: bool, fallback: bool): Asking {
+    return fromQueue
+      ? new Asking(false, ticket == this.waitingOn ? this.order : 0, this.root.staleTurnMs(), fallback)
+      : new Asking(ticket.rule.action == Action.Queue, 0, 0, fallback);
+  }
+
+  /** Sends a global rule's call; false when the circuit is open or the call could not start. */
+  private ask(ticket: Ticket, now: i64): bool {
+    if (this.root.global!.gate(now) == Gate.Skip) return false;
+    const token = this.root.ask(this, ticket, ticket.step!.hits, now);
+    if (token < 0) return false;
+    ticket.asking = true;
+    ticket.askToken = <u32>token;
+    this.pendingAsks++;
+    return true;
+  }
+
+  /** The service counted the ticket's reservation; what it does not use may be spent until `until`. */
+  private counted(ticket: Ticket, until: i64): void {
+    ticket.counted = true;
+    ticket.creditUntil = until;
+    incrementMetric(ticket.metrics.global!.creditSpentTokens, ticket.step!.taken.tokens);
+  }
+
+  /** Whether the answer to call `token` is what the request waits for. */
+  awaits(ticket: Ticket, token: u32): bool {
+    return ticket.asking && ticket.askToken == token;
+  }
+
+  /** The service's answer (or failure) for a global rule's part; the request goes on once every rule's is in. */
+  answered(ticket: Ticket, answer: GlobalAnswer, now: i64): void {
+    // Host calls from the root's callback act on the root unless the stream is made current first.
+    setEffectiveContext(this.contextId);
+    ticket.asking = false;
+    this.pendingAsks--;
+    if (answer.outcome == Outcome.Ok) {
+      const taken = ticket.step!.taken;
+      const until = answer.creditUntil == 0 ? taken.until : taken.empty ? answer.creditUntil : min<i64>(taken.until, answer.creditUntil);
+      ticket.check = answer.check;
+      this.counted(ticket, until);
+    } else if (answer.outcome == Outcome.OverLimit) {
+      undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now, this.root.holds, ticket.giveBackCredit(), answer.check.deny, answer.overUntil);
+      ticket.taken = false;
+      ticket.check = answer.check;
+      ticket.refused = true;
+    } else {
+      this.fallBack(ticket, now, this.phase == Phase.Waiting);
+    }
+    if (this.pendingAsks > 0) return;
+    let refused: Ticket | null = null;
+    for (let i = 0; i < this.tickets.length && refused == null; i++) if (unchecked(this.tickets[i]).refused) refused = unchecked(this.tickets[i]);
+    if (refused != null) this.undo(this.tickets.length, now);
+    if (this.phase == Phase.Waiting) {
+      // A queued request's retry: admitted now, or waiting on.
+      if (refused != null) {
+        if (refused.check.deny != Deny.Waiting) this.lastCheck = refused.check;
+        return;
+      }
+      this.root.forget(this);
+      this.admitted(true);
+      this.leaveWaiting(now);
+      this.continueRequest();
+      return;
+    }
+    if (this.carryOut(refused, now) == Verdict.Continue) this.continueRequest();
+  }
+
+  /**
+   * The service did not answer for a ticket: its rule's on_service_failure decides. "allow" lets the
+   * request go on uncounted, "deny" refuses it (503), "local" counts it in this Envoy's record at
+   * local_share of the rule's limits, which may refuse it like a local rule.
+   */
+  private fallBack(ticket: Ticket, now: i64, fromQueue: bool): void {
+    const rule = ticket.rule;
+    ticket.metrics.global!.fallback(rule);
+    if (rule.onServiceFailure == FailureMode.Allow) {
+      const credit = ticket.giveBackCredit();
+      if (credit != null) creditKey(ticket.slot!, ticket.fingerprint, credit, now);
+      return;
+    }
+    undoAdmission(rule, ticket.slot!, ticket.epoch, ticket.reserved, now, this.root.holds, ticket.giveBackCredit());
+    ticket.taken = false;
+    if (rule.onServiceFailure == FailureMode.Deny) {
+      ticket.check = new Check();
+      ticket.check.deny = Deny.Unavailable;
+      ticket.check.retryAfterMs = this.root.global!.retryAfterMs(now);
+      ticket.refused = true;
+      return;
+    }
+    const result = admit(rule, ticket.fingerprint, ticket.slot, ticket.reserved, now, this.asking(ticket, fromQueue, true), this.root.holds);
+    ticket.slot = result.slot;
+    ticket.check = result.check;
+    if (!result.admitted) {
+      ticket.refused = true;
+      return;
+    }
+    ticket.taken = true;
+    ticket.fellBack = true;
+    ticket.epoch = result.epoch;
+  }
+
+  /**
+   * Takes back what the first `count` tickets hold: their place and reservation here, the credit
+   * they took, and for a reservation the service counted, all of it as credit (the request will use
+   * none). A call still under way is no longer waited for: its answer only settles what it counted.
+   */
   private undo(count: i32, now: i64): void {
     for (let i = 0; i < count; i++) {
       const ticket = unchecked(this.tickets[i]);
+      if (ticket.asking) {
+        ticket.asking = false;
+        this.pendingAsks--;
+      }
       if (!ticket.taken) continue;
-      undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now, this.root.holds);
+      let credit = ticket.giveBackCredit();
+      const step = ticket.step;
+      if (ticket.counted && step != null) credit = joinCredit(credit!, hitsAsCredit(step.hits, ticket.creditUntil));
+      const kept = undoAdmission(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, now, this.root.holds, credit);
+      if (ticket.counted) incrementMetric(ticket.metrics.global!.creditedTokens, kept);
       ticket.taken = false;
+      ticket.counted = false;
     }
   }
 
@@ -502,8 +806,13 @@ export class ThrottleStream extends FactsOrBodyStream {
     return slot != null ? slot.key : "";
   }
 
-  /** Called from the worker's tick: admits and resumes the request if it now fits. */
+  /**
+   * Called from the worker's tick: admits and resumes the request if it now fits. A global rule's
+   * retry asks the service (once the window it was over in has reset), and the request is admitted
+   * when the answer comes.
+   */
   retry(now: i64): bool {
+    if (this.pendingAsks > 0) return false;
     // Host calls from a tick act on the root context unless the stream is made current first.
     setEffectiveContext(this.contextId);
     const refused = this.claim(now, true);
@@ -512,6 +821,7 @@ export class ThrottleStream extends FactsOrBodyStream {
       if (refused.check.deny != Deny.Waiting) this.lastCheck = refused.check;
       return false;
     }
+    if (this.pendingAsks > 0) return false;
     this.admitted(true);
     this.leaveWaiting(now);
     this.continueRequest();
@@ -521,6 +831,7 @@ export class ThrottleStream extends FactsOrBodyStream {
   timeOut(now: i64): void {
     setEffectiveContext(this.contextId);
     const ticket = this.waitingOn!;
+    this.undo(this.tickets.length, now);
     this.leaveWaiting(now);
     incrementMetric(ticket.metrics.queueTimeouts, 1);
     this.reject(ticket, waitedTooLong(ticket.rule, this.lastCheck, now - this.waitingSince));
@@ -540,10 +851,12 @@ export class ThrottleStream extends FactsOrBodyStream {
 
   /** Runs once the stream is over, however it ended: completed, failed, reset or abandoned. */
   private end(): void {
-    if (this.phase == Phase.Waiting) {
+    if (this.phase == Phase.Waiting || this.phase == Phase.Asking) {
       // The client went away while its request waited: its place in the queue is freed.
+      const now = nowMillis();
       this.root.forget(this);
-      this.leaveWaiting(nowMillis());
+      this.undo(this.tickets.length, now);
+      this.leaveWaiting(now);
       this.phase = Phase.Done;
       return;
     }
@@ -557,7 +870,14 @@ export class ThrottleStream extends FactsOrBodyStream {
       const ticket = unchecked(this.tickets[i]);
       if (!ticket.taken) continue;
       const used = this.used(ticket, handedOver);
-      settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now, this.root.holds);
+      let credit: Credit | null = null;
+      if (ticket.counted) {
+        credit = underUse(ticket.rule, ticket.reserved, used, ticket.creditUntil);
+        const over = overUse(ticket.rule, ticket.reserved, used);
+        if (!over.empty) this.root.settleOverUse(ticket, over, now);
+      }
+      const kept = settleRecord(ticket.rule, ticket.slot!, ticket.epoch, ticket.reserved, used, now, this.root.holds, credit);
+      if (ticket.counted) incrementMetric(ticket.metrics.global!.creditedTokens, kept);
       ticket.taken = false;
       incrementMetric(ticket.metrics.inFlight, -1);
       incrementMetric(ticket.metrics.reserved, -ticket.reserved.total);

@@ -7,7 +7,10 @@
 // - requests in flight and requests waiting in a queue, which also keep the record from being
 //   handed to another key while a request still has to settle its account. These are held on
 //   leases (see "holds" below): shared data outlives a Wasm VM, so a VM that fails must not leave
-//   its requests counted for good.
+//   its requests counted for good;
+// - for a rule with backend "global", what this Envoy knows of the key's budget in the rate limit
+//   service: until when the service said it is over the limit, and the credit of tokens it counted
+//   that requests did not use (global-policy.ts).
 import { ApiError, rateLimited } from "../llm/api-errors";
 import { ApiShape } from "../llm/request";
 import { Action, Limits, Rule, ThrottleConfig } from "./config";
@@ -43,13 +46,22 @@ export const F_HEAD_AT: i32 = F_HEAD + 1;
 /** Lease buckets of requests in flight, and of requests waiting in a queue. */
 export const F_IN_FLIGHT: i32 = F_HEAD_AT + 1;
 export const F_WAITING: i32 = F_IN_FLIGHT + HOLD_STEPS;
-export const FIELDS: i32 = F_WAITING + HOLD_STEPS;
+/** Until when (host ms) the service's window is over the limit, and the Deny it said so for. */
+export const F_OVER_UNTIL: i32 = F_WAITING + HOLD_STEPS;
+export const F_OVER_DENY: i32 = F_OVER_UNTIL + 1;
+/** Until when the credit below may be spent (the end of the service's window it was counted in). */
+export const F_CREDIT_UNTIL: i32 = F_OVER_DENY + 1;
+/** Credit per token descriptor: tokens, input tokens, output tokens. */
+export const F_CREDIT_TOKENS: i32 = F_CREDIT_UNTIL + 1;
+export const F_CREDIT_INPUT: i32 = F_CREDIT_TOKENS + 1;
+export const F_CREDIT_OUTPUT: i32 = F_CREDIT_INPUT + 1;
+export const FIELDS: i32 = F_CREDIT_OUTPUT + 1;
 /**
  * The record layout's version, part of every record's key (store.ts). Bump it with any change to
  * the fields above: during a hot update old and new VMs run side by side, and a shared key would
  * let each misread (and rewrite) the other's records.
  */
-export const RECORD_LAYOUT: i32 = 2;
+export const RECORD_LAYOUT: i32 = 3;
 
 export enum Deny {
   None = 0,
@@ -64,9 +76,11 @@ export enum Deny {
   TooLarge,
   /** The key's record stayed contended by other workers. */
   Busy,
+  /** The rate limit service did not answer, and the rule's on_service_failure is "deny". */
+  Unavailable,
 }
 
-export const DENY_NAMES: string[] = ["none", "requests", "tokens", "input_tokens", "output_tokens", "in_flight", "waiting", "too_large", "busy"];
+export const DENY_NAMES: string[] = ["none", "requests", "tokens", "input_tokens", "output_tokens", "in_flight", "waiting", "too_large", "busy", "service_unavailable"];
 
 export class Reservation {
   constructor(public input: i64 = 0, public output: i64 = 0) {}
@@ -269,7 +283,8 @@ export function endTurn(fields: StaticArray<i64>, order: i64): void {
  * where renewHold has put its worker's other holds), its tokens in the current bucket.
  */
 export function take(fields: StaticArray<i64>, limits: Limits, reservation: Reservation, now: i64): void {
-  if (limits.requestsPerSecond > 0) unchecked((fields[F_REQUEST_CREDIT] = fields[F_REQUEST_CREDIT] - 1000));
+  // Never below empty: a global rule's record counts its traffic without refusing on it (config.ts localLimits).
+  if (limits.requestsPerSecond > 0) unchecked((fields[F_REQUEST_CREDIT] = max<i64>(0, fields[F_REQUEST_CREDIT] - 1000)));
   addHeld(fields, F_IN_FLIGHT, 1);
   unchecked((fields[F_LAST_USED] = now));
   const slot = <i32>(epochOf(now) % BUCKETS);
@@ -551,6 +566,8 @@ export function decide(refused: RuleAnswer | null, headersGone: bool, queueFull:
   if (refused == null) return ADMIT;
   const rule = refused.rule;
   const check = refused.check;
+  // No wait or fallback model makes the service answer; the client hears so, not "rate limited".
+  if (check.deny == Deny.Unavailable) return serviceUnavailable(rule, check);
   if (rule.action == Action.Redirect && !headersGone) return new Decision(Choice.Redirect);
   // No wait lets a request larger than the whole budget in.
   if (rule.action == Action.Queue && check.deny != Deny.TooLarge) {
@@ -565,6 +582,15 @@ export function decide(refused: RuleAnswer | null, headersGone: bool, queueFull:
 /** A request that waited `waitedMs` in `rule`'s queue and reached its deadline without room; `check` is the limiter's last answer. */
 export function waitedTooLong(rule: Rule, check: Check, waitedMs: i64): Decision {
   return refusal(check, queueTimeoutMessage(rule, check, waitedMs));
+}
+
+function serviceUnavailable(rule: Rule, check: Check): Decision {
+  const decision = new Decision(Choice.Reject);
+  decision.error = new ApiError(503, "rate_limit_service_unavailable", "The rate limit service did not answer (llm-throttle rule `" + rule.name +
+    "`, which refuses requests while it cannot count them)." + retryText(check));
+  decision.check = check;
+  decision.retryAfterSeconds = retryAfterSeconds(check.retryAfterMs);
+  return decision;
 }
 
 function refusal(check: Check, message: string): Decision {

@@ -5,12 +5,18 @@
 // costs no memory beyond rules x slots records.
 // Each worker also remembers its holds (requests in flight and waiting) per record, and renews them
 // with every change it makes there and from its tick: holds nobody renews expire (policy.ts).
+// A global rule's records hold what this Envoy knows of the key in the rate limit service too
+// (global-policy.ts): its credit and until when it is over the limit; the circuit that stops
+// asking a failing service is a record of its own.
 import { changeRecord, readRecord, RecordChange, SharedRecord } from "../host/shared-record";
 import { Limits, Rule } from "./config";
 import {
   addHeld, Check, Deny, endTurn, epochOf, evaluate, F_FINGERPRINT, F_LAST_USED, F_WAITING, FIELDS, Hold, holdEpochOf, homeSlot,
   initRecord, isIdle, RECORD_LAYOUT, refresh, refreshHolds, renewHold, Reservation, settle, take, takeTurn, Turn, untake, waiting,
 } from "./policy";
+import {
+  addCredit, C_OPEN_UNTIL, circuitClear, CIRCUIT_FIELDS, circuitWaitMs, Credit, gate, Gate, GlobalStep, noteFailure, noteSuccess, planAsk, rememberOverLimit,
+} from "./global-policy";
 
 export const KEY_PREFIX = "llm-throttle:v" + RECORD_LAYOUT.toString() + ":";
 export const PROBES: i32 = 4;
@@ -75,7 +81,7 @@ export function locate(rule: Rule, fingerprint: i64, now: i64): SlotRef {
   }
   for (let p = 0; p < probes; p++) {
     const key = slotKey(rule, (home + p) % slots);
-    const claim = new Claim(fingerprint, rule.limits, now);
+    const claim = new Claim(fingerprint, rule.localLimits, now);
     const written = changeRecord(key, FIELDS, claim);
     if (claim.outcome == CLAIM_MINE || (claim.outcome == CLAIM_TAKEN && written != null)) return new SlotRef(key, false);
   }
@@ -152,6 +158,8 @@ export class Asking {
     /** For a waiting request asking for its own queue's key: its waitOrder, else 0. */
     public order: i64 = 0,
     public staleMs: i64 = 0,
+    /** A global rule whose service did not answer: its local share applies here instead (on_service_failure "local"). */
+    public fallback: bool = false,
   ) {}
 }
 
@@ -160,27 +168,40 @@ class Admit extends HoldingChange {
   admitted: bool = false;
   /** The slot was handed to another key since it was located. */
   moved: bool = false;
+  /** A global rule's step before asking the service (credit taken, what is left to ask); null for a local rule. */
+  step: GlobalStep | null = null;
 
-  constructor(hold: Hold, private slot: SlotRef, private fingerprint: i64, private limits: Limits, private reservation: Reservation, now: i64, private asking: Asking) {
+  constructor(hold: Hold, private slot: SlotRef, private fingerprint: i64, private rule: Rule, private reservation: Reservation, now: i64, private asking: Asking) {
     super(hold, now);
   }
 
   change(fields: StaticArray<i64>): bool {
     this.admitted = false;
+    this.step = null;
     if (!this.slot.shared && unchecked(fields[F_FINGERPRINT]) != this.fingerprint) {
       this.moved = true;
       return false;
     }
-    refresh(fields, this.limits, this.now);
+    const rule = this.rule;
+    const counted = rule.localLimits;
+    refresh(fields, counted, this.now);
     const order = this.asking.order;
     if (order != 0 && takeTurn(fields, order, this.now, this.asking.staleMs) != Turn.Mine) {
       this.check = new Check();
       this.check.deny = Deny.Waiting;
       return true;
     }
-    this.check = evaluate(fields, this.limits, this.reservation, this.now, this.asking.queueAware);
+    this.check = evaluate(fields, this.asking.fallback ? counted : rule.enforced, this.reservation, this.now, this.asking.queueAware);
     if (!this.check.ok) return order != 0;
-    take(fields, this.limits, this.reservation, this.now);
+    if (rule.isGlobal && !this.asking.fallback) {
+      const step = planAsk(fields, rule, this.reservation, this.now);
+      this.step = step;
+      if (step.cached != null) {
+        this.check = step.cached!;
+        return order != 0;
+      }
+    }
+    take(fields, counted, this.reservation, this.now);
     if (order != 0) endTurn(fields, order);
     this.admitted = true;
     return true;
@@ -188,7 +209,7 @@ class Admit extends HoldingChange {
 }
 
 export class AdmitResult {
-  constructor(public admitted: bool, public check: Check, public slot: SlotRef, public epoch: i64) {}
+  constructor(public admitted: bool, public check: Check, public slot: SlotRef, public epoch: i64, public step: GlobalStep | null = null) {}
 }
 
 /** Admits a request against one rule's record for its key, taking its reservation when it fits. */
@@ -196,21 +217,21 @@ export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reserv
   let where = slot != null ? slot : locate(rule, fingerprint, now);
   for (let attempt = 0; attempt < 2; attempt++) {
     const hold = holds.of(where.key);
-    const change = new Admit(hold, where, fingerprint, rule.limits, reservation, now, asking);
+    const change = new Admit(hold, where, fingerprint, rule, reservation, now, asking);
     const written = changeRecord(where.key, FIELDS, change, where.takeLastRead());
     if (written != null) {
       hold.epoch = change.head;
       if (change.admitted) hold.inFlight++;
       holds.keep(where.key, hold);
     }
-    if (written != null && change.admitted) return new AdmitResult(true, change.check, where, epochOf(now));
+    if (written != null && change.admitted) return new AdmitResult(true, change.check, where, epochOf(now), change.step);
     if (written != null || !change.moved) {
       // Declined by the limits, or the record stayed contended: either way not admitted now.
       if (change.check.ok) {
         change.check.deny = Deny.Busy;
         change.check.retryAfterMs = 1000;
       }
-      return new AdmitResult(false, change.check, where, 0);
+      return new AdmitResult(false, change.check, where, 0, change.step);
     }
     where = locate(rule, fingerprint, now);
   }
@@ -221,7 +242,13 @@ export function admit(rule: Rule, fingerprint: i64, slot: SlotRef | null, reserv
 }
 
 class Settle extends HoldingChange {
-  constructor(hold: Hold, private limits: Limits, private epoch: i64, private reserved: Reservation, private used: Reservation, now: i64, private undo: bool) {
+  /** Tokens of `credit` the record took. */
+  credited: i64 = 0;
+
+  constructor(
+    hold: Hold, private limits: Limits, private epoch: i64, private reserved: Reservation, private used: Reservation, now: i64, private undo: bool,
+    private credit: Credit | null = null, private overDeny: Deny = Deny.None, private overUntil: i64 = 0,
+  ) {
     super(hold, now);
   }
 
@@ -229,6 +256,9 @@ class Settle extends HoldingChange {
     refresh(fields, this.limits, this.now);
     if (this.undo) untake(fields, this.limits, this.epoch, this.reserved, this.now);
     else settle(fields, this.epoch, this.reserved, this.used, this.now);
+    const credit = this.credit;
+    this.credited = credit != null ? addCredit(fields, credit, this.now) : 0;
+    if (this.overUntil > 0) rememberOverLimit(fields, this.overDeny, this.overUntil);
     return true;
   }
 }
@@ -247,16 +277,117 @@ function release(key: string, holds: Holds, hold: Hold, change: HoldingChange, i
   return written;
 }
 
-/** Ends an admitted request: frees its slot in flight and charges what it used instead of its reservation. */
-export function settleRecord(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, used: Reservation, now: i64, holds: Holds): bool {
+/**
+ * Ends an admitted request: frees its slot in flight and charges what it used instead of its
+ * reservation; a global rule's request keeps what the service counted and it did not use as
+ * `credit`. Returns the tokens of credit kept.
+ */
+export function settleRecord(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, used: Reservation, now: i64, holds: Holds, credit: Credit | null = null): i64 {
   const hold = holds.of(slot.key);
-  return release(slot.key, holds, hold, new Settle(hold, rule.limits, epoch, reserved, used, now, false), 1, 0);
+  const change = new Settle(hold, rule.localLimits, epoch, reserved, used, now, false, credit);
+  return release(slot.key, holds, hold, change, 1, 0) ? change.credited : 0;
 }
 
-/** Takes back an admission in full, when a later rule refused the same request. */
-export function undoAdmission(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, now: i64, holds: Holds): bool {
+/**
+ * Takes back an admission in full (a later rule refused the same request, the service refused or
+ * failed it, the client left while it asked): `credit` is what goes back to the key's credit (what
+ * it took, and what the service counted for it), and `overUntil`, when not 0, until when the
+ * service said the key is over its limit, for `overDeny`. Returns the tokens of credit kept.
+ */
+export function undoAdmission(rule: Rule, slot: SlotRef, epoch: i64, reserved: Reservation, now: i64, holds: Holds,
+  credit: Credit | null = null, overDeny: Deny = Deny.None, overUntil: i64 = 0): i64 {
   const hold = holds.of(slot.key);
-  return release(slot.key, holds, hold, new Settle(hold, rule.limits, epoch, reserved, new Reservation(), now, true), 1, 0);
+  const change = new Settle(hold, rule.localLimits, epoch, reserved, new Reservation(), now, true, credit, overDeny, overUntil);
+  return release(slot.key, holds, hold, change, 1, 0) ? change.credited : 0;
+}
+
+class AddCredit extends RecordChange {
+  credited: i64 = 0;
+
+  constructor(private slot: SlotRef, private fingerprint: i64, private credit: Credit, private now: i64) {
+    super();
+  }
+
+  apply(fields: StaticArray<i64>, _exists: bool): bool {
+    // A key whose record went to another key since has nothing here to add to.
+    if (!this.slot.shared && unchecked(fields[F_FINGERPRINT]) != this.fingerprint) return false;
+    this.credited = addCredit(fields, this.credit, this.now);
+    return this.credit.until > this.now;
+  }
+}
+
+/**
+ * Adds credit to a key's record outside a settlement: what a request took and gives back without
+ * having been counted (on_service_failure "allow"), or what the service counted for a request
+ * that had left when the answer came. Returns the tokens added.
+ */
+export function creditKey(slot: SlotRef, fingerprint: i64, credit: Credit, now: i64): i64 {
+  if (credit.empty) return 0;
+  const change = new AddCredit(slot, fingerprint, credit, now);
+  return changeRecord(slot.key, FIELDS, change) != null ? change.credited : 0;
+}
+
+// ---- the circuit of a rate limit service ----
+
+export function circuitKey(cluster: string): string {
+  return KEY_PREFIX + "rls:" + cluster;
+}
+
+class Probe extends RecordChange {
+  gate: Gate = Gate.Ask;
+
+  constructor(private now: i64, private probeMs: i64) {
+    super();
+  }
+
+  apply(fields: StaticArray<i64>, _exists: bool): bool {
+    this.gate = gate(fields, this.now, this.probeMs);
+    return this.gate == Gate.Probe;
+  }
+}
+
+/** Whether a call may go to the service now: while the circuit is closed, a read and no write. */
+export function circuitGate(key: string, now: i64, probeMs: i64): Gate {
+  const record = readRecord(key, CIRCUIT_FIELDS);
+  if (!record.exists || unchecked(record.fields[C_OPEN_UNTIL]) == 0) return Gate.Ask;
+  const probe = new Probe(now, probeMs);
+  // Another caller's probe written first makes this one's CAS fail and read again: it skips then.
+  if (changeRecord(key, CIRCUIT_FIELDS, probe, record) != null) return Gate.Probe;
+  return probe.gate == Gate.Probe ? Gate.Skip : probe.gate;
+}
+
+class CallOutcome extends RecordChange {
+  /** This change opened (failure) or closed (success) the circuit. */
+  flipped: bool = false;
+  constructor(private success: bool, private now: i64, private threshold: i64, private backoffMs: i64) {
+    super();
+  }
+
+  apply(fields: StaticArray<i64>, _exists: bool): bool {
+    if (this.success) {
+      if (circuitClear(fields)) return false;
+      this.flipped = noteSuccess(fields);
+    } else {
+      this.flipped = noteFailure(fields, this.now, this.threshold, this.backoffMs);
+    }
+    return true;
+  }
+}
+
+/** While the circuit is open: how long until the next probe may ask; 0 when closed. */
+export function circuitWait(key: string, now: i64): i64 {
+  const record = readRecord(key, CIRCUIT_FIELDS);
+  return record.exists ? circuitWaitMs(record.fields, now) : 0;
+}
+
+/** Counts a call's outcome; true when it opened or closed the circuit (whoever flips it says so, once per Envoy). */
+export function circuitOutcome(key: string, success: bool, now: i64, threshold: i64, backoffMs: i64): bool {
+  if (success) {
+    const record = readRecord(key, CIRCUIT_FIELDS);
+    if (!record.exists || circuitClear(record.fields)) return false;
+  }
+  const change = new CallOutcome(success, now, threshold, backoffMs);
+  return changeRecord(key, CIRCUIT_FIELDS, change) != null && change.flipped;
 }
 
 class Wait extends HoldingChange {
