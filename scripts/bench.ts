@@ -19,7 +19,8 @@ import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { profileModule } from "./bench/module-profile.ts";
 import { namedReleaseBuild } from "./bench/named-build.ts";
 import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
-import { cpuNs, pin, placement } from "./bench/proc.ts";
+import { measureCell } from "./bench/measure.ts";
+import { pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
 import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
@@ -106,31 +107,6 @@ function tryRun(cmd: string, argv: string[]): string {
   } catch {
     return "unknown";
   }
-}
-
-async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workload, bodyFile: string, cell: Cell): Promise<void> {
-  const run = { ...workloadTarget(front, w, bodyFile), cpus: cpuPlan?.wrk };
-  const frontBefore = cpuNs(front.pid);
-  const upstreamBefore = cpuNs(upstream.pid);
-  const t0 = process.hrtime.bigint();
-  const load = await runWrk({ ...run, connections: settings.connections, seconds: settings.seconds });
-  const wallNs = Number(process.hrtime.bigint() - t0);
-  const frontNs = cpuNs(front.pid) - frontBefore;
-  const upstreamNs = cpuNs(upstream.pid) - upstreamBefore;
-  const lone = await runWrk({ ...run, connections: 1, seconds: settings.loneSeconds });
-  for (const [what, result] of [["load", load], ["lone", lone]] as const) {
-    if (result.errors > 0) cell.problem = `${what} run had errors ${JSON.stringify(result.errorDetail)} in ${result.requests} requests`;
-  }
-  cell.load.push({
-    rps: load.rps,
-    p50Us: load.latencyUs.p50,
-    p99Us: load.latencyUs.p99,
-    cpuUsPerRequest: frontNs / 1000 / Math.max(1, load.requests),
-    frontBusy: frontNs / wallNs,
-    upstreamBusy: upstreamNs / wallNs,
-    requests: load.requests,
-  });
-  cell.lone.push({ p50Us: lone.latencyUs.p50, p99Us: lone.latencyUs.p99, requests: lone.requests });
 }
 
 /** Why Envoy will not run the filter alone, or null when it starts. */
@@ -262,7 +238,7 @@ async function main(): Promise<void> {
         const order = active.map((_, i) => active[(i + rep) % active.length]);
         for (const s of order) {
           const cell = cellOf(s, w);
-          await measureCell(fronts.get(s.id)!, upstream, w, bodyFiles.get(w.id)!, cell);
+          await measureCell(fronts.get(s.id)!, upstream, w, bodyFiles.get(w.id)!, cell, { ...settings, wrkCpus: cpuPlan?.wrk });
           const last = cell.load[cell.load.length - 1];
           log(`rep ${rep + 1}/${settings.reps} ${w.id.padEnd(6)} ${s.id.padEnd(20)} ${last.rps.toFixed(0).padStart(6)} req/s  ` +
             `p50 ${(last.p50Us / 1000).toFixed(3)} ms  cpu ${last.cpuUsPerRequest.toFixed(1)} µs/req  lone p50 ${(cell.lone[cell.lone.length - 1].p50Us / 1000).toFixed(3)} ms`);
