@@ -20,6 +20,7 @@ import { profileModule } from "./bench/module-profile.ts";
 import { namedReleaseBuild } from "./bench/named-build.ts";
 import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
 import { measureCell } from "./bench/measure.ts";
+import { peersMarkdown, runPeers } from "./bench/peers.ts";
 import { pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
@@ -43,6 +44,13 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
                    (--no-perf: the perf profile of where the proxy's CPU goes, 1 KB and 16 KB;
                    --no-kernels: the V8 micro-benchmarks and profiles, the one module's included)
   --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
+
+  --peers          ~4 min: llm-mesh (mesh, mesh-lean) next to bare Envoy, LiteLLM's proxy without and
+                   with a tokens-per-minute limit, and Envoy's own filters with envoyproxy/ratelimit
+                   and Redis; writes bench-results/peers.*; installs LiteLLM into .peers/ the first
+                   time (scripts/setup-litellm.sh). With --smoke: 1 KB only, one short repetition,
+                   into .tmp/bench-smoke/. Takes --reps, --seconds, --connections, --out, --no-pin.
+  --no-litellm     with --peers: leave LiteLLM out
 `;
 
 type Mode = "full" | "quick" | "smoke";
@@ -63,6 +71,8 @@ const { values: args } = parseArgs({
     "no-sizes": { type: "boolean" },
     "no-perf": { type: "boolean" },
     "host-call-costs": { type: "boolean" },
+    peers: { type: "boolean" },
+    "no-litellm": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -96,7 +106,7 @@ const settings = {
   pinning: cpuPlan ? `proxy on CPU ${cpuPlan.front}, upstream on CPU ${cpuPlan.upstream}, wrk on CPU ${cpuPlan.wrk}` : "none",
 };
 const outDir = resolve(args.out ?? (mode === "smoke" ? join(repoDir, ".tmp", "bench-smoke") : join(repoDir, "bench-results")));
-const reportName = mode === "full" ? "latest" : mode;
+const reportName = args.peers ? "peers" : mode === "full" ? "latest" : mode;
 
 const started = Date.now();
 const log = (line: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
@@ -353,7 +363,26 @@ async function main(): Promise<void> {
   log(`wrote ${join(outDir, reportName)}.{json,md} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
-main().then(
+async function peers(): Promise<void> {
+  const report = await runPeers({
+    smoke: mode === "smoke",
+    reps: positive(args.reps, mode === "smoke" ? 1 : 3, "reps"),
+    seconds: settings.seconds,
+    connections: settings.connections,
+    outDir,
+    pin: !args["no-pin"],
+    litellm: !args["no-litellm"],
+    log,
+  });
+  const text = peersMarkdown(report);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, `${reportName}.json`), JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(join(outDir, `${reportName}.md`), text);
+  process.stdout.write(text);
+  log(`wrote ${join(outDir, reportName)}.{json,md} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+(args.peers ? peers() : main()).then(
   // The harness's Envoy handles may keep timers; every process is stopped, so leave now.
   () => process.exit(0),
   (err) => {

@@ -37,8 +37,9 @@ export async function measureCell(front: Measured, upstream: { pid: number }, w:
   const upstreamNs = cpuNs(upstream.pid) - upstreamBefore;
   const sideNs = sumCpuNs(sidePids) - sideBefore;
   const lone = await runWrk({ ...run, connections: 1, seconds: settings.loneSeconds });
-  for (const [what, result] of [["load", load], ["lone", lone]] as const) {
+  for (const [what, result, seconds] of [["load", load, settings.seconds], ["lone", lone, settings.loneSeconds]] as const) {
     if (result.errors > 0) cell.problem = `${what} run had errors ${JSON.stringify(result.errorDetail)} in ${result.requests} requests`;
+    if (result.requests === 0) cell.problem = `no request of the ${what} run completed in ${seconds} s`;
   }
   const requests = Math.max(1, load.requests);
   cell.load.push({
