@@ -19,22 +19,24 @@ export interface MeasureSettings {
   loneSeconds: number;
   /** CPUs for wrk (taskset list), or anywhere. */
   wrkCpus?: string;
+  /** How a process's CPU time is read (proc.ts): cpuNs by default. */
+  cpu?: (pid: number) => number;
 }
-
-const sumCpuNs = (pids: number[]) => pids.reduce((total, pid) => total + cpuNs(pid), 0);
 
 /** Adds one load sample and one lone-request sample to `cell`; a run with errors marks the cell. */
 export async function measureCell(front: Measured, upstream: { pid: number }, w: Workload, bodyFile: string, cell: Cell, settings: MeasureSettings): Promise<void> {
   const run = { ...workloadTarget(front, w, bodyFile), cpus: settings.wrkCpus };
   const sidePids = front.sidePids ?? [];
-  const frontBefore = cpuNs(front.pid);
-  const upstreamBefore = cpuNs(upstream.pid);
+  const cpu = settings.cpu ?? cpuNs;
+  const sumCpuNs = (pids: number[]) => pids.reduce((total, pid) => total + cpu(pid), 0);
+  const frontBefore = cpu(front.pid);
+  const upstreamBefore = cpu(upstream.pid);
   const sideBefore = sumCpuNs(sidePids);
   const t0 = process.hrtime.bigint();
   const load = await runWrk({ ...run, connections: settings.connections, seconds: settings.seconds });
   const wallNs = Number(process.hrtime.bigint() - t0);
-  const frontNs = cpuNs(front.pid) - frontBefore;
-  const upstreamNs = cpuNs(upstream.pid) - upstreamBefore;
+  const frontNs = cpu(front.pid) - frontBefore;
+  const upstreamNs = cpu(upstream.pid) - upstreamBefore;
   const sideNs = sumCpuNs(sidePids) - sideBefore;
   const lone = await runWrk({ ...run, connections: 1, seconds: settings.loneSeconds });
   for (const [what, result, seconds] of [["load", load, settings.seconds], ["lone", lone, settings.loneSeconds]] as const) {

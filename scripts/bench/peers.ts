@@ -16,7 +16,7 @@ import { checkOnce, startFront, startUpstream, stopEnvoy, workloadTarget } from 
 import { measureCell, type Measured } from "./measure.ts";
 import { DOMAIN, startEnvoyFilters } from "./peers/envoy-filters.ts";
 import { setupLiteLlm, startLiteLlm } from "./peers/litellm.ts";
-import { pin, placement, rssBytes } from "./proc.ts";
+import { pin, placement, processCpuNs, rssBytes } from "./proc.ts";
 import { type Cell, type CellSummary, fmt, summarize, table } from "./report.ts";
 import { BARE, discoverFilters, ONE_MODULE, ONE_MODULE_LEAN } from "./scenarios.ts";
 import { ensureWrk, runWrk } from "./wrk.ts";
@@ -39,6 +39,9 @@ export interface PeersOptions {
  * llm-mesh's bench config, scripts/bench/configs/throttle.json, has 10^12.)
  */
 const TOKENS_PER_MINUTE = 4_000_000_000;
+
+/** llm-mesh's filter that does what the limiting peers do. */
+const THROTTLE = "throttle";
 
 /**
  * A peer that takes longer than this for one request (LiteLLM relaying a stream of 400 events) would
@@ -66,20 +69,30 @@ export const PEERS: PeerRow[] = [
   {
     id: ONE_MODULE,
     what: "llm-mesh, build/mesh.wasm: admission, throttle (tokens/min, requests/s, in flight per key and model), metrics and router stages, configured as in `npm run bench`",
-    lacks: "Its budgets are per proxy (shared by the proxy's workers), not cluster-wide as the Redis-backed peers' are",
+    lacks: "The reference. Its budgets are per proxy (shared by the proxy's workers), not cluster-wide as the Redis-backed peers' are",
   },
-  { id: ONE_MODULE_LEAN, what: `as \`${ONE_MODULE}\`, without the optional x-llm-* and x-ratelimit-* headers and access-log records`, lacks: `as \`${ONE_MODULE}\`, and tells the client nothing about its budget` },
+  { id: ONE_MODULE_LEAN, what: `as \`${ONE_MODULE}\`, without the optional x-llm-* and x-ratelimit-* headers and access-log records`, lacks: `As \`${ONE_MODULE}\`, and tells the client nothing about its budget` },
+  {
+    id: THROTTLE,
+    what: "llm-mesh's throttle filter alone (build/throttle.wasm), the same job as the limiting peers: tokens/min, requests/s and in flight per key and model, reading the body itself",
+    lacks: `Its budgets are per proxy; none of \`${ONE_MODULE}\`'s other stages (admission's checks, metrics, routing)`,
+  },
   {
     id: "envoy-filters",
     what: "Envoy's own filters: json_to_metadata (model; usage of a JSON answer), sse_to_metadata (usage of a stream), the rate limit filter asking envoyproxy/ratelimit + Redis before the request (hits 0) and when the stream is done (hits = total_tokens)",
     lacks:
       "No prompt-size, model or token-estimate check before the upstream, and no reservation: it admits while the key's minute has any " +
-      "token left, so it overshoots by the answers in flight; no requests/s or in-flight limit, queueing or fallback; a plain-text 429 " +
+      "token left, so it overshoots by the answers in flight; no in-flight limit, queueing or fallback model (requests/s would take " +
+      "another descriptor); a plain-text 429 " +
       "and the IETF draft's RateLimit headers, not the API's error shape and OpenAI's x-ratelimit-*-tokens; no per-model token or latency " +
       "metrics; the API key is a Redis key in clear; sse_to_metadata is marked work-in-progress in Envoy 1.40. Its budget is cluster-wide",
   },
   { id: "litellm", what: "LiteLLM's proxy, one worker, custom auth admitting every key, no limit", lacks: LITELLM_LACKS },
-  { id: "litellm-tpm", what: "as `litellm`, with a tokens-per-minute limit per key and model (its v3 rate limiter), counters in the process", lacks: LITELLM_LACKS },
+  {
+    id: "litellm-tpm",
+    what: "as `litellm`, with a tokens-per-minute limit per key and model: its v3 rate limiter reserves the prompt estimate plus max_tokens and settles with the real usage, as llm-mesh's throttle does; counters in the process",
+    lacks: LITELLM_LACKS,
+  },
   { id: "litellm-tpm-redis", what: "as `litellm-tpm`, counters in Redis (`coordination_redis`), shared by every instance", lacks: LITELLM_LACKS },
 ];
 
@@ -135,7 +148,7 @@ export async function runPeers(o: PeersOptions): Promise<PeersReport> {
   const cells: Cell[] = [];
   /** peer/workload pairs whose requests take so long that they get the longer runs. */
   const slow = new Set<string>();
-  const { meshes } = discoverFilters();
+  const { filters, meshes } = discoverFilters();
   const upstream = await startUpstream(runDir);
   stops.push(() => stopEnvoy(upstream));
   try {
@@ -152,15 +165,16 @@ export async function runPeers(o: PeersOptions): Promise<PeersReport> {
     o.log("starting bare Envoy and llm-mesh");
     const bare = await startFront({ id: BARE, chain: [], kind: "baseline" }, [], upstream);
     add(BARE, { ...bare, stop: () => stopEnvoy(bare) });
-    for (const id of [ONE_MODULE, ONE_MODULE_LEAN]) {
-      const mesh = meshes.find((m) => m.name === id);
-      if (!mesh) {
-        peerOf(id).problem = "build/mesh.wasm is not built (npm run build)";
+    for (const id of [ONE_MODULE, THROTTLE, ONE_MODULE_LEAN]) {
+      const module = [...meshes, ...filters].find((m) => m.name === id);
+      const file = `build/${id === THROTTLE ? THROTTLE : ONE_MODULE}.wasm`;
+      if (!module) {
+        peerOf(id).problem = `${file} is not built (npm run build)`;
         continue;
       }
-      const front = await startFront({ id, chain: [id], kind: "chain" }, meshes, upstream);
+      const front = await startFront({ id, chain: [id], kind: id === THROTTLE ? "alone" : "chain" }, [...meshes, ...filters], upstream);
       add(id, { ...front, stop: () => stopEnvoy(front) });
-      peerOf(id).module = `${fmt(mesh.bytes / 1024, 1)} KiB (build/mesh.wasm)`;
+      peerOf(id).module = `${fmt(module.bytes / 1024, 1)} KiB (${file})`;
     }
 
     o.log("starting Envoy's own filters with envoyproxy/ratelimit and Redis");
@@ -241,7 +255,8 @@ export async function runPeers(o: PeersOptions): Promise<PeersReport> {
       for (const peer of running.values()) await runWrk({ ...workloadTarget(peer, warm, bodyFiles.get(warm.id)!), connections: o.connections, seconds: 1, cpus: cpuPlan?.wrk });
     }
 
-    const settings = { connections: o.connections, seconds: o.seconds, loneSeconds: 1, wrkCpus: cpuPlan?.wrk };
+    // LiteLLM's worker threads come and go: the CPU of threads that ended must count too.
+    const settings = { connections: o.connections, seconds: o.seconds, loneSeconds: 1, wrkCpus: cpuPlan?.wrk, cpu: processCpuNs };
     const slowSettings = { ...settings, seconds: Math.max(o.seconds, SLOW_SECONDS), loneSeconds: SLOW_LONE_SECONDS };
     for (let rep = 0; rep < o.reps; rep++) {
       for (const w of workloads) {
@@ -308,7 +323,8 @@ export function peersMarkdown(r: PeersReport): string {
   );
   lines.push("");
   lines.push(
-    "CPU µs/req is the proxy's own CPU time (all threads, from /proc) per request under load; beside is that of the services it calls " +
+    "CPU µs/req is the proxy's own CPU time per request under load (user and system time of the process from /proc/<pid>/stat, " +
+      "ended threads included, as LiteLLM's come and go); beside is that of the services it calls " +
       "on every request (envoyproxy/ratelimit and Redis, or Redis), which the proxy's figure leaves out. Proxy busy is the share of one " +
       "core the proxy used: well under 100% means something else held it back. Memory is the proxy's resident set after the runs.",
   );
