@@ -45,7 +45,7 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
                    --no-kernels: the V8 micro-benchmarks and profiles, the one module's included)
   --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
 
-  --peers          ~4 min: llm-mesh (mesh, mesh-lean) next to bare Envoy, LiteLLM's proxy without and
+  --peers          ~5 min: llm-mesh (mesh, mesh-lean) next to bare Envoy, LiteLLM's proxy without and
                    with a tokens-per-minute limit, and Envoy's own filters with envoyproxy/ratelimit
                    and Redis; writes bench-results/peers.*; installs LiteLLM into .peers/ the first
                    time (scripts/setup-litellm.sh). With --smoke: 1 KB only, one short repetition,
