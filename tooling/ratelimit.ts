@@ -67,6 +67,8 @@ function tool(name: "redis-server" | "redis-cli"): string {
 
 export interface Redis {
   port: number;
+  /** The server's process id, for CPU accounting (the benchmark's peer mode). */
+  pid: number;
   /** host:port, as REDIS_URL takes it. */
   address: string;
   /** The integer at `key`, or undefined when there is no such key. */
@@ -100,6 +102,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<Redis> {
   }
   return {
     port,
+    pid: p.child.pid!,
     address: `127.0.0.1:${port}`,
     async counter(key) {
       const out = await cli("GET", key);
@@ -122,6 +125,7 @@ export interface RateLimitService {
   grpcAddress: string;
   grpcPort: number;
   domain: string;
+  pid: number;
   log(): string;
   stop(): Promise<void>;
 }
@@ -130,6 +134,12 @@ export interface RateLimitServiceOptions {
   redis: Pick<Redis, "address">;
   /** The one domain the config file declares; every limit arrives with the request. */
   domain: string;
+  /**
+   * The config file's text when limits live in the service's config (as Envoy's own rate limit
+   * filter needs: it cannot send a limit with a descriptor); must declare `domain`. Default: the
+   * domain alone.
+   */
+  config?: string;
   workDir?: string;
   /** A fixed gRPC port, to bring a stopped service back where Envoy's cluster points. */
   grpcPort?: number;
@@ -144,7 +154,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
   // RUNTIME_WATCH_ROOT it watches that directory itself rather than expecting a symlink swap.
   const configDir = join(workDir, "runtime", "ratelimit", "config");
   mkdirSync(configDir, { recursive: true });
-  writeFileSync(join(configDir, "llm-mesh.yaml"), `domain: ${options.domain}\n`);
+  writeFileSync(join(configDir, "llm-mesh.yaml"), options.config ?? `domain: ${options.domain}\n`);
   const grpcPort = options.grpcPort ?? (await freePort());
   const [httpPort, debugPort] = [await freePort(), await freePort()];
   const env = {
@@ -177,7 +187,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
     await p.stop();
     throw err;
   }
-  return { grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, log: () => p.output, stop: () => p.stop() };
+  return { grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, pid: p.child.pid!, log: () => p.output, stop: () => p.stop() };
 }
 
 export interface GrpcAnswer {

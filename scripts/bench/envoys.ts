@@ -5,7 +5,7 @@
 // config before Envoy reads it.
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
+import { AUTHORIZATION, CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
 import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
 import { type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
@@ -21,7 +21,8 @@ export interface FrontOptions {
 
 export type RunningEnvoy = EnvoyHandle;
 
-const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string, options: FrontOptions) =>
+/** An Envoy of the benchmark from envoy/<scenario>.yaml: one worker, logging only warnings unless told. */
+export const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string = (yaml) => yaml, options: FrontOptions = {}) =>
   startEnvoy({
     scenario,
     vars,
@@ -59,17 +60,20 @@ export async function stopEnvoy(envoy: RunningEnvoy): Promise<void> {
   rmSync(envoy.tmpDir, { recursive: true, force: true });
 }
 
-const chatUrl = (front: RunningEnvoy) => front.url(CHAT_PATH);
+/** A proxy under test: an Envoy, or a peer that serves the same API (scripts/bench/peers.ts). */
+export type Reachable = Pick<RunningEnvoy, "url">;
+
+const chatUrl = (front: Reachable) => front.url(CHAT_PATH);
 const answerHeader = (w: Workload) => (w.stream ? "sse" : "");
 /** What wrk needs to send the workload (its body written to `bodyFile`) through the proxy. */
-export const workloadTarget = (front: RunningEnvoy, w: Workload, bodyFile: string) => ({ url: chatUrl(front), bodyFile, answer: answerHeader(w) });
+export const workloadTarget = (front: Reachable, w: Workload, bodyFile: string) => ({ url: chatUrl(front), bodyFile, answer: answerHeader(w) });
 
 /**
  * One request of the workload through the proxy, checked: a benchmark of rejected requests would
  * measure the filters' error path, not their cost on real traffic. Returns why it is unfit, or null.
  */
-export async function checkOnce(front: RunningEnvoy, w: Workload): Promise<string | null> {
-  const headers: Record<string, string> = { "content-type": "application/json" };
+export async function checkOnce(front: Reachable, w: Workload): Promise<string | null> {
+  const headers: Record<string, string> = { "content-type": "application/json", authorization: AUTHORIZATION };
   if (w.stream) headers["x-bench-answer"] = "sse";
   let res: Response;
   try {

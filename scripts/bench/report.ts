@@ -23,6 +23,8 @@ export interface LoadSample {
   p99Us: number;
   /** The proxy's CPU time per request (all threads), microseconds. */
   cpuUsPerRequest: number;
+  /** CPU per request of the services the proxy calls on every request, when it calls any (peers.ts). */
+  sideCpuUsPerRequest?: number;
   /** Share of one core the proxy and the upstream used during the run: near 1.0 means saturated. */
   frontBusy: number;
   upstreamBusy: number;
@@ -51,6 +53,7 @@ export interface CellSummary {
   p50Ms: number;
   p99Ms: number;
   cpuUsPerRequest: number;
+  sideCpuUsPerRequest?: number;
   frontBusy: number;
   upstreamBusy: number;
   loneP50Ms: number;
@@ -117,6 +120,7 @@ export function summarize(cells: Cell[]): CellSummary[] {
   for (const cell of cells) {
     if (cell.problem || cell.load.length === 0) continue;
     const rpsValues = cell.load.map((s) => s.rps);
+    const side = cell.load.flatMap((s) => (s.sideCpuUsPerRequest === undefined ? [] : [s.sideCpuUsPerRequest]));
     summaries.push({
       scenario: cell.scenario,
       workload: cell.workload,
@@ -124,6 +128,7 @@ export function summarize(cells: Cell[]): CellSummary[] {
       p50Ms: median(cell.load.map((s) => s.p50Us)) / 1000,
       p99Ms: median(cell.load.map((s) => s.p99Us)) / 1000,
       cpuUsPerRequest: median(cell.load.map((s) => s.cpuUsPerRequest)),
+      ...(side.length > 0 ? { sideCpuUsPerRequest: median(side) } : {}),
       frontBusy: median(cell.load.map((s) => s.frontBusy)),
       upstreamBusy: median(cell.load.map((s) => s.upstreamBusy)),
       loneP50Ms: median(cell.lone.map((s) => s.p50Us)) / 1000,
@@ -245,7 +250,7 @@ const pct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ?
 const ratio = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "1.00" : n.toFixed(2));
 const signed = (n: number | undefined, digits = 3) => (n === undefined || !Number.isFinite(n) ? "–" : `${n >= 0 ? "+" : ""}${n.toFixed(digits)}`);
 
-function table(head: string[], rows: string[][], align?: string[]): string {
+export function table(head: string[], rows: string[][], align?: string[]): string {
   const sep = head.map((_, i) => align?.[i] ?? "---");
   return [head, sep, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
 }
