@@ -19,7 +19,9 @@ import { measureMemory, type MemoryResult } from "./bench/memory.ts";
 import { profileModule } from "./bench/module-profile.ts";
 import { namedReleaseBuild } from "./bench/named-build.ts";
 import { type CpuSplit, perfAvailable, sampleCpu } from "./bench/perf.ts";
-import { cpuNs, pin, placement } from "./bench/proc.ts";
+import { measureCell } from "./bench/measure.ts";
+import { peersMarkdown, runPeers } from "./bench/peers.ts";
+import { pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
 import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
 import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, ENVOY_RATELIMIT, envoyRateLimitReference, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
@@ -43,6 +45,13 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
                    (--no-perf: the perf profile of where the proxy's CPU goes, 1 KB and 16 KB;
                    --no-kernels: the V8 micro-benchmarks and profiles, the one module's included)
   --host-call-costs  also what one host call of each kind costs (a reference filter repeating it)
+
+  --peers          ~5 min: llm-mesh (mesh, mesh-lean) next to bare Envoy, LiteLLM's proxy without and
+                   with a tokens-per-minute limit, and Envoy's own filters with envoyproxy/ratelimit
+                   and Redis; writes bench-results/peers.*; installs LiteLLM into .peers/ the first
+                   time (scripts/setup-litellm.sh). With --smoke: 1 KB only, one short repetition,
+                   into .tmp/bench-smoke/. Takes --reps, --seconds, --connections, --out, --no-pin.
+  --no-litellm     with --peers: leave LiteLLM out
 `;
 
 type Mode = "full" | "quick" | "smoke";
@@ -63,6 +72,8 @@ const { values: args } = parseArgs({
     "no-sizes": { type: "boolean" },
     "no-perf": { type: "boolean" },
     "host-call-costs": { type: "boolean" },
+    peers: { type: "boolean" },
+    "no-litellm": { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
 });
@@ -96,7 +107,7 @@ const settings = {
   pinning: cpuPlan ? `proxy on CPU ${cpuPlan.front}, upstream on CPU ${cpuPlan.upstream}, wrk on CPU ${cpuPlan.wrk}` : "none",
 };
 const outDir = resolve(args.out ?? (mode === "smoke" ? join(repoDir, ".tmp", "bench-smoke") : join(repoDir, "bench-results")));
-const reportName = mode === "full" ? "latest" : mode;
+const reportName = args.peers ? "peers" : mode === "full" ? "latest" : mode;
 
 const started = Date.now();
 const log = (line: string) => process.stderr.write(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
@@ -107,36 +118,6 @@ function tryRun(cmd: string, argv: string[]): string {
   } catch {
     return "unknown";
   }
-}
-
-/** `servicePids`: the rate limit service and Redis, when the scenario asks them, to charge their CPU too. */
-async function measureCell(front: RunningEnvoy, upstream: RunningEnvoy, w: Workload, bodyFile: string, cell: Cell, servicePids: number[]): Promise<void> {
-  const run = { ...workloadTarget(front, w, bodyFile), cpus: cpuPlan?.wrk };
-  const serviceNs = () => servicePids.reduce((sum, pid) => sum + cpuNs(pid), 0);
-  const frontBefore = cpuNs(front.pid);
-  const upstreamBefore = cpuNs(upstream.pid);
-  const serviceBefore = serviceNs();
-  const t0 = process.hrtime.bigint();
-  const load = await runWrk({ ...run, connections: settings.connections, seconds: settings.seconds });
-  const wallNs = Number(process.hrtime.bigint() - t0);
-  const frontNs = cpuNs(front.pid) - frontBefore;
-  const upstreamNs = cpuNs(upstream.pid) - upstreamBefore;
-  const servicePerRequestUs = (serviceNs() - serviceBefore) / 1000 / Math.max(1, load.requests);
-  const lone = await runWrk({ ...run, connections: 1, seconds: settings.loneSeconds });
-  for (const [what, result] of [["load", load], ["lone", lone]] as const) {
-    if (result.errors > 0) cell.problem = `${what} run had errors ${JSON.stringify(result.errorDetail)} in ${result.requests} requests`;
-  }
-  cell.load.push({
-    rps: load.rps,
-    p50Us: load.latencyUs.p50,
-    p99Us: load.latencyUs.p99,
-    cpuUsPerRequest: frontNs / 1000 / Math.max(1, load.requests),
-    frontBusy: frontNs / wallNs,
-    upstreamBusy: upstreamNs / wallNs,
-    requests: load.requests,
-    serviceCpuUsPerRequest: servicePids.length ? servicePerRequestUs : undefined,
-  });
-  cell.lone.push({ p50Us: lone.latencyUs.p50, p99Us: lone.latencyUs.p99, requests: lone.requests });
 }
 
 /** Why Envoy will not run the filter alone, or null when it starts. */
@@ -291,9 +272,10 @@ async function main(): Promise<void> {
         const order = active.map((_, i) => active[(i + rep) % active.length]);
         for (const s of order) {
           const cell = cellOf(s, w);
+          // The rate limit service and Redis work for a scenario that asks them: their CPU is reported apart.
           const asks = s.chain.some((name) => modules.find((m) => m.name === name)?.asksRateLimitService);
-          const servicePids = asks && backends.rateLimit ? [backends.rateLimit.service.pid, backends.rateLimit.redis.pid] : [];
-          await measureCell(fronts.get(s.id)!, upstream, w, bodyFiles.get(w.id)!, cell, servicePids);
+          const sidePids = asks && backends.rateLimit ? [backends.rateLimit.service.pid, backends.rateLimit.redis.pid] : undefined;
+          await measureCell({ ...fronts.get(s.id)!, sidePids }, upstream, w, bodyFiles.get(w.id)!, cell, { ...settings, wrkCpus: cpuPlan?.wrk });
           const last = cell.load[cell.load.length - 1];
           log(`rep ${rep + 1}/${settings.reps} ${w.id.padEnd(6)} ${s.id.padEnd(20)} ${last.rps.toFixed(0).padStart(6)} req/s  ` +
             `p50 ${(last.p50Us / 1000).toFixed(3)} ms  cpu ${last.cpuUsPerRequest.toFixed(1)} µs/req  lone p50 ${(cell.lone[cell.lone.length - 1].p50Us / 1000).toFixed(3)} ms`);
@@ -410,7 +392,26 @@ async function main(): Promise<void> {
   log(`wrote ${join(outDir, reportName)}.{json,md} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
-main().then(
+async function peers(): Promise<void> {
+  const report = await runPeers({
+    smoke: mode === "smoke",
+    reps: positive(args.reps, mode === "smoke" ? 1 : 3, "reps"),
+    seconds: settings.seconds,
+    connections: settings.connections,
+    outDir,
+    pin: !args["no-pin"],
+    litellm: !args["no-litellm"],
+    log,
+  });
+  const text = peersMarkdown(report);
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(join(outDir, `${reportName}.json`), JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(join(outDir, `${reportName}.md`), text);
+  process.stdout.write(text);
+  log(`wrote ${join(outDir, reportName)}.{json,md} in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+(args.peers ? peers() : main()).then(
   // The harness's Envoy handles may keep timers; every process is stopped, so leave now.
   () => process.exit(0),
   (err) => {

@@ -209,6 +209,7 @@ describe("llm-throttle's global rules, in memory", () => {
     assert.equal(calls.length, 0);
     assert.equal(denied.localResponse?.status, 503);
     assert.equal(JSON.parse(denied.localResponse!.body).error.code, "rate_limit_service_unavailable");
+    assert.equal(Object.fromEntries(denied.localResponse!.headers)["retry-after"], "1", "until the next probe");
     const local = root.send(chat("tpm", "acme", 20));
     assert.equal(local.state, "forwarded");
     // This Envoy's share (100 of the 200 tokens) counts what it admitted all along, the service's share too.

@@ -114,6 +114,29 @@ describe("the one module's stages, in memory", () => {
     assert.equal(host.metric("llm_throttle.per-tenant.in_flight"), 0);
   });
 
+  test("held request headers are read from the host once, and only for their own stream", async () => {
+    const host = new InMemoryHost();
+    const worker = await host.startWorker(builtModule("mesh"));
+    const root = worker.configure(sections);
+    const a = root.stream(chat("tenant-a"));
+    const b = root.stream(chat("tenant-b"));
+    worker.hostCalls.clear();
+    a.sendRequestHeaders(false);
+    assert.equal(a.state, "held");
+    // b's callback comes between a's headers and a's body: a's stages must still read a's headers.
+    b.sendRequestHeaders(false);
+    a.sendRequestBody(chat("tenant-a").body, true);
+    b.sendRequestBody(chat("tenant-b").body, true);
+    assert.deepEqual([a.state, b.state], ["forwarded", "forwarded"], "one request per tenant: each counted under its own tenant");
+    // With no other stream in between, the body's callback reads the headers its headers' callback read.
+    worker.hostCalls.clear();
+    const c = root.stream(chat("tenant-c"));
+    c.sendRequestHeaders(false);
+    c.sendRequestBody(chat("tenant-c").body, true);
+    assert.equal(c.state, "forwarded");
+    assert.equal(worker.hostCalls.get("proxy_get_header_map_pairs"), 1);
+  });
+
   test("a request throttle queues reaches the router only when a tick releases it", async () => {
     const queueing = { rules: [{ name: "one-at-a-time", key: ["header:x-tenant"], limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000 } }], tick_ms: 20 };
     const { host, root } = await mesh({ ...sections, throttle: queueing });

@@ -66,8 +66,9 @@ function tool(name: "redis-server" | "redis-cli"): string {
 }
 
 export interface Redis {
-  pid: number;
   port: number;
+  /** The server's process id, for CPU accounting (the benchmark's peer mode). */
+  pid: number;
   /** host:port, as REDIS_URL takes it. */
   address: string;
   /** The integer at `key`, or undefined when there is no such key. */
@@ -100,8 +101,8 @@ export async function startRedis(options: RedisOptions = {}): Promise<Redis> {
     throw err;
   }
   return {
-    pid: p.child.pid!,
     port,
+    pid: p.child.pid!,
     address: `127.0.0.1:${port}`,
     async counter(key) {
       const out = await cli("GET", key);
@@ -120,11 +121,11 @@ export async function startRedis(options: RedisOptions = {}): Promise<Redis> {
 }
 
 export interface RateLimitService {
-  pid: number;
   /** host:port of the gRPC listener, for an Envoy cluster or rls(). */
   grpcAddress: string;
   grpcPort: number;
   domain: string;
+  pid: number;
   log(): string;
   stop(): Promise<void>;
 }
@@ -134,10 +135,11 @@ export interface RateLimitServiceOptions {
   /** The one domain the config file declares; every limit arrives with the request. */
   domain: string;
   /**
-   * More of the config file, after the domain line: `descriptors` with limits for a client that
-   * sends none of its own (Envoy's own rate limit filter, which the bench compares with).
+   * The config file's text when limits live in the service's config (as Envoy's own rate limit
+   * filter needs: it cannot send a limit with a descriptor); must declare `domain`. Default: the
+   * domain alone.
    */
-  descriptors?: string;
+  config?: string;
   workDir?: string;
   /** A fixed gRPC port, to bring a stopped service back where Envoy's cluster points. */
   grpcPort?: number;
@@ -152,7 +154,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
   // RUNTIME_WATCH_ROOT it watches that directory itself rather than expecting a symlink swap.
   const configDir = join(workDir, "runtime", "ratelimit", "config");
   mkdirSync(configDir, { recursive: true });
-  writeFileSync(join(configDir, "llm-mesh.yaml"), `domain: ${options.domain}\n${options.descriptors ?? ""}`);
+  writeFileSync(join(configDir, "llm-mesh.yaml"), options.config ?? `domain: ${options.domain}\n`);
   const grpcPort = options.grpcPort ?? (await freePort());
   const [httpPort, debugPort] = [await freePort(), await freePort()];
   const env = {
@@ -185,7 +187,7 @@ export async function startRateLimitService(options: RateLimitServiceOptions): P
     await p.stop();
     throw err;
   }
-  return { pid: p.child.pid!, grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, log: () => p.output, stop: () => p.stop() };
+  return { grpcAddress: `127.0.0.1:${grpcPort}`, grpcPort, domain: options.domain, pid: p.child.pid!, log: () => p.output, stop: () => p.stop() };
 }
 
 export interface GrpcAnswer {

@@ -1,7 +1,7 @@
 import { Backend, FailureMode, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
 import { Check, Choice, decide, Deny, F_CREDIT_INPUT, F_CREDIT_TOKENS, F_CREDIT_UNTIL, F_OVER_DENY, F_OVER_UNTIL, FIELDS, Reservation, RuleAnswer } from "../throttle/policy";
 import {
-  addCredit, Ask, askFor, C_FAILURES, C_OPEN_UNTIL, CIRCUIT_FIELDS, Credit, gate, Gate, globalKeyHex, Hits, hitsAsCredit, joinCredit, noteFailure,
+  addCredit, Ask, askFor, C_FAILURES, C_OPEN_UNTIL, CIRCUIT_FIELDS, circuitWaitMs, Credit, gate, Gate, globalKeyHex, Hits, hitsAsCredit, joinCredit, noteFailure,
   noteSuccess, Outcome, overUse, planAsk, readAnswer, rememberOverLimit, tooLargeForService, underUse,
 } from "../throttle/global-policy";
 import { DescriptorStatus, RateLimitCode, RateLimitResponse, RateLimitUnit } from "../ratelimit/rls";
@@ -334,6 +334,7 @@ describe("global budgets: the circuit", () => {
     expect(noteFailure(fields, T0, 3, 5000)).toBe(false);
     expect(noteFailure(fields, T0, 3, 5000)).toBe(true);
     expect(fields[C_OPEN_UNTIL]).toBe(T0 + 5000);
+    expect(circuitWaitMs(fields, T0 + 1000)).toBe(4000);
     expect(gate(fields, T0 + 4999, 300)).toBe(Gate.Skip);
     // Calls that were under way when it opened do not push the probe back.
     expect(noteFailure(fields, T0 + 100, 3, 5000)).toBe(false);
@@ -346,6 +347,7 @@ describe("global budgets: the circuit", () => {
     expect(gate(fields, T0 + 10_100, 300)).toBe(Gate.Probe);
     expect(noteSuccess(fields)).toBe(true);
     expect(gate(fields, T0 + 10_200, 300)).toBe(Gate.Ask);
+    expect(circuitWaitMs(fields, T0 + 10_200)).toBe(0);
   });
 
   it("lets another probe through when one never came back", () => {

@@ -21,7 +21,7 @@ import {
 } from "./contexts";
 
 import { collectWhenDue } from "./collector";
-import { beginCallback } from "./callback-cache";
+import { beginCallback, requestHeadersHeld } from "./callback-cache";
 import { forgetStream } from "./filter-state";
 
 export { malloc } from "./calls";
@@ -60,6 +60,7 @@ export function proxy_on_request_headers(contextId: u32, headers: u32, endOfStre
   const stream = streamContext(contextId);
   if (stream == null) return FilterHeadersStatusValues.Continue;
   const status = stream.onRequestHeaders(headers, endOfStream != 0);
+  requestHeadersHeld(status != FilterHeadersStatusValues.Continue);
   collectWhenDue();
   return status;
 }
@@ -69,6 +70,7 @@ export function proxy_on_request_body(contextId: u32, bodyBufferLength: u32, end
   const stream = streamContext(contextId);
   if (stream == null) return FilterDataStatusValues.Continue;
   const status = stream.onRequestBody(bodyBufferLength, endOfStream != 0);
+  if (status == FilterDataStatusValues.Continue) requestHeadersHeld(false);
   collectWhenDue();
   return status;
 }

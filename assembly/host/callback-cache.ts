@@ -124,10 +124,22 @@ const propertyAnswersOfThisCallback = new Array<ArrayBuffer | null>();
 /** The stream (or root) the host calls of this callback act on: proxy-wasm's one current context. */
 let currentContextId: u32 = 0;
 
+/**
+ * The stream whose request headers this module holds (it answered their callback with a stop and has
+ * not let them go on), 0 for none. Filters before it have passed the headers on and filters after it
+ * have not seen them yet, so only this module changes them: the snapshot stays good for that
+ * stream's next callbacks (the body's, where held headers are mostly read again) and saves a
+ * proxy_get_header_map_pairs each. Any other stream's callback ends it.
+ */
+let heldRequestHeadersOf: u32 = 0;
+
 /** abi.ts calls this as every callback begins, and setEffectiveContext when a tick turns to another stream. */
 export function beginCallback(contextId: u32): void {
   currentContextId = contextId;
-  requestHeadersOfThisCallback.clear();
+  if (contextId != heldRequestHeadersOf) {
+    heldRequestHeadersOf = 0;
+    requestHeadersOfThisCallback.clear();
+  }
   responseHeadersOfThisCallback.clear();
   nowNanosOfThisCallback = 0;
   propertiesAskedInThisCallback.length = 0;
@@ -264,9 +276,18 @@ export function nowMillis(): i64 {
   return <i64>(nowNanos() / 1_000_000);
 }
 
+/**
+ * abi.ts, after a request callback: whether the module still holds the request headers of the
+ * current stream (a stop from their callback, then anything but Continue from the body's).
+ */
+export function requestHeadersHeld(held: bool): void {
+  heldRequestHeadersOf = held ? currentContextId : 0;
+}
+
 /** Resumes a paused request from a tick or callback: the host needs the stream made current first. */
 export function resumeRequest(contextId: u32): bool {
   if (!setEffectiveContext(contextId)) return false;
+  if (contextId == heldRequestHeadersOf) heldRequestHeadersOf = 0;
   return imports.proxy_continue_stream(STREAM_REQUEST) == OK;
 }
 

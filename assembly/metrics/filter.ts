@@ -95,6 +95,8 @@ export class MetricsStream extends FactsOrBodyStream {
   /** Whether this is an LLM API request; decided once, from the headers. */
   private classified: bool = false;
   private llm: bool = false;
+  /** A mirrored copy (route.ts), told by the authority it arrived with. */
+  private shadow: bool = false;
   private shape: ApiShape = ApiShape.Unknown;
   private startMs: i64 = 0;
   private readingBody: bool = false;
@@ -186,10 +188,11 @@ export class MetricsStream extends FactsOrBodyStream {
     labels.requestModel = root.modelLabel(requested, served);
     labels.responseModel = answered.length > 0 ? root.modelLabel(answered, served) : labels.requestModel;
     labels.api = models != null ? models.api : apiShapeName(this.shape);
-    labels.route = isShadowRequest() ? ROUTE_SHADOW : currentRoute();
+    labels.route = this.shadow ? ROUTE_SHADOW : currentRoute();
     labels.statusClass = statusClass(ending.status);
     labels.outcome = outcome;
-    const tenant = config.tenantHeader.length > 0 ? requestHeader(config.tenantHeader) : null;
+    // Read only for a label or a record: a header read in onLog is a host call of its own.
+    const tenant = config.tenantHeader.length > 0 && (config.tenantLabel || config.records) ? requestHeader(config.tenantHeader) : null;
     if (config.tenantLabel) labels.tenant = tenant != null ? root.tenants.label(tenant, served) : LABEL_NONE;
 
     const recorded = root.labelSeries.of(labels);
@@ -253,6 +256,7 @@ export class MetricsStream extends FactsOrBodyStream {
       }
     }
     this.llm = this.shape != ApiShape.Unknown || this.models != null;
+    if (this.llm) this.shadow = isShadowRequest();
   }
 
   /** The model the request names: from the facts or the body, or the one a model request asks for. */

@@ -691,7 +691,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     if (rule.onServiceFailure == FailureMode.Deny) {
       ticket.check = new Check();
       ticket.check.deny = Deny.Unavailable;
-      ticket.check.retryAfterMs = 1000;
+      ticket.check.retryAfterMs = this.root.global!.retryAfterMs(now);
       ticket.refused = true;
       return;
     }

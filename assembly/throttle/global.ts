@@ -9,7 +9,7 @@ import { decodeRateLimitResponse, encodeGrpcService, encodeRateLimitRequest, RAT
 import { LABEL_FAILURE_MODE, LABEL_OUTCOME, LABEL_RULE, TaggedName } from "../telemetry/metric-names";
 import { RateLimitService, Rule } from "./config";
 import { Ask, failedAnswer, Gate, GlobalAnswer, Outcome, OUTCOME_NAMES, readAnswer } from "./global-policy";
-import { circuitGate, circuitKey, circuitOutcome } from "./store";
+import { circuitGate, circuitKey, circuitOutcome, circuitWait } from "./store";
 
 /** Counter: calls asking for a reservation, by llm_rule and llm_outcome (ok, over_limit, failure). */
 export const METRIC_GLOBAL_CALLS = "llm_throttle_global_calls_total";
@@ -90,6 +90,11 @@ export class GlobalClient {
   /** Whether a call may be made now: not while the circuit is open, but for the one probe once its backoff is over. */
   gate(now: i64): Gate {
     return circuitGate(this.circuit, now, this.config.timeoutMs + ANSWER_GRACE_MS);
+  }
+
+  /** How long a request refused for want of the service (on_service_failure deny) should wait: until the next probe, at least a second. */
+  retryAfterMs(now: i64): i64 {
+    return max<i64>(1000, circuitWait(this.circuit, now));
   }
 
   /** Sends `ask` as `caller`: the call's token, or a negative result when Envoy refused to start it (counted as a failed call). */

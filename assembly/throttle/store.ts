@@ -15,7 +15,7 @@ import {
   initRecord, isIdle, RECORD_LAYOUT, refresh, refreshHolds, renewHold, Reservation, settle, take, takeTurn, Turn, untake, waiting,
 } from "./policy";
 import {
-  addCredit, C_OPEN_UNTIL, circuitClear, CIRCUIT_FIELDS, Credit, gate, Gate, GlobalStep, noteFailure, noteSuccess, planAsk, rememberOverLimit,
+  addCredit, C_OPEN_UNTIL, circuitClear, CIRCUIT_FIELDS, circuitWaitMs, Credit, gate, Gate, GlobalStep, noteFailure, noteSuccess, planAsk, rememberOverLimit,
 } from "./global-policy";
 
 export const KEY_PREFIX = "llm-throttle:v" + RECORD_LAYOUT.toString() + ":";
@@ -372,6 +372,12 @@ class CallOutcome extends RecordChange {
     }
     return true;
   }
+}
+
+/** While the circuit is open: how long until the next probe may ask; 0 when closed. */
+export function circuitWait(key: string, now: i64): i64 {
+  const record = readRecord(key, CIRCUIT_FIELDS);
+  return record.exists ? circuitWaitMs(record.fields, now) : 0;
 }
 
 /** Counts a call's outcome; true when it opened or closed the circuit (whoever flips it says so, once per Envoy). */

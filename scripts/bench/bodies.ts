@@ -8,6 +8,8 @@ import { nodeModules, udhrText } from "../../tooling/corpus.ts";
 
 export const MODEL = "gpt-4o-mini";
 export const CHAT_PATH = "/v1/chat/completions";
+/** Every benchmark request's credentials: one API key, as the throttle and the peers' limits see it. */
+export const AUTHORIZATION = "Bearer sk-bench-0000000000000000";
 
 export interface Workload {
   /** Short id used in tables and file names. */

@@ -6,10 +6,10 @@
 // config before Envoy reads it.
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
+import { AUTHORIZATION, CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
 import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
 import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../../tooling/ratelimit.ts";
-import { envoyRateLimitDescriptors, type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
+import { envoyRateLimitConfig, type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
 const ROUTER_ENTRY = /^(\s*)- name: envoy\.filters\.http\.router$/m;
 const INLINE_ANSWER = /body: \{ inline_string: .* \}(\s+# answer: (json|sse))$/gm;
@@ -31,20 +31,21 @@ export interface Backends {
 }
 
 /**
- * Redis and the rate limit service on loopback, as the cluster-wide budget tests run them, with the
- * descriptor Envoy's own rate limit filter sends (envoy-ratelimit) in its config.
+ * Redis and the rate limit service on loopback, as the cluster-wide budget tests run them, with a
+ * limit in its config for the descriptor Envoy's own rate limit filter sends (envoy-ratelimit).
  */
 export async function startRateLimitBackend(domain: string): Promise<NonNullable<Backends["rateLimit"]>> {
   const redis = await startRedis();
   try {
-    return { redis, service: await startRateLimitService({ redis, domain, descriptors: envoyRateLimitDescriptors }) };
+    return { redis, service: await startRateLimitService({ redis, domain, config: envoyRateLimitConfig(domain) }) };
   } catch (err) {
     await redis.stop();
     throw err;
   }
 }
 
-const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string, options: FrontOptions) =>
+/** An Envoy of the benchmark from envoy/<scenario>.yaml: one worker, logging only warnings unless told. */
+export const launch = (scenario: string, vars: Record<string, number>, edit: (yaml: string) => string = (yaml) => yaml, options: FrontOptions = {}) =>
   startEnvoy({
     scenario,
     vars,
@@ -87,17 +88,20 @@ export async function stopEnvoy(envoy: RunningEnvoy): Promise<void> {
   rmSync(envoy.tmpDir, { recursive: true, force: true });
 }
 
-const chatUrl = (front: RunningEnvoy) => front.url(CHAT_PATH);
+/** A proxy under test: an Envoy, or a peer that serves the same API (scripts/bench/peers.ts). */
+export type Reachable = Pick<RunningEnvoy, "url">;
+
+const chatUrl = (front: Reachable) => front.url(CHAT_PATH);
 const answerHeader = (w: Workload) => (w.stream ? "sse" : "");
 /** What wrk needs to send the workload (its body written to `bodyFile`) through the proxy. */
-export const workloadTarget = (front: RunningEnvoy, w: Workload, bodyFile: string) => ({ url: chatUrl(front), bodyFile, answer: answerHeader(w) });
+export const workloadTarget = (front: Reachable, w: Workload, bodyFile: string) => ({ url: chatUrl(front), bodyFile, answer: answerHeader(w) });
 
 /**
  * One request of the workload through the proxy, checked: a benchmark of rejected requests would
  * measure the filters' error path, not their cost on real traffic. Returns why it is unfit, or null.
  */
-export async function checkOnce(front: RunningEnvoy, w: Workload): Promise<string | null> {
-  const headers: Record<string, string> = { "content-type": "application/json" };
+export async function checkOnce(front: Reachable, w: Workload): Promise<string | null> {
+  const headers: Record<string, string> = { "content-type": "application/json", authorization: AUTHORIZATION };
   if (w.stream) headers["x-bench-answer"] = "sse";
   let res: Response;
   try {

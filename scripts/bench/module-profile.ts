@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { repoDir } from "../../tooling/envoy-bin.ts";
 import { type HeaderList, InMemoryHost } from "../../tooling/in-memory-host.ts";
-import { jsonAnswer, workloads } from "./bodies.ts";
+import { AUTHORIZATION, jsonAnswer, workloads } from "./bodies.ts";
 import { timeCalls } from "./kernels.ts";
 import { namedReleaseBuild } from "./named-build.ts";
 import { discoverFilters } from "./scenarios.ts";
@@ -38,7 +38,7 @@ export async function driveModule(wasm: BufferSource, configuration: string, req
   const answerBytes = encoder.encode(answer);
   const none = new Uint8Array(0);
   const requestHeaders: HeaderList = [[":authority", "127.0.0.1:10000"], [":path", "/v1/chat/completions"], [":method", "POST"], [":scheme", "http"],
-    ["content-length", String(body.length)], ["content-type", "application/json"], ["authorization", "Bearer sk-bench-0000000000000000"],
+    ["content-length", String(body.length)], ["content-type", "application/json"], ["authorization", AUTHORIZATION],
     ["x-forwarded-proto", "http"], ["x-request-id", "4b1ef7a2-5f7e-4d6f-9e55-2f6a0a0c1d11"]];
   const responseHeaders: HeaderList = [[":status", "200"], ["content-type", "application/json"], ["content-length", String(answerBytes.length)],
     ["date", "Sun, 29 Nov 2026 14:00:00 GMT"], ["server", "envoy"], ["x-envoy-upstream-service-time", "0"]];

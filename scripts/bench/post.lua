@@ -1,5 +1,6 @@
 -- wrk script for scripts/bench.ts: every request is the same POST, whose body is read once from
--- the file named by BENCH_BODY. BENCH_ANSWER=sse asks the bench upstream for a streamed answer.
+-- the file named by BENCH_BODY, with the Authorization header BENCH_AUTHORIZATION.
+-- BENCH_ANSWER=sse asks the bench upstream for a streamed answer.
 -- No response() hook: defining one makes wrk parse every answer in Lua, which would slow the
 -- load generator more than the proxy under test.
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -7,7 +8,7 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-0000000000000000"
+wrk.headers["Authorization"] = assert(os.getenv("BENCH_AUTHORIZATION"))
 local answer = os.getenv("BENCH_ANSWER")
 if answer and answer ~= "" then
   wrk.headers["x-bench-answer"] = answer

@@ -17,6 +17,22 @@ export function cpuNs(pid: number): number {
   return total;
 }
 
+let nsPerTick: number | undefined;
+
+/**
+ * CPU time of the process in nanoseconds, its exited threads included (utime + stime from
+ * /proc/<pid>/stat), to clock-tick precision (10 ms on Linux). For a process whose threads come and
+ * go, such as LiteLLM's worker threads, where cpuNs would lose the time of a thread that ended.
+ */
+export function processCpuNs(pid: number): number {
+  nsPerTick ??= 1e9 / Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+  // The command name (field 2) may hold spaces and parentheses; fields after it follow its last ')'.
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command name.
+  return (Number(fields[11]) + Number(fields[12])) * nsPerTick;
+}
+
 /** Resident set size in bytes. */
 export function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

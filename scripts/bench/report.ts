@@ -25,12 +25,12 @@ export interface LoadSample {
   p99Us: number;
   /** The proxy's CPU time per request (all threads), microseconds. */
   cpuUsPerRequest: number;
+  /** CPU per request of the services the proxy calls on every request, when it calls any (peers.ts). */
+  sideCpuUsPerRequest?: number;
   /** Share of one core the proxy and the upstream used during the run: near 1.0 means saturated. */
   frontBusy: number;
   upstreamBusy: number;
   requests: number;
-  /** CPU time of the rate limit service and Redis per request (µs), for a scenario that asks them. */
-  serviceCpuUsPerRequest?: number;
 }
 
 export interface LoneSample {
@@ -55,11 +55,11 @@ export interface CellSummary {
   p50Ms: number;
   p99Ms: number;
   cpuUsPerRequest: number;
+  sideCpuUsPerRequest?: number;
   frontBusy: number;
   upstreamBusy: number;
   loneP50Ms: number;
   loneP99Ms: number;
-  serviceCpuUsPerRequest?: number;
   /** Ratios to bare Envoy on the same workload in this run (undefined for bare itself). */
   vsBare?: { rps: number; p50: number; p99: number; cpu: number; loneP50: number; loneP99: number; addedLoneP50Ms: number; addedCpuUs: number };
   /** Spread of requests/s across repetitions: (max - min) / median. */
@@ -122,7 +122,7 @@ export function summarize(cells: Cell[]): CellSummary[] {
   for (const cell of cells) {
     if (cell.problem || cell.load.length === 0) continue;
     const rpsValues = cell.load.map((s) => s.rps);
-    const serviceCpu = cell.load.flatMap((s) => (s.serviceCpuUsPerRequest === undefined ? [] : [s.serviceCpuUsPerRequest]));
+    const side = cell.load.flatMap((s) => (s.sideCpuUsPerRequest === undefined ? [] : [s.sideCpuUsPerRequest]));
     summaries.push({
       scenario: cell.scenario,
       workload: cell.workload,
@@ -130,12 +130,12 @@ export function summarize(cells: Cell[]): CellSummary[] {
       p50Ms: median(cell.load.map((s) => s.p50Us)) / 1000,
       p99Ms: median(cell.load.map((s) => s.p99Us)) / 1000,
       cpuUsPerRequest: median(cell.load.map((s) => s.cpuUsPerRequest)),
+      ...(side.length > 0 ? { sideCpuUsPerRequest: median(side) } : {}),
       frontBusy: median(cell.load.map((s) => s.frontBusy)),
       upstreamBusy: median(cell.load.map((s) => s.upstreamBusy)),
       loneP50Ms: median(cell.lone.map((s) => s.p50Us)) / 1000,
       loneP99Ms: median(cell.lone.map((s) => s.p99Us)) / 1000,
       rpsSpread: (Math.max(...rpsValues) - Math.min(...rpsValues)) / median(rpsValues),
-      serviceCpuUsPerRequest: serviceCpu.length ? median(serviceCpu) : undefined,
     });
   }
   for (const s of summaries) {
@@ -248,7 +248,7 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
       target: `a global reservation (${GLOBAL_THROTTLE} over throttle) adds <= ${TARGETS.maxAddedGlobalP50Ms} ms at p50 for a lone 1 KB request`,
       measured: global && local
         ? `+${fmt(added, 3)} ms (${fmt(global.loneP50Ms, 3)} vs ${fmt(local.loneP50Ms, 3)} ms); +${fmt(global.cpuUsPerRequest - local.cpuUsPerRequest, 1)} µs of proxy CPU per request under load, ` +
-          `and ${fmt(global.serviceCpuUsPerRequest, 1)} µs in the rate limit service and Redis${floor}`
+          `and ${fmt(global.sideCpuUsPerRequest, 1)} µs in the rate limit service and Redis${floor}`
         : "not measured",
       met: added === undefined ? null : added <= TARGETS.maxAddedGlobalP50Ms,
     });
@@ -270,7 +270,7 @@ const pct = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ?
 const ratio = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "1.00" : n.toFixed(2));
 const signed = (n: number | undefined, digits = 3) => (n === undefined || !Number.isFinite(n) ? "–" : `${n >= 0 ? "+" : ""}${n.toFixed(digits)}`);
 
-function table(head: string[], rows: string[][], align?: string[]): string {
+export function table(head: string[], rows: string[][], align?: string[]): string {
   const sep = head.map((_, i) => align?.[i] ?? "---");
   return [head, sep, ...rows].map((r) => `| ${r.join(" | ")} |`).join("\n");
 }

@@ -38,9 +38,11 @@ export const ONE_MODULE_LEAN = "mesh-lean";
 export const GLOBAL_THROTTLE = "throttle-global";
 /** Envoy's own rate limit filter asking the same service once per request: what any such call costs Envoy. */
 export const ENVOY_RATELIMIT = "envoy-ratelimit";
-/** Its one descriptor, and the limit the service's config gives it (the filter sends none of its own). */
+/** Its one descriptor's value. */
 const ENVOY_RATELIMIT_KEY = "bench";
-export const envoyRateLimitDescriptors = `descriptors:\n- key: generic_key\n  value: ${ENVOY_RATELIMIT_KEY}\n  rate_limit: { unit: second, requests_per_unit: 1000000000 }\n`;
+/** The service's config: `domain`, and a limit for that descriptor (the filter sends none of its own). */
+export const envoyRateLimitConfig = (domain: string) =>
+  `domain: ${domain}\ndescriptors:\n- key: generic_key\n  value: ${ENVOY_RATELIMIT_KEY}\n  rate_limit: { unit: second, requests_per_unit: 1000000000 }\n`;
 
 /**
  * Envoy's rate limit filter (envoy.filters.http.ratelimit) with a descriptor of its own, asking the

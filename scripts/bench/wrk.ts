@@ -3,6 +3,7 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { AUTHORIZATION } from "./bodies.ts";
 
 const LUA_SCRIPT = join(fileURLToPath(new URL(".", import.meta.url)), "post.lua");
 
@@ -46,7 +47,7 @@ export interface WrkRun {
 
 export async function runWrk(run: WrkRun): Promise<WrkResult> {
   const args = ["-t1", `-c${run.connections}`, `-d${run.seconds}s`, "--timeout", "10s", "-s", LUA_SCRIPT, run.url];
-  const env = { ...process.env, BENCH_BODY: run.bodyFile, BENCH_ANSWER: run.answer ?? "" };
+  const env = { ...process.env, BENCH_BODY: run.bodyFile, BENCH_ANSWER: run.answer ?? "", BENCH_AUTHORIZATION: AUTHORIZATION };
   const [cmd, argv] = run.cpus ? ["taskset", ["-c", run.cpus, "wrk", ...args]] : ["wrk", args];
   const child = spawn(cmd, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
