@@ -2,8 +2,10 @@
 // it passes the schema the cluster will hold it to (Istio's CRDs from @kubernetes-models/istio,
 // Kubernetes' own from kubernetes-models), and the wiring between the objects is what docs/istio.md
 // promises: filter order, pinned images, the hold-headers EnvoyFilter in step with its WasmPlugin,
-// canary, mirror, circuit breaking, mTLS and the gateway-only policy. The canary is rolled forward
-// and back by editing a weight, and the EnvoyFilter's plugin is loaded by the real Envoy.
+// canary, mirror, circuit breaking, mTLS and the gateway-only policy, and the rate limit service
+// that global throttle rules name (docs/global-budgets.md). The canary is rolled forward and back
+// by editing a weight, the EnvoyFilter's plugin is loaded by the real Envoy, and the rate limit
+// service's Deployment runs as the real service.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
