@@ -54,7 +54,7 @@ const PLACEHOLDER = /\{\{([A-Za-z0-9_]+)\}\}/g;
 // ---------------------------------------------------------------- rendering
 
 /** Distinct free loopback ports; all sockets stay open until the last is read so none repeats. */
-async function freePorts(count: number): Promise<number[]> {
+export async function freePorts(count: number): Promise<number[]> {
   const servers: Server[] = [];
   try {
     for (let i = 0; i < count; i++) {
