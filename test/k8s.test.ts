@@ -22,6 +22,7 @@ const scratch = mkdtempSync(join(repoDir, ".tmp", "k8s-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 const label = (dir: string) => relative(repoDir, dir);
+const istioInstallDir = join(k8sDir, "istio");
 const renderings = new Map(kustomizationDirs().map((dir) => [label(dir), render(dir)]));
 
 const describeDoc = (doc: Manifest) => `${doc.kind} ${doc.metadata?.name}`;
@@ -99,9 +100,10 @@ describe("k8s manifests", () => {
     const walk = (dir: string) => {
       for (const entry of readdirSync(dir, { withFileTypes: true })) {
         const path = join(dir, entry.name);
-        // Dashboards are JSON for Grafana, checked by the metrics tests.
+        // Dashboards are JSON for Grafana, checked by the metrics tests; istio/ is set when Istio is
+        // installed, not applied with the rest (checked under "tracing" below).
         if (entry.isDirectory()) {
-          if (path !== join(k8sDir, "dashboards")) walk(path);
+          if (path !== join(k8sDir, "dashboards") && path !== istioInstallDir) walk(path);
         } else if (/\.ya?ml$/.test(entry.name)) {
           parseYamlDocuments(readFileSync(path, "utf8"), label(path));
           if (!used.has(path)) unused.push(label(path));
@@ -497,6 +499,57 @@ describe("the prod rate limit service's Deployment, run with the real service", 
     // A domain the service had not loaded would be answered OK too, but without the limit.
     assert.deepEqual(first.response?.statuses[0].currentLimit, { requestsPerUnit: 100, unit: 2, name: "" });
     assert.equal((await ask()).response?.overallCode, "OVER_LIMIT");
+  });
+});
+
+describe("tracing", () => {
+  const provider = parseYamlDocuments(readFileSync(join(istioInstallDir, "tracing-provider.yaml"), "utf8"), "k8s/istio/tracing-provider.yaml")[0];
+  /** envoy/tracing.yaml's custom tags, the ones test/tracing.test.ts sees on spans: tag -> formatter. */
+  const envoyTags = (() => {
+    const yaml = parse(readFileSync(join(repoDir, "envoy", "tracing.yaml"), "utf8").replace(/\{\{[A-Z_]+\}\}/g, "0"));
+    const hcm = yaml.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+    return Object.fromEntries(hcm.tracing.custom_tags.map((t: { tag: string; value: string }) => [t.tag, t.value]));
+  })();
+
+  test("k8s/istio/tracing-provider.yaml is an IstioOperator defining one OpenTelemetry provider", async () => {
+    assert.equal(await schemaProblem(provider), null);
+    // The IstioOperator schema leaves meshConfig open, so the provider's fields are checked here, by
+    // their names in Istio's MeshConfig.ExtensionProvider.OpenTelemetryTracingProvider.
+    const providers = provider.spec.meshConfig.extensionProviders;
+    assert.equal(providers.length, 1);
+    assert.deepEqual(Object.keys(providers[0]), ["name", "opentelemetry"]);
+    for (const key of Object.keys(providers[0].opentelemetry)) assert.ok(["service", "port", "maxTagLength", "http", "grpc", "resourceDetectors", "dynatraceSampler"].includes(key), key);
+    assert.match(providers[0].opentelemetry.service, /^[a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local$/);
+    assert.equal(providers[0].opentelemetry.port, 4317, "OTLP over gRPC");
+  });
+
+  for (const [where, docs] of renderings) {
+    const telemetry = one(docs, "Telemetry", "llm-gateway-tracing");
+    const gateway = one(docs, "Deployment", "llm-gateway");
+    const [rule] = telemetry.spec.tracing;
+
+    test(`${where}: the Telemetry traces the LLM gateway's pods to the provider the mesh config defines`, () => {
+      assert.equal(telemetry.metadata.namespace, gateway.metadata.namespace);
+      for (const [key, value] of Object.entries(telemetry.spec.selector.matchLabels)) assert.equal(gateway.spec.template.metadata.labels[key], value);
+      assert.equal(telemetry.spec.tracing.length, 1);
+      assert.deepEqual(rule.providers.map((p: { name: string }) => p.name), provider.spec.meshConfig.extensionProviders.map((p: { name: string }) => p.name));
+    });
+
+    test(`${where}: its custom tags are envoy/tracing.yaml's, formatter tags of llm-mesh filter state, none with text`, () => {
+      const tags = Object.fromEntries(Object.entries(rule.customTags).map(([tag, spec]: [string, any]) => [tag, spec.formatter?.value]));
+      assert.deepEqual(tags, envoyTags);
+      for (const [tag, value] of Object.entries(tags)) {
+        assert.match(value as string, /^%FILTER_STATE\(wasm\.llm_mesh\.[a-z_]+:PLAIN\)%$/, tag);
+        assert.match(tag, /^(gen_ai|llm_mesh)\./, tag);
+      }
+      // The router's record carries the start of the answer: it stays in the access log.
+      assert.ok(!Object.values(tags).some((v) => String(v).includes("llm_mesh.record")));
+    });
+  }
+
+  test("development keeps every trace that starts at the gateway, production 1 %", () => {
+    const sampling = (where: string) => one(renderings.get(where)!, "Telemetry").spec.tracing[0].randomSamplingPercentage;
+    assert.deepEqual(["k8s/base", "k8s/overlays/dev", "k8s/overlays/prod"].map(sampling), [1, 100, 1]);
   });
 });
 
