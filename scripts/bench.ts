@@ -23,8 +23,9 @@ import { measureCell } from "./bench/measure.ts";
 import { peersMarkdown, runPeers } from "./bench/peers.ts";
 import { pin, placement } from "./bench/proc.ts";
 import { type ModuleSizes, moduleSizes } from "./bench/sizes.ts";
-import { type Cell, markdown, type Report, scanOnce, summarize, verdicts } from "./bench/report.ts";
-import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, ENVOY_RATELIMIT, envoyRateLimitReference, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario } from "./bench/scenarios.ts";
+import { type Cell, markdown, type Report, scanOnce, summarize, tracingCost, verdicts } from "./bench/report.ts";
+import { ALL, BARE, buildReferenceFilters, buildScenarios, discoverFilters, ENVOY_RATELIMIT, envoyRateLimitReference, type FilterModule, HOST_CALL_KINDS, HOST_CALL_PREFIX, ONE_MODULE, ONE_MODULE_LEAN, type Scenario, tracingId, tracingScenarios } from "./bench/scenarios.ts";
+import { startJaeger } from "../tooling/jaeger.ts";
 import { ensureWrk, runWrk } from "./bench/wrk.ts";
 import { rateLimitBinary } from "../tooling/ratelimit.ts";
 
@@ -38,7 +39,9 @@ const HELP = `usage: npm run bench -- [--quick | --smoke] [options]
   --reps N         repetitions (medians are reported)
   --seconds N      seconds per throughput run (wrk takes whole seconds); lone-request runs take 1 s
   --connections N  connections for the throughput runs (default 16)
-  --only a,b       only these scenarios (ids as in the report: bare, admission, all, admission+throttle)
+  --only a,b       only these scenarios (ids as in the report: bare, admission, all, admission+throttle,
+                   all+tracing-100, all+tracing-0, all+tracing-100-untagged: every filter with
+                   Envoy's tracer, which needs npm run setup:tracing; left out of --smoke)
   --out DIR        where to write <name>.json and <name>.md
   --no-pin         do not bind the proxy, the upstream and wrk to separate CPUs
   --no-memory, --no-hostcalls, --no-kernels, --no-sizes, --no-perf   skip those parts
@@ -215,6 +218,8 @@ async function main(): Promise<void> {
   const cpuSplits: CpuSplit[] = [];
   let cpuSplitMissing = args["no-perf"] ? "--no-perf" : "";
   let sizing: Promise<PromiseSettledResult<ModuleSizes>[]> | undefined;
+  let tracingMissing = mode === "smoke" ? "not in --smoke" : "";
+  const tracingSpans: Report["tracingSpans"] = [];
   try {
     // A module Envoy refuses (a missing import, a configuration it rejects) is left out of every
     // scenario, with Envoy's reason in the report, instead of failing the whole run.
@@ -229,6 +234,9 @@ async function main(): Promise<void> {
       }
     }
     scenarios = buildScenarios(usable.filter((f) => filters.includes(f)), references, scanWorkloads, usable.filter((f) => meshes.includes(f)), usable.filter((f) => variants.includes(f)));
+    // Tracing on the full chain, at the 1 KB workloads: the tracer's cost is per request, not per byte.
+    const all = scenarios.find((s) => s.id === ALL);
+    if (all && mode !== "smoke") scenarios.push(...tracingScenarios(all, workloads.filter((w) => w.id.startsWith("1k")).map((w) => w.id)));
     if (mode === "smoke") scenarios = scenarios.filter((s) => s.id === BARE || s.id === ALL || s.id === ONE_MODULE || s.id === usable[0]?.name);
     if (args.only) {
       const only = new Set([BARE, ...args.only.split(",")]);
@@ -239,6 +247,16 @@ async function main(): Promise<void> {
       backends.rateLimit = await startRateLimitBackend(rateLimitDomain);
       // Beside the upstream: a service on the proxy's CPU would take time the proxy is charged for.
       if (cpuPlan) for (const pid of [backends.rateLimit.service.pid, backends.rateLimit.redis.pid]) pin(pid, cpuPlan.upstream);
+    }
+    if (scenarios.some((s) => s.tracing)) {
+      try {
+        backends.jaeger = await startJaeger();
+        if (cpuPlan) pin(backends.jaeger.pid, cpuPlan.upstream);
+      } catch (err) {
+        tracingMissing = `no tracing backend: ${(err as Error).message.split("\n")[0]}`;
+        log(`leaving out the tracing scenarios: ${tracingMissing}`);
+        scenarios = scenarios.filter((s) => !s.tracing);
+      }
     }
     log(`starting ${scenarios.length} proxies: ${scenarios.map((s) => s.id).join(", ")}`);
     for (const s of scenarios) {
@@ -299,6 +317,10 @@ async function main(): Promise<void> {
       }
       if (cpuSplitMissing) log(`no CPU profile: ${cpuSplitMissing}`);
     }
+    for (const s of scenarios.filter((s) => s.tracing)) {
+      const stats = await fronts.get(s.id)!.stats();
+      tracingSpans.push({ scenario: s.id, sent: stats.get("tracing.opentelemetry.spans_sent") ?? 0, dropped: stats.get("tracing.opentelemetry.spans_dropped") ?? 0 });
+    }
     for (const front of fronts.values()) await stopEnvoy(front);
     fronts.clear();
     // Compiling every filter again takes a while; it runs beside the steps that count calls and
@@ -309,7 +331,8 @@ async function main(): Promise<void> {
     }
 
     if (!args["no-hostcalls"]) {
-      const traced = scenarios.filter((s) => s.id === ALL || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX) && s.id !== ENVOY_RATELIMIT))));
+      // Tracing is counted too, to show it costs the filters no call.
+      const traced = scenarios.filter((s) => s.id === ALL || s.id === tracingId(100) || s.id.startsWith(ONE_MODULE) || (mode === "full" && (s.kind === "alone" || (s.kind === "reference" && !s.id.startsWith(HOST_CALL_PREFIX) && s.id !== ENVOY_RATELIMIT))));
       for (const s of traced.length ? traced : scenarios.filter((s) => s.kind === "alone")) {
         log(`counting host calls: ${s.id}`);
         hostCalls.push(...(await countHostCalls(s, modules, backends, workloadsOf(s), PRESETS.hostCallRequests)));
@@ -327,6 +350,7 @@ async function main(): Promise<void> {
     await stopEnvoy(upstream);
     await backends.rateLimit?.service.stop();
     await backends.rateLimit?.redis.stop();
+    await backends.jaeger?.stop();
   }
   const sizes: ModuleSizes[] = [];
   (await sizing)?.forEach((result, i) => {
@@ -381,6 +405,9 @@ async function main(): Promise<void> {
     moduleProfiles,
     sizes,
     verdicts: verdicts(summary, scenarios, moduleFiles),
+    tracing: tracingCost(summary, scenarios),
+    tracingSpans,
+    tracingMissing,
     notes: mode === "smoke" ? "" : readFileSync(join(repoDir, "scripts", "bench", "notes.md"), "utf8"),
   };
   mkdirSync(outDir, { recursive: true });

@@ -21,6 +21,7 @@ export interface Span {
 }
 
 export interface JaegerHandle {
+  pid: number;
   /** Where Envoy's OpenTelemetry tracer sends spans (OTLP over gRPC). */
   otlpPort: number;
   queryUrl: string;
@@ -147,6 +148,7 @@ export async function startJaeger(options: { readyTimeoutMs?: number } = {}): Pr
   }
 
   const handle: JaegerHandle = {
+    pid: child.pid ?? -1,
     otlpPort: otlp,
     queryUrl,
     async spansOf(service, limit = 100) {

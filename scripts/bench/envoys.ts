@@ -1,13 +1,16 @@
 // The Envoy processes of a benchmark run: the upstream (envoy/bench-upstream.yaml) and one proxy
-// under test per scenario (envoy/bench.yaml), and the rate limit service with its Redis when a
-// scenario's throttle rule is global. Both templates are complete configs on their own (the
+// under test per scenario (envoy/bench.yaml), the rate limit service with its Redis when a
+// scenario's throttle rule is global, and Jaeger when a scenario traces. Both templates are complete configs on their own (the
 // proxy is bare Envoy, the upstream answers briefly), so the harness validates them like every
 // scenario; a run starts them with the harness, which applies the scenario's changes to the rendered
 // config before Envoy reads it.
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { parse, stringify } from "yaml";
 import { AUTHORIZATION, CHAT_PATH, jsonAnswer, sseAnswer, type Workload } from "./bodies.ts";
+import { repoDir } from "../../tooling/envoy-bin.ts";
 import { type EnvoyHandle, startEnvoy } from "../../tooling/envoy.ts";
+import { type JaegerHandle } from "../../tooling/jaeger.ts";
 import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../../tooling/ratelimit.ts";
 import { envoyRateLimitConfig, type FilterModule, httpFilterEntries, type Scenario } from "./scenarios.ts";
 
@@ -28,6 +31,8 @@ export interface Backends {
   upstream: RunningEnvoy;
   /** The service and its Redis, for scenarios whose throttle asks it (envoy/bench.yaml's `ratelimit` cluster). */
   rateLimit?: { service: RateLimitService; redis: Redis };
+  /** The OTLP receiver, for scenarios that trace. */
+  jaeger?: JaegerHandle;
 }
 
 /**
@@ -66,16 +71,37 @@ export function startUpstream(dir: string): Promise<RunningEnvoy> {
 }
 
 /**
+ * The proxy's config with envoy/tracing.yaml's tracer (its gateway listener's: sampler, and custom
+ * tags if asked) and its OTLP cluster, but Envoy's default span batching, as a production proxy has.
+ */
+function withTracing(yaml: string, tracing: NonNullable<Scenario["tracing"]>, otlpPort: number): string {
+  const template = readFileSync(join(repoDir, "envoy", "tracing.yaml"), "utf8")
+    .replaceAll("{{SAMPLING}}", String(tracing.sampling))
+    .replaceAll("{{OTLP_PORT}}", String(otlpPort))
+    .replace(/\{\{[A-Z_]+\}\}/g, "0");
+  const source = parse(template).static_resources;
+  const config = parse(yaml);
+  const hcm = (listeners: any[]) => listeners[0].filter_chains[0].filters[0].typed_config;
+  const { custom_tags, ...withoutTags } = hcm(source.listeners).tracing;
+  hcm(config.static_resources.listeners).tracing = tracing.tags ? { ...withoutTags, custom_tags } : withoutTags;
+  config.static_resources.clusters.push(source.clusters.find((c: { name: string }) => c.name === "otlp"));
+  return stringify(config, { aliasDuplicateObjects: false });
+}
+
+/**
  * A proxy with the scenario's filters before the router, in front of the upstream. Without a rate
  * limit service its `ratelimit` cluster points at a free port nothing listens on.
  */
 export function startFront(scenario: Scenario, modules: FilterModule[], backends: Backends, options: FrontOptions = {}): Promise<RunningEnvoy> {
+  const tracing = scenario.tracing;
+  if (tracing && !backends.jaeger) throw new Error(`scenario ${scenario.id} traces, but no tracing backend runs`);
   const withFilters = (yaml: string) => {
     const router = ROUTER_ENTRY.exec(yaml);
     if (!router) throw new Error("envoy/bench.yaml: no '- name: envoy.filters.http.router' entry to put the filters before");
     // JSON objects are YAML flow mappings: each filter becomes one list item at the router's indent.
     const entries = httpFilterEntries(scenario.chain, modules).map((entry) => `${router[1]}- ${JSON.stringify(entry)}\n`);
-    return yaml.slice(0, router.index) + entries.join("") + yaml.slice(router.index);
+    const chained = yaml.slice(0, router.index) + entries.join("") + yaml.slice(router.index);
+    return tracing ? withTracing(chained, tracing, backends.jaeger!.otlpPort) : chained;
   };
   const vars: Record<string, number> = { UPSTREAM_PORT: backends.upstream.ports.LISTEN_PORT };
   if (backends.rateLimit) vars.RLS_PORT = backends.rateLimit.service.grpcPort;

@@ -107,7 +107,24 @@ export interface Report {
   moduleProfiles: ({ scenario: string; workload: string } & ModuleProfile)[];
   sizes: ModuleSizes[];
   verdicts: Verdict[];
+  /** What Envoy's tracer adds to the full chain, per sampling and workload. */
+  tracing: TracingRow[];
+  /** Spans the traced proxies sent and dropped during the run (Envoy's tracing.opentelemetry stats). */
+  tracingSpans: { scenario: string; sent: number; dropped: number }[];
+  /** Why the tracing scenarios did not run, when they did not. */
+  tracingMissing: string;
   notes: string;
+}
+
+export interface TracingRow {
+  scenario: string;
+  sampling: number;
+  tags: boolean;
+  workload: string;
+  /** Over the same chain without tracing: proxy CPU per request, p50 of a lone request, req/s ratio. */
+  addedCpuUs: number;
+  addedLoneP50Ms: number;
+  rpsRatio: number;
 }
 
 const median = (values: number[]) => {
@@ -175,6 +192,27 @@ export function scanOnce(summary: CellSummary[], scenarios: Scenario[]): ScanOnc
         afterFirstCpuUs: both.cpuUsPerRequest - first.cpuUsPerRequest,
         aloneLatencyMs: alone.loneP50Ms - bare.loneP50Ms,
         afterFirstLatencyMs: both.loneP50Ms - first.loneP50Ms,
+      });
+    }
+  }
+  return rows;
+}
+
+/** Each tracing scenario against the chain it traces (`all`), workload by workload. */
+export function tracingCost(summary: CellSummary[], scenarios: Scenario[]): TracingRow[] {
+  const rows: TracingRow[] = [];
+  for (const traced of scenarios.filter((s) => s.tracing)) {
+    for (const cell of summary.filter((c) => c.scenario === traced.id)) {
+      const plain = summary.find((c) => c.scenario === ALL && c.workload === cell.workload);
+      if (!plain) continue;
+      rows.push({
+        scenario: traced.id,
+        sampling: traced.tracing!.sampling,
+        tags: traced.tracing!.tags,
+        workload: cell.workload,
+        addedCpuUs: cell.cpuUsPerRequest - plain.cpuUsPerRequest,
+        addedLoneP50Ms: cell.loneP50Ms - plain.loneP50Ms,
+        rpsRatio: cell.rps / plain.rps,
       });
     }
   }
@@ -374,6 +412,26 @@ export function markdown(r: Report): string {
     lines.push(table(["filter", "workload", "alone: CPU µs/req", "after admission: CPU µs/req", "alone: added p50 ms", "after admission: added p50 ms"],
       r.scanOnce.map((x) => [x.filter, x.workload, signed(x.aloneCpuUs, 1), signed(x.afterFirstCpuUs, 1), signed(x.aloneLatencyMs), signed(x.afterFirstLatencyMs)]),
       ["---", "---", "---:", "---:", "---:", "---:"]));
+  }
+  lines.push("");
+
+  lines.push("## What tracing adds");
+  lines.push("");
+  if (r.tracing.length === 0) {
+    lines.push(`Not measured in this run${r.tracingMissing ? ` (${r.tracingMissing})` : ""}.`);
+  } else {
+    lines.push(
+      "`all` with Envoy's OpenTelemetry tracer as envoy/tracing.yaml sets it (parent-based sampler, llm-mesh's custom tags, " +
+        "Envoy's default batching: 5 spans or 5 s), sending OTLP/gRPC to a local Jaeger pinned beside the upstream; at 0 % no request " +
+        "arrives sampled, so none is traced; `-untagged` leaves llm-mesh's custom tags out, so the difference to it is what the tags " +
+        "cost. Compared with `all` in the same run. The filters make no call for tracing: the tags read the filter state they set anyway.",
+    );
+    lines.push("");
+    lines.push(table(["scenario", "sampled", "llm-mesh tags", "workload", "added CPU µs/req", "added lone p50 ms", "req/s × all"],
+      r.tracing.map((t) => [t.scenario, `${t.sampling} %`, t.tags ? "yes" : "no", t.workload, signed(t.addedCpuUs, 1), signed(t.addedLoneP50Ms), ratio(t.rpsRatio)]),
+      ["---", "---:", "---", "---", "---:", "---:", "---:"]));
+    lines.push("");
+    lines.push("Spans: " + r.tracingSpans.map((t) => `${t.scenario} sent ${t.sent}, dropped ${t.dropped}`).join("; ") + ".");
   }
   lines.push("");
 

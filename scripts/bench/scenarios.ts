@@ -121,7 +121,7 @@ export function discoverFilters(buildDir = join(repoDir, "build")): { filters: F
   return { filters, meshes, variants, skipped };
 }
 
-export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan";
+export type ScenarioKind = "baseline" | "reference" | "alone" | "chain" | "scan" | "tracing";
 
 export interface Scenario {
   id: string;
@@ -130,6 +130,12 @@ export interface Scenario {
   kind: ScenarioKind;
   /** Only these workloads (all when absent). */
   workloads?: string[];
+  /**
+   * Envoy's OpenTelemetry tracer on, as envoy/tracing.yaml has it (its sampler, and its custom tags
+   * unless `tags` is false), keeping `sampling` % of the traces that start at the proxy; the spans
+   * go to the run's Jaeger.
+   */
+  tracing?: { sampling: number; tags: boolean };
 }
 
 export const BARE = "bare";
@@ -162,6 +168,18 @@ export function buildScenarios(filters: FilterModule[], references: FilterModule
     for (const chain of pairs) scenarios.push({ id: chain.join("+"), chain, kind: "scan", workloads: scanWorkloads });
   }
   return scenarios;
+}
+
+export const tracingId = (sampling: number, tags = true) => `${ALL}+tracing-${sampling}${tags ? "" : "-untagged"}`;
+
+/**
+ * The chain of every filter with tracing on: every request traced, and none (what the tracer costs
+ * when it is there but samples nothing); every request traced without llm-mesh's custom tags
+ * splits the first into Envoy's span and the tags.
+ */
+export function tracingScenarios(all: Scenario, workloads: string[]): Scenario[] {
+  const variants: Array<[number, boolean]> = [[100, true], [0, true], [100, false]];
+  return variants.map(([sampling, tags]) => ({ id: tracingId(sampling, tags), chain: all.chain, kind: "tracing", workloads, tracing: { sampling, tags } }));
 }
 
 /**
