@@ -290,3 +290,35 @@ describe("UsageTracker, answer text in runs", () => {
     for (let size = 1; size < 20; size += 3) expect(trackInPieces(false, body, size).model).toBe("gpt-4o-\u00e9\u00e8");
   });
 });
+
+describe("UsageTracker, why the model stopped", () => {
+  it("reads OpenAI's finish_reason and Anthropic's stop_reason, in bodies and streams", () => {
+    expect(track(false, OPENAI_JSON).finishReasons).toBe("stop");
+    expect(track(true, OPENAI_SSE_USAGE).finishReasons).toBe("stop");
+    expect(track(true, ANTHROPIC_SSE).finishReasons).toBe("end_turn");
+    expect(track(false, '{"type":"message","model":"claude","stop_reason":"max_tokens","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":9}}').finishReasons).toBe("max_tokens");
+  });
+
+  it("keeps one reason per choice, in order, and passes over nulls", () => {
+    const body = '{"model":"m","choices":[{"index":0,"message":{"content":"a"},"finish_reason":"stop"},{"index":1,"message":{"content":"b"},"finish_reason":null},{"index":2,"message":{"content":"c"},"finish_reason":"length"}]}';
+    expect(track(false, body).finishReasons).toBe("stop,length");
+    expect(track(false, '{"model":"m","choices":[{"message":{"content":"x"}}]}').finishReasons).toBe("");
+  });
+
+  it("gives the same reasons for every split, with the model unchanged", () => {
+    for (let size = 1; size < 40; size += 3) {
+      const json = trackInPieces(false, OPENAI_JSON, size);
+      expect(json.finishReasons).toBe("stop");
+      expect(json.model).toBe("gpt-4o-2024");
+      expect(trackInPieces(true, ANTHROPIC_SSE, size).finishReasons).toBe("end_turn");
+    }
+  });
+
+  it("takes no reason from answer text, from inside usage, or cut short", () => {
+    expect(track(false, '{"model":"m","choices":[{"message":{"content":"\\"finish_reason\\":\\"stop\\""}}]}').finishReasons).toBe("");
+    expect(track(false, '{"model":"m","usage":{"finish_reason":"stop","completion_tokens":1}}').finishReasons).toBe("");
+    const cut = track(false, '{"model":"gpt-4o","choices":[{"finish_reason":"len');
+    expect(cut.finishReasons).toBe("");
+    expect(cut.model).toBe("gpt-4o");
+  });
+});

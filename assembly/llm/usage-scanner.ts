@@ -1,6 +1,7 @@
 // The JSON side of reading a model's answer: a streaming scanner over one JSON document (a body,
 // or one SSE event's data) that reports to its UsageTracker what tells the answer's cost: `usage`
-// objects, the model's name and the answer text. It keeps only its nesting stack and the key it
+// objects, the model's name and the answer text; and why the model stopped (OpenAI's
+// `finish_reason` per choice, Anthropic's `stop_reason`). It keeps only its nesting stack and the key it
 // is reading, so a document split anywhere (inside a key, a number, a UTF-8 sequence or an escape)
 // is read as in one piece.
 //
@@ -31,25 +32,28 @@ const K_INPUT_TOKENS: u8 = 7;
 const K_OUTPUT_TOKENS: u8 = 8;
 const K_CACHE_CREATION: u8 = 9;
 const K_CACHE_READ: u8 = 10;
+const K_FINISH: u8 = 11;
 
 const KEY_NAMES: string[] = [
   "usage", "model", "message",
   "content", "text", "arguments", "partial_json", "thinking", "reasoning_content", "refusal",
   "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
   "cache_creation_input_tokens", "cache_read_input_tokens",
+  "finish_reason", "stop_reason",
 ];
 const KEY_IDS: u8[] = [
   K_USAGE, K_MODEL, K_MESSAGE,
   K_TEXT, K_TEXT, K_TEXT, K_TEXT, K_TEXT, K_TEXT, K_TEXT,
   K_PROMPT_TOKENS, K_COMPLETION_TOKENS, K_INPUT_TOKENS, K_OUTPUT_TOKENS,
   K_CACHE_CREATION, K_CACHE_READ,
+  K_FINISH, K_FINISH,
 ];
 
 // The keys as fixed-size entries in static memory (id, then UTF-8 bytes), grouped by length, with
 // where each length's group starts: matching the dozen keys of every streamed event then compares
 // a key with at most three others and touches no array object.
 const KEY_ENTRY: usize = MAX_KEY_BYTES + 1;
-const KEY_SLOTS: i32 = 16;
+const KEY_SLOTS: i32 = 18;
 /** Per length 0..MAX_KEY_BYTES: index of the first entry of that length, and past the last. */
 const KEY_GROUPS: usize = memory.data((MAX_KEY_BYTES + 1) * 2);
 const KEY_TABLE: usize = keyTable();
@@ -91,6 +95,7 @@ const S_IGNORE: u8 = 0;
 const S_KEY: u8 = 1;
 const S_TEXT: u8 = 2;
 const S_MODEL: u8 = 3;
+const S_FINISH: u8 = 4;
 
 const REPLACEMENT: i32 = 0xfffd;
 
@@ -230,7 +235,7 @@ export class UsageScanner {
           // a single search for their closing quote, and a key is matched where it lies.
           const isKey = this.expectKey && this.inObject();
           const key = isKey ? K_OTHER : this.keyAt(this.depth);
-          if (key != K_TEXT && (key != K_MODEL || this.tracker.model.length > 0)) {
+          if (key != K_TEXT && key != K_FINISH && (key != K_MODEL || this.tracker.model.length > 0)) {
             const from = p + 1;
             const stop = findStop(from, end, lines ? STOP_STRING | STOP_LINE : STOP_STRING);
             if (stop < end && load<u8>(stop) == QUOTE) {
@@ -262,6 +267,10 @@ export class UsageScanner {
   /** The bytes ended: a number still open may have been cut short, so it is dropped. */
   end(): void {
     this.inNumber = false;
+    // A name cut short is still the model's; a reason cut short says nothing.
+    if (!this.inString) return;
+    if (this.role == S_MODEL) this.tracker.endModel();
+    else if (this.role == S_FINISH) this.tracker.dropValue();
   }
 
   @inline private inObject(): bool {
@@ -334,19 +343,21 @@ export class UsageScanner {
       this.role = S_TEXT;
     } else if (key == K_MODEL && this.tracker.model.length == 0 && (this.depth == 1 || (this.depth == 2 && this.keyAt(1) == K_MESSAGE))) {
       this.role = S_MODEL;
+    } else if (key == K_FINISH && this.usageDepth == 0) {
+      this.role = S_FINISH;
     }
   }
 
   /**
    * String content from `start`: runs up to the next quote or backslash are taken whole (skipped,
-   * copied into the key, or handed to the tracker as answer text); escapes, and the model name,
-   * which is decoded into a string, go byte by byte. Returns where it stopped: after the closing
+   * copied into the key, or handed to the tracker as answer text); escapes, and the model name and
+   * finish reasons, which are decoded into strings, go byte by byte. Returns where it stopped: after the closing
    * quote, at `end`, or at a line end (with `lines`).
    */
   private stringBytes(start: usize, end: usize, lines: bool): usize {
     let p = start;
     const role = this.role;
-    const decoding = role == S_MODEL || (role == S_TEXT && this.tracker.textByCodePoint);
+    const decoding = role == S_MODEL || role == S_FINISH || (role == S_TEXT && this.tracker.textByCodePoint);
     while (p < end) {
       if (this.escape != 0 || decoding) {
         const c = <i32>load<u8>(p);
@@ -476,6 +487,7 @@ export class UsageScanner {
     this.highSurrogate = 0;
     this.inString = false;
     if (this.role == S_MODEL) this.tracker.endModel();
+    else if (this.role == S_FINISH) this.tracker.endFinishReason();
   }
 
   private emitUtf16(unit: i32): void {
@@ -508,7 +520,7 @@ export class UsageScanner {
 
   private emitCodePoint(cp: i32): void {
     if (this.role == S_TEXT) this.tracker.addTextCodePoint(cp);
-    else this.tracker.addModelChar(cp);
+    else this.tracker.addValueChar(cp);
   }
 }
 

@@ -20,7 +20,10 @@ import { asciiLower } from "../text/ascii";
 import { SseLines } from "./sse-lines";
 import { UsageNumbers, UsageScanner } from "./usage-scanner";
 
-const MAX_MODEL_CHARS: i32 = 128;
+/** UTF-16 units kept of a string value the scanner decodes (the model's name, a finish reason). */
+const MAX_VALUE_CHARS: i32 = 128;
+/** Finish reasons kept: one per choice, and a client rarely asks for more choices than this. */
+const MAX_FINISH_REASONS: i32 = 8;
 
 /** One newline, fed to the scanner where an event's data lines join (whitespace, to JSON). */
 const NEWLINE: usize = memory.data<u8>([0x0a]);
@@ -108,6 +111,12 @@ export class UsageTracker {
   lastContentAtMs: i64 = -1;
   /** The model the response names (first one seen); "" when it names none. */
   model: string = "";
+  /**
+   * Why the model stopped, as the response says: each choice's reason in order ("stop", "length",
+   * "end_turn"...), comma-separated; "" when it says none.
+   */
+  finishReasons: string = "";
+  private finishCount: i32 = 0;
   /** Body bytes seen. */
   bytes: i64 = 0;
   /** Whether answer text is decoded and handed to addText code point by code point. */
@@ -118,9 +127,9 @@ export class UsageTracker {
   /** Made when there is first text to count: an answer that reports its usage never needs one. */
   private estimator: TokenEstimator | null = null;
   private scanner!: UsageScanner;
-  /** The model name as it is decoded, in UTF-16 units; it becomes `model` when its string ends. */
-  private modelUnits: StaticArray<u16> = new StaticArray<u16>(0);
-  private modelLength: i32 = 0;
+  /** The string value being decoded (see MAX_VALUE_CHARS), in UTF-16 units, until its string ends. */
+  private valueUnits: StaticArray<u16> = new StaticArray<u16>(0);
+  private valueLength: i32 = 0;
   private chunkAt: i64 = 0;
   private finished: bool = false;
 
@@ -185,7 +194,6 @@ export class UsageTracker {
     if (this.finished) return;
     this.finished = true;
     this.scanner.end();
-    this.endModel();
     this.closeText();
     this.endChunk();
   }
@@ -241,26 +249,46 @@ export class UsageTracker {
     if (this.pending.isFull) this.pending.feed(this.counter());
   }
 
-  addModelChar(cp: i32): void {
-    const length = this.modelLength;
-    if (length >= MAX_MODEL_CHARS) return;
-    if (this.modelUnits.length == 0) this.modelUnits = new StaticArray<u16>(MAX_MODEL_CHARS + 1);
-    const units = this.modelUnits;
+  /** A code point of the string value being decoded: the model's name or a finish reason. */
+  addValueChar(cp: i32): void {
+    const length = this.valueLength;
+    if (length >= MAX_VALUE_CHARS) return;
+    if (this.valueUnits.length == 0) this.valueUnits = new StaticArray<u16>(MAX_VALUE_CHARS + 1);
+    const units = this.valueUnits;
     if (cp < 0x10000) {
       unchecked((units[length] = <u16>cp));
-      this.modelLength = length + 1;
+      this.valueLength = length + 1;
       return;
     }
     unchecked((units[length] = <u16>(0xd7c0 + (cp >> 10))));
     unchecked((units[length + 1] = <u16>(0xdc00 + (cp & 0x3ff))));
-    this.modelLength = length + 2;
+    this.valueLength = length + 2;
   }
 
-  /** The model's string ended (or the body did, inside it). */
+  /** The model's string ended (or the document did, inside it). */
   endModel(): void {
-    if (this.modelLength == 0) return;
-    this.model = String.UTF16.decodeUnsafe(changetype<usize>(this.modelUnits), <usize>this.modelLength << 1);
-    this.modelLength = 0;
+    const model = this.takeValue();
+    if (model.length > 0) this.model = model;
+  }
+
+  /** A finish reason's string ended. */
+  endFinishReason(): void {
+    const reason = this.takeValue();
+    if (reason.length == 0 || this.finishCount >= MAX_FINISH_REASONS) return;
+    this.finishReasons = this.finishCount == 0 ? reason : this.finishReasons + "," + reason;
+    this.finishCount++;
+  }
+
+  /** The document ended inside the value: it is not kept. */
+  dropValue(): void {
+    this.valueLength = 0;
+  }
+
+  private takeValue(): string {
+    const length = this.valueLength;
+    if (length == 0) return "";
+    this.valueLength = 0;
+    return String.UTF16.decodeUnsafe(changetype<usize>(this.valueUnits), <usize>length << 1);
   }
 
   // ---- called by the line reader ----
