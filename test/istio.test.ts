@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
+import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { asOneModule } from "../tooling/one-module-manifests.ts";
 import { startLocalRegistry, type LocalRegistry } from "../tooling/local-registry.ts";
@@ -19,7 +20,8 @@ import { packageFilters } from "../tooling/oci/package.ts";
 import { publish } from "../tooling/oci/publish.ts";
 import { repoDir } from "../tooling/envoy-bin.ts";
 import { type Endpoint, type GatewayAgent, type Istiod, istioConfigOf, startGatewayAgent, startIstiod, writeIstioConfig } from "../tooling/istio.ts";
-import { k8sDir, type Manifest, render, setCanaryWeights } from "../tooling/manifests.ts";
+import { type JaegerHandle, startJaeger } from "../tooling/jaeger.ts";
+import { k8sDir, type Manifest, parseYamlDocuments, render, setCanaryWeights } from "../tooling/manifests.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 import { type PodNetwork, startPodNetwork } from "../tooling/pod-network.ts";
 import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../tooling/ratelimit.ts";
@@ -44,6 +46,9 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
   let registry: LocalRegistry;
   let mirror: LocalRegistry;
   let istiod: Istiod;
+  /** The tracing backend the mesh config's provider points at (k8s/istio/tracing-provider.yaml). */
+  let jaeger: JaegerHandle;
+  const tracingProvider = parseYamlDocuments(readFileSync(join(k8sDir, "istio", "tracing-provider.yaml"), "utf8"), "tracing-provider.yaml")[0].spec.meshConfig;
   let gateway: GatewayAgent;
   const models: Record<string, MockLlm> = {};
   const digests: Record<string, string> = {};
@@ -71,12 +76,14 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     rateLimit = await startRateLimitService({ redis, domain: rateLimitDomain, env: { GRPC_HOST: pod.hostAddress } });
     const istiodDir = join(scratch, "istiod");
     mkdirSync(istiodDir, { recursive: true });
-    istiod = await startIstiod({ hostAddress: pod.hostAddress, configDir: join(istiodDir, "config"), workDir: istiodDir });
+    jaeger = await startJaeger({ otlpAddress: pod.hostAddress });
+    istiod = await startIstiod({ hostAddress: pod.hostAddress, configDir: join(istiodDir, "config"), workDir: istiodDir, meshConfig: tracingProvider });
   });
 
   after(async () => {
     await gateway?.stop();
     await istiod?.stop();
+    await jaeger?.stop();
     await Promise.all(Object.values(models).map((m) => m.close()));
     await rateLimit?.stop();
     await redis?.stop();
@@ -114,6 +121,20 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
       const copy = structuredClone(doc);
       copy.spec.trafficPolicy.tls = { mode: "DISABLE" };
       return copy;
+    });
+    // The collector the provider names, as the cluster's Service would make it: here, the test's Jaeger.
+    const otel = tracingProvider.extensionProviders[0].opentelemetry;
+    config.push({
+      apiVersion: "networking.istio.io/v1",
+      kind: "ServiceEntry",
+      metadata: { name: "otel-collector", namespace: "observability" },
+      spec: {
+        hosts: [otel.service],
+        location: "MESH_EXTERNAL",
+        resolution: "STATIC",
+        ports: [{ number: otel.port, name: "grpc-otlp", protocol: "GRPC", targetPort: jaeger.otlpPort }],
+        endpoints: [{ address: pod.hostAddress }],
+      },
     });
     writeIstioConfig(istiod.configDir, config);
     host = docs.find((d) => d.kind === "Gateway")!.spec.servers[0].hosts[0];
@@ -222,6 +243,25 @@ describe("the Istio path, under Istio's own istiod and istio-agent", () => {
     assert.ok(throttled.length > 0, `statuses ${replies.map((r) => r.status).join(",")}`);
     assert.ok(Number(throttled[0].headers["retry-after"]) >= 1);
     assert.equal(throttled[0].json.error.code, "rate_limit_exceeded");
+  });
+
+  test("dev: the gateway's spans reach the mesh config's provider with llm-mesh's attributes, from the Telemetry's formatter tags", async () => {
+    models.v1.reset();
+    const traceId = randomBytes(16).toString("hex");
+    const traceparent = `00-${traceId}-${randomBytes(8).toString("hex")}-01`;
+    const ok = await send("/v1/chat/completions", chat("llama-3.1-8b-instruct", "trace me", { max_tokens: 8 }), { authorization: apiKey(), "x-llm-test-account": "qa", "x-llm-route": "primary", traceparent });
+    assert.equal(ok.status, 200, JSON.stringify(ok.json));
+    assert.equal(String(models.v1.requests.at(-1)!.headers.traceparent).split("-")[1], traceId, "the client's trace reaches the model server");
+    // Envoy sends a batch every 5 s or 5 spans.
+    const spans = await jaeger.waitFor(() => jaeger.trace(traceId), (found) => found.some((s) => s.attributes["gen_ai.request.model"]), 20_000);
+    const span = spans.find((s) => s.attributes["gen_ai.request.model"])!;
+    assert.equal(span.attributes["http.status_code"], "200");
+    assert.equal(span.attributes["gen_ai.request.model"], "llama-3.1-8b-instruct");
+    assert.equal(span.attributes["gen_ai.operation.name"], "chat");
+    assert.equal(span.attributes["gen_ai.usage.output_tokens"], String(ok.json.usage.completion_tokens));
+    assert.equal(span.attributes["llm_mesh.admission"], "admitted");
+    assert.equal(span.attributes["llm_mesh.throttle"], "admitted");
+    assert.ok(!JSON.stringify(spans).includes("trace me"), "no prompt text on a span");
   });
 
   test("dev: a test account's canary request reaches the canary subset, and primary traffic is mirrored to the shadow", async () => {

@@ -45,6 +45,8 @@ export interface IstiodOptions {
   hostAddress: string;
   configDir: string;
   workDir: string;
+  /** More mesh config, as an install adds it (e.g. k8s/istio/tracing-provider.yaml's extension providers). */
+  meshConfig?: Record<string, unknown>;
 }
 
 /**
@@ -66,6 +68,7 @@ export async function startIstiod(options: IstiodOptions): Promise<Istiod> {
     // Envoy's stdout is a socket here (the test reads it), which Envoy cannot open as a file.
     accessLogFile: join(options.workDir, "access.log"),
     defaultConfig: { discoveryAddress: `${options.hostAddress}:${xdsPort}`, controlPlaneAuthPolicy: "NONE" },
+    ...options.meshConfig,
   };
   mkdirSync(options.configDir, { recursive: true });
   const meshFile = join(options.workDir, "mesh.yaml");

@@ -47,7 +47,7 @@ export function jaegerBinary(): string {
  * is queryable as soon as it arrives), the query API, and no listener of Jaeger's fixed default ports
  * (its own metrics are off; everything else is on the ports given).
  */
-function configYaml(ports: { otlp: number; http: number; grpc: number }): string {
+function configYaml(ports: { otlp: number; http: number; grpc: number }, otlpAddress: string): string {
   return stringify({
     service: {
       extensions: ["jaeger_storage", "jaeger_query"],
@@ -62,16 +62,16 @@ function configYaml(ports: { otlp: number; http: number; grpc: number }): string
         grpc: { endpoint: `127.0.0.1:${ports.grpc}` },
       },
     },
-    receivers: { otlp: { protocols: { grpc: { endpoint: `127.0.0.1:${ports.otlp}` } } } },
+    receivers: { otlp: { protocols: { grpc: { endpoint: `${otlpAddress}:${ports.otlp}` } } } },
     exporters: { jaeger_storage_exporter: { trace_storage: "memory" } },
   });
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
-function accepts(port: number): Promise<boolean> {
+function accepts(host: string, port: number): Promise<boolean> {
   return new Promise((done) => {
-    const socket = connect({ port, host: "127.0.0.1" });
+    const socket = connect({ port, host });
     socket.once("connect", () => (socket.destroy(), done(true)));
     socket.once("error", () => done(false));
   });
@@ -102,14 +102,19 @@ function spansOfTraces(traces: JaegerTrace[]): Span[] {
   );
 }
 
-export async function startJaeger(options: { readyTimeoutMs?: number } = {}): Promise<JaegerHandle> {
+/**
+ * `otlpAddress`: where the OTLP receiver listens, loopback unless a test's pod network must reach it
+ * (the query API stays on loopback).
+ */
+export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddress?: string } = {}): Promise<JaegerHandle> {
   const bin = jaegerBinary();
+  const otlpAddress = options.otlpAddress ?? "127.0.0.1";
   const tmpRoot = join(repoDir, ".tmp");
   mkdirSync(tmpRoot, { recursive: true });
   const dir = mkdtempSync(join(tmpRoot, "jaeger-"));
   const [otlp, http, grpc] = await freePorts(3);
   const configPath = join(dir, "jaeger.yaml");
-  writeFileSync(configPath, configYaml({ otlp, http, grpc }));
+  writeFileSync(configPath, configYaml({ otlp, http, grpc }, otlpAddress));
 
   // Killed with the test process even on SIGKILL, as the Envoy harness does.
   const child: ChildProcess = spawn("setpriv", ["--pdeathsig", "KILL", bin, "--config", `file:${configPath}`], { stdio: ["ignore", "pipe", "pipe"] });
@@ -176,7 +181,7 @@ export async function startJaeger(options: { readyTimeoutMs?: number } = {}): Pr
   while (true) {
     if (exitInfo) throw new Error(`jaeger ${exitInfo} before it was ready:\n${logText}`);
     const queryUp = await fetch(`${queryUrl}/api/services`, { signal: AbortSignal.timeout(1000) }).then((r) => (r.body?.cancel(), r.ok), () => false);
-    if (queryUp && (await accepts(otlp))) return handle;
+    if (queryUp && (await accepts(otlpAddress, otlp))) return handle;
     if (Date.now() > deadline) {
       await stop();
       throw new Error(`jaeger not ready after ${readyTimeoutMs} ms:\n${logText}`);
