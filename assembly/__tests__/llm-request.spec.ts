@@ -1,4 +1,4 @@
-import { ApiShape, apiShapeForPath, readLlmRequest, TOKENS_PER_IMAGE } from "../llm/request";
+import { ApiShape, apiShapeForPath, genAiOperation, genAiProvider, readLlmRequest, TOKENS_PER_IMAGE } from "../llm/request";
 import { TokenEstimator } from "../llm/tokens";
 
 function read(shape: ApiShape, text: string): LlmRequest {
@@ -16,6 +16,19 @@ describe("apiShapeForPath", () => {
     expect(apiShapeForPath("/v1/messages")).toBe(ApiShape.AnthropicMessages);
     expect(apiShapeForPath("/v1/models")).toBe(ApiShape.Unknown);
     expect(apiShapeForPath("/")).toBe(ApiShape.Unknown);
+  });
+});
+
+describe("OpenTelemetry GenAI names of an API", () => {
+  it("gives each shape its operation and provider, and an unknown one neither", () => {
+    expect(genAiOperation(ApiShape.OpenAIChat)).toBe("chat");
+    expect(genAiOperation(ApiShape.AnthropicMessages)).toBe("chat");
+    expect(genAiOperation(ApiShape.OpenAICompletions)).toBe("text_completion");
+    expect(genAiOperation(ApiShape.OpenAIEmbeddings)).toBe("embeddings");
+    expect(genAiProvider(ApiShape.OpenAIEmbeddings)).toBe("openai");
+    expect(genAiProvider(ApiShape.AnthropicMessages)).toBe("anthropic");
+    expect(genAiOperation(ApiShape.Unknown)).toBe("");
+    expect(genAiProvider(ApiShape.Unknown)).toBe("");
   });
 });
 

@@ -1,6 +1,7 @@
 // Every filter-state name llm-mesh sets or reads, in one place: a name one filter writes and another
 // reads must be spelt alike by both. Envoy keeps each as `wasm.<name>`; access logs print them with
-// %FILTER_STATE(wasm.<name>:PLAIN)% (the envoy/*.yaml configs and the docs spell them out too).
+// %FILTER_STATE(wasm.<name>:PLAIN)%, and so do the custom tags that put them on trace spans (the
+// envoy/*.yaml configs, k8s/base/telemetry.yaml and the docs spell them out too).
 //
 // Each is @lazy: AssemblyScript otherwise writes every top-level string of an imported file into the
 // module's memory, and each filter would carry the names only the others use (800 bytes or so).
@@ -12,6 +13,9 @@
 @lazy export const FACT_PROMPT_TOKENS = "llm_mesh.prompt_tokens";
 @lazy export const FACT_MAX_TOKENS = "llm_mesh.max_tokens";
 @lazy export const FACT_STREAM = "llm_mesh.stream";
+/** OpenTelemetry's gen_ai.operation.name and gen_ai.provider.name of the request's API, for spans. */
+@lazy export const FACT_OPERATION = "llm_mesh.operation";
+@lazy export const FACT_PROVIDER = "llm_mesh.provider";
 /**
  * All of the above in one value, "<api>,<prompt>,<max>,<stream 0|1>,<model>", which the filters
  * read: one host call instead of five. Access logs print the separate ones.

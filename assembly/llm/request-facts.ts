@@ -3,8 +3,8 @@
 // the body again. Clients must not be able to forge them, so the headers are stripped on entry.
 import { filterState, setFilterState } from "../host/filter-state";
 import { removeRequestHeader, setRequestHeader } from "../host/callback-cache";
-import { ApiShape, apiShapeFromName, apiShapeName, LlmRequest } from "./request";
-import { FACT_ALL, FACT_API, FACT_MAX_TOKENS, FACT_MODEL, FACT_PROMPT_TOKENS, FACT_STREAM } from "./filter-state-names";
+import { ApiShape, apiShapeFromName, apiShapeName, genAiOperation, genAiProvider, LlmRequest } from "./request";
+import { FACT_ALL, FACT_API, FACT_MAX_TOKENS, FACT_MODEL, FACT_OPERATION, FACT_PROMPT_TOKENS, FACT_PROVIDER, FACT_STREAM } from "./filter-state-names";
 
 export const HEADER_MODEL = "x-llm-model";
 export const HEADER_API = "x-llm-api";
@@ -81,6 +81,9 @@ export class RequestFacts {
     setFilterState(FACT_PROMPT_TOKENS, prompt);
     setFilterState(FACT_MAX_TOKENS, maxTokens);
     setFilterState(FACT_STREAM, stream);
+    // The OpenTelemetry names of the request's API: only trace spans' custom tags read them.
+    setFilterState(FACT_OPERATION, genAiOperation(this.shape));
+    setFilterState(FACT_PROVIDER, genAiProvider(this.shape));
     if (!withHeaders) return;
     setRequestHeader(HEADER_API, api);
     if (this.model.length > 0) setRequestHeader(HEADER_MODEL, headerSafe(this.model));

@@ -18,6 +18,22 @@ export function apiShapeName(shape: ApiShape): string {
   return unchecked(API_SHAPE_NAMES[<i32>shape]);
 }
 
+// OpenTelemetry's GenAI names of each shape's operation and provider. The provider is the vendor
+// whose API the request speaks, as the conventions ask of a client that cannot tell more (an
+// OpenAI-compatible server is `openai`).
+const GEN_AI_OPERATIONS: string[] = ["", "chat", "text_completion", "embeddings", "chat"];
+const GEN_AI_PROVIDERS: string[] = ["", "openai", "openai", "openai", "anthropic"];
+
+/** gen_ai.operation.name; "" for an unknown shape. */
+export function genAiOperation(shape: ApiShape): string {
+  return unchecked(GEN_AI_OPERATIONS[<i32>shape]);
+}
+
+/** gen_ai.provider.name; "" for an unknown shape. */
+export function genAiProvider(shape: ApiShape): string {
+  return unchecked(GEN_AI_PROVIDERS[<i32>shape]);
+}
+
 export function apiShapeFromName(name: string): ApiShape {
   const index = API_SHAPE_NAMES.indexOf(name);
   return index > 0 ? <ApiShape>index : ApiShape.Unknown;
