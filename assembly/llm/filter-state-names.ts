@@ -28,6 +28,8 @@
 @lazy export const FACT_ADMISSION = "llm_mesh.admission";
 /** admitted | admitted_after_wait | waiting:<rule> | redirected:<rule> | rejected:<rule>. */
 @lazy export const FACT_THROTTLE = "llm_mesh.throttle";
+/** How long a queued request waited before it was admitted, ms; unset for one that did not wait. */
+@lazy export const FACT_THROTTLE_WAIT = "llm_mesh.throttle_wait_ms";
 /** The router's decision, e.g. "target=canary by=sticky rule=gpt-4o-split". */
 @lazy export const FACT_ROUTER = "llm_mesh.router";
 /** The router's comparison record (router/record.ts), as JSON. */

@@ -14,7 +14,7 @@ import { errorBody } from "../llm/api-errors";
 import { defineCounter, defineGauge, grpcReceived, grpcStatusMessage, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
 import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
-import { FACT_THROTTLE } from "../llm/filter-state-names";
+import { FACT_THROTTLE, FACT_THROTTLE_WAIT } from "../llm/filter-state-names";
 import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
@@ -823,6 +823,8 @@ export class ThrottleStream extends FactsOrBodyStream {
     }
     if (this.pendingAsks > 0) return false;
     this.admitted(true);
+    // For the access log and the trace span, whose duration holds the wait but not which part it was.
+    setFilterState(FACT_THROTTLE_WAIT, (now - this.waitingSince).toString());
     this.leaveWaiting(now);
     this.continueRequest();
     return true;
