@@ -109,7 +109,7 @@ describe("tracing with Envoy's OpenTelemetry tracer", () => {
         assert.equal(span.attributes["http.status_code"], "200");
         const attributes = llmAttributes(span);
         assert.ok(Number(attributes["llm_mesh.prompt_tokens_estimated"]) > 0);
-        assert.ok(/^[0-9a-f]{16}$/.test(attributes["llm_mesh.tenant"]), "the tenant, hashed");
+        assert.match(attributes["llm_mesh.tenant"] ?? "", /^[0-9a-f]{16}$/, "the tenant, hashed");
         assert.deepEqual(attributes, {
           "gen_ai.operation.name": "chat",
           "gen_ai.provider.name": "openai",
@@ -173,7 +173,8 @@ describe("tracing with Envoy's OpenTelemetry tracer", () => {
         const attributes = llmAttributes(span);
         assert.ok(Number(attributes["llm_mesh.ttft_ms"]) >= 0, JSON.stringify(attributes));
         assert.equal(attributes["llm_mesh.usage_source"], "estimated");
-        assert.equal(attributes["gen_ai.usage.output_tokens"], "6", "the mock's words are one token each");
+        // llm-mesh's estimate of the six words the mock streamed (one o200k token each).
+        assert.ok(Math.abs(Number(attributes["gen_ai.usage.output_tokens"]) - 6) <= 1, JSON.stringify(attributes));
         assert.equal(attributes["gen_ai.response.finish_reasons"], "length");
         assert.equal(attributes["gen_ai.operation.name"], "chat");
 

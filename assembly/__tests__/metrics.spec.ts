@@ -1,7 +1,8 @@
 import { MetricsConfig, parseMetricsConfig } from "../metrics/config";
 import {
-  activeRequestsName, Ending, outcomeOf, RequestLabels, Series, SERIES_COUNT, seriesKind, statusClass, timePerOutputToken, wasServed,
+  activeRequestsName, answerFigures, Ending, outcomeOf, RequestLabels, Series, SERIES_COUNT, seriesKind, statusClass, timePerOutputToken, wasServed,
 } from "../metrics/policy";
+import { UsageTracker } from "../llm/usage-tracker";
 import { MetricKind } from "../telemetry/metric-table";
 import { ClaimSlot, SlotResult } from "../telemetry/metric-labels";
 import { isLabelSafe, LABEL_KEYS, TaggedName, tagRegex } from "../telemetry/metric-names";
@@ -208,6 +209,37 @@ describe("metrics policy", () => {
     expect(timePerOutputToken(1000, 1000, 1)).toBe(-1);
     expect(timePerOutputToken(-1, 1000, 10)).toBe(-1);
     expect(timePerOutputToken(1000, 900, 10)).toBe(-1);
+  });
+});
+
+describe("an answer's figures", () => {
+  const answer = (stream: bool, text: string, atMs: i64): UsageTracker => {
+    const tracker = new UsageTracker(stream);
+    tracker.onChunk(Uint8Array.wrap(String.UTF8.encode(text)), atMs);
+    tracker.finish();
+    return tracker;
+  };
+
+  it("takes reported usage as reported, and times the first streamed text from the request's start", () => {
+    const figures = answerFigures(answer(true, 'data: {"choices":[{"delta":{"content":"Hi"}}]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}\n\n', 1250), 30, 1000);
+    expect(figures.ttftMs).toBe(250);
+    expect(figures.promptTokens).toBe(9);
+    expect(figures.completionTokens).toBe(4);
+    expect(figures.reported).toBe(true);
+  });
+
+  it("counts what the answer did not report, with the estimate for the prompt; no time for a JSON answer", () => {
+    const figures = answerFigures(answer(false, '{"choices":[{"message":{"content":"Hello there"}}]}', 1250), 30, 1000);
+    expect(figures.ttftMs).toBe(-1);
+    expect(figures.promptTokens).toBe(30);
+    expect(figures.completionTokens).toBeGreaterThan(0);
+    expect(figures.reported).toBe(false);
+  });
+
+  it("has no tokens for an answer in which the model did no work", () => {
+    const figures = answerFigures(answer(false, '{"error":{"message":"overloaded"}}', 1250), 30, 1000);
+    expect(figures.promptTokens).toBe(-1);
+    expect(figures.completionTokens).toBe(-1);
   });
 });
 

@@ -59,3 +59,5 @@
 @lazy export const RECORD_USAGE_SOURCE = "llm_mesh.usage_source";
 @lazy export const RECORD_TTFT = "llm_mesh.ttft_ms";
 @lazy export const RECORD_TENANT = "llm_mesh.tenant";
+/** Why the model stopped, as the answer says: each choice's reason, comma-separated. */
+@lazy export const RECORD_FINISH_REASONS = "llm_mesh.finish_reasons";

@@ -1,6 +1,7 @@
 // The metrics filter's contexts: they note what a request is when it starts, follow the response
 // for usage and the first token, and account for the request once it ends (onLog runs for every
-// stream, including those an earlier filter answered itself).
+// stream, including those an earlier filter answered itself). The request record is written as soon
+// as the response is through, for the trace span, which Envoy ends before onLog.
 import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
   StreamContext,
@@ -11,8 +12,8 @@ import {
 import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { filterState, setFilterState } from "../host/filter-state";
 import {
-  FACT_ADMISSION, FACT_THROTTLE, RECORD_OUTCOME, RECORD_RESPONSE_MODEL, RECORD_TENANT, RECORD_TTFT, RECORD_USAGE_COMPLETION,
-  RECORD_USAGE_PROMPT, RECORD_USAGE_SOURCE,
+  FACT_ADMISSION, FACT_THROTTLE, RECORD_FINISH_REASONS, RECORD_OUTCOME, RECORD_RESPONSE_MODEL, RECORD_TENANT, RECORD_TTFT,
+  RECORD_USAGE_COMPLETION, RECORD_USAGE_PROMPT, RECORD_USAGE_SOURCE,
 } from "../llm/filter-state-names";
 import { incrementMetric, Logger, responseBody } from "../host/calls";
 import { nowMillis, propertyInt, propertyString, requestHeader, responseHeader } from "../host/callback-cache";
@@ -28,7 +29,7 @@ import { currentRoute, isShadowRequest, ROUTE_SHADOW } from "../llm/route";
 import { hex64, stableHash } from "../text/stable-hash";
 import { TokenEstimator } from "../llm/tokens";
 import { MetricsConfig, readMetricsConfig } from "./config";
-import { activeRequestsName, Ending, outcomeOf, RequestLabels, Series, statusClass, timePerOutputToken, wasServed } from "./policy";
+import { activeRequestsName, AnswerFigures, answerFigures, Ending, outcomeOf, RequestLabels, Series, statusClass, timePerOutputToken, wasServed } from "./policy";
 import { LabelSeries, SeriesCache } from "./series";
 
 export const FILTER_NAME = "llm-metrics";
@@ -104,6 +105,14 @@ export class MetricsStream extends FactsOrBodyStream {
   private tracker: UsageTracker | null = null;
   /** A model list or model request: counted under its own API, with no body or usage to read. */
   private models: ModelsRequest | null = null;
+  /** Set once the request is over (end()). */
+  private ended: bool = false;
+  private status: i64 = 0;
+  private outcome: string = "";
+  /** Read with the request headers: Envoy hands a filter those only until they pass, and in onLog. */
+  private tenant: string | null = null;
+  private tenantRead: bool = false;
+  private figures: AnswerFigures = new AnswerFigures();
 
   constructor(contextId: u32, private root: MetricsRoot) {
     // The body is read as it passes: the headers are never held for it.
@@ -113,6 +122,7 @@ export class MetricsStream extends FactsOrBodyStream {
   onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     this.classify();
     if (!this.llm) return FilterHeadersStatusValues.Continue;
+    this.readTenant();
     if (this.facts == null && !endOfStream && this.root.config.readBody) {
       const declared = requestHeader("content-length");
       this.readingBody = declared == null || declared.length == 0 || I64.parseInt(declared) <= this.root.config.maxBodyBytes;
@@ -140,21 +150,27 @@ export class MetricsStream extends FactsOrBodyStream {
     return FilterDataStatusValues.Continue;
   }
 
-  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
-    if (!this.llm || this.models != null) return FilterHeadersStatusValues.Continue;
-    const tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
-    this.tracker = tracker;
-    // The throttle filter sees the response after this one and takes the usage from here.
-    announceUsage(tracker);
+  onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
+    if (!this.llm) return FilterHeadersStatusValues.Continue;
+    if (this.models == null) {
+      const tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
+      this.tracker = tracker;
+      // The throttle filter sees the response after this one and takes the usage from here.
+      announceUsage(tracker);
+    }
+    if (endOfStream) this.end();
     return FilterHeadersStatusValues.Continue;
   }
 
   onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
     const tracker = this.tracker;
-    if (tracker == null) return FilterDataStatusValues.Continue;
+    if (tracker == null) {
+      if (endOfStream && this.llm) this.end();
+      return FilterDataStatusValues.Continue;
+    }
     // Content times are a streaming measure: a JSON answer's text arrives all at once.
     if (bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), tracker.stream ? nowMillis() : 0);
-    if (endOfStream) tracker.finish();
+    if (endOfStream) this.end();
     return FilterDataStatusValues.Continue;
   }
 
@@ -165,21 +181,12 @@ export class MetricsStream extends FactsOrBodyStream {
     const root = this.root;
     const config = root.config;
     const endMs = nowMillis();
-
-    const ending = new Ending();
-    ending.status = max<i64>(propertyInt(["response", "code"]), 0);
-    const details = propertyString(["response", "code_details"]);
-    ending.details = details != null ? details : "";
-    const outcome = outcomeOf(filterState(FACT_ADMISSION), filterState(FACT_THROTTLE), ending);
-    const served = wasServed(outcome, ending.status);
+    this.end();
+    const outcome = this.outcome;
+    const served = wasServed(outcome, this.status);
 
     const tracker = this.tracker;
-    if (tracker != null) {
-      tracker.finish();
-      publishUsage(tracker);
-    }
-    // Facts published after the headers passed here (by a filter that reads the body without holding headers).
-    const facts = this.facts != null ? this.facts : this.earlierFacts();
+    if (tracker != null) publishUsage(tracker);
     const requested = this.requestedModel();
     const answered = tracker != null ? tracker.model : "";
     const models = this.models;
@@ -189,10 +196,9 @@ export class MetricsStream extends FactsOrBodyStream {
     labels.responseModel = answered.length > 0 ? root.modelLabel(answered, served) : labels.requestModel;
     labels.api = models != null ? models.api : apiShapeName(this.shape);
     labels.route = this.shadow ? ROUTE_SHADOW : currentRoute();
-    labels.statusClass = statusClass(ending.status);
+    labels.statusClass = statusClass(this.status);
     labels.outcome = outcome;
-    // Read only for a label or a record: a header read in onLog is a host call of its own.
-    const tenant = config.tenantHeader.length > 0 && (config.tenantLabel || config.records) ? requestHeader(config.tenantHeader) : null;
+    const tenant = this.tenant;
     if (config.tenantLabel) labels.tenant = tenant != null ? root.tenants.label(tenant, served) : LABEL_NONE;
 
     const recorded = root.labelSeries.of(labels);
@@ -200,40 +206,61 @@ export class MetricsStream extends FactsOrBodyStream {
     recorded.record(Series.Duration, <u64>max<i64>(endMs - this.startMs, 0));
     if (this.activeId != NO_METRIC) incrementMetric(this.activeId, -1);
 
-    let ttft: i64 = -1;
-    let promptTokens: i64 = -1;
-    let completionTokens: i64 = -1;
-    let reported = false;
-    if (tracker != null) {
+    const figures = this.figures;
+    if (tracker != null && figures.ttftMs >= 0) {
+      recorded.record(Series.TimeToFirstToken, <u64>figures.ttftMs);
       // Trailing events (finish reason, usage, [DONE]) carry no text: they do not stretch the per-token time.
-      const completion = tracker.completionTokens;
-      if (tracker.stream && tracker.firstContentAtMs > 0) {
-        ttft = max<i64>(tracker.firstContentAtMs - this.startMs, 0);
-        recorded.record(Series.TimeToFirstToken, <u64>ttft);
-        const perToken = timePerOutputToken(tracker.firstContentAtMs, tracker.lastContentAtMs, completion);
-        if (perToken >= 0) recorded.record(Series.TimePerOutputToken, <u64>perToken);
-      }
-      reported = tracker.sawUsage && tracker.promptTokens >= 0;
-      // Tokens count once the model did work: it reported usage or sent answer text.
-      if (tracker.sawUsage || tracker.promptTokens >= 0 || completion > 0) {
-        promptTokens = tracker.promptTokens >= 0 ? tracker.promptTokens : (facts != null ? <i64>facts.promptTokens : 0);
-        completionTokens = completion;
-        countTokens(recorded, Series.InputUsageTokens, Series.InputTokenUsage, promptTokens);
-        countTokens(recorded, Series.OutputUsageTokens, Series.OutputTokenUsage, completionTokens);
-      }
+      const perToken = timePerOutputToken(tracker.firstContentAtMs, tracker.lastContentAtMs, tracker.completionTokens);
+      if (perToken >= 0) recorded.record(Series.TimePerOutputToken, <u64>perToken);
     }
+    countTokens(recorded, Series.InputUsageTokens, Series.InputTokenUsage, figures.promptTokens);
+    countTokens(recorded, Series.OutputUsageTokens, Series.OutputTokenUsage, figures.completionTokens);
     root.warnIfDropping(this.contextId);
+  }
 
-    if (!config.records) return;
-    setFilterState(RECORD_OUTCOME, outcome);
-    if (answered.length > 0) setFilterState(RECORD_RESPONSE_MODEL, answered);
-    if (promptTokens >= 0) {
-      setFilterState(RECORD_USAGE_PROMPT, promptTokens.toString());
-      setFilterState(RECORD_USAGE_COMPLETION, completionTokens.toString());
-      setFilterState(RECORD_USAGE_SOURCE, reported ? "upstream" : "estimated");
+  /**
+   * The request is over: the response's last byte passed here, or onLog came first (a response cut
+   * short, or one an earlier filter answered). How it ended and what the answer cost are settled
+   * once, and the request record written, here: Envoy ends the trace span, whose custom tags read
+   * the record, when the response is through, before any filter's onLog.
+   */
+  private end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    const ending = new Ending();
+    ending.status = max<i64>(propertyInt(["response", "code"]), 0);
+    const details = propertyString(["response", "code_details"]);
+    ending.details = details != null ? details : "";
+    this.status = ending.status;
+    this.outcome = outcomeOf(filterState(FACT_ADMISSION), filterState(FACT_THROTTLE), ending);
+    this.readTenant();
+    const config = this.root.config;
+    const tracker = this.tracker;
+    if (tracker != null) {
+      tracker.finish();
+      // Facts published after the headers passed here (by a filter that reads the body without holding headers).
+      const facts = this.facts != null ? this.facts : this.earlierFacts();
+      this.figures = answerFigures(tracker, facts != null ? <i64>facts.promptTokens : 0, this.startMs);
     }
-    if (ttft >= 0) setFilterState(RECORD_TTFT, ttft.toString());
-    if (tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(tenant)));
+    if (!config.records) return;
+    const figures = this.figures;
+    setFilterState(RECORD_OUTCOME, this.outcome);
+    if (tracker != null && tracker.model.length > 0) setFilterState(RECORD_RESPONSE_MODEL, tracker.model);
+    if (tracker != null && tracker.finishReasons.length > 0) setFilterState(RECORD_FINISH_REASONS, tracker.finishReasons);
+    if (figures.promptTokens >= 0) {
+      setFilterState(RECORD_USAGE_PROMPT, figures.promptTokens.toString());
+      setFilterState(RECORD_USAGE_COMPLETION, figures.completionTokens.toString());
+      setFilterState(RECORD_USAGE_SOURCE, figures.reported ? "upstream" : "estimated");
+    }
+    if (figures.ttftMs >= 0) setFilterState(RECORD_TTFT, figures.ttftMs.toString());
+    if (this.tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(this.tenant!)));
+  }
+
+  private readTenant(): void {
+    if (this.tenantRead) return;
+    this.tenantRead = true;
+    const header = this.root.config.tenantHeader;
+    this.tenant = header.length > 0 ? requestHeader(header) : null;
   }
 
   private classify(): void {

@@ -7,6 +7,7 @@ import {
 } from "../telemetry/metric-names";
 import { KeyHash } from "../text/key-hash";
 import { MetricKind } from "../telemetry/metric-table";
+import { UsageTracker } from "../llm/usage-tracker";
 
 export const OUTCOME_ADMITTED = "admitted";
 export const OUTCOME_REJECTED = "rejected";
@@ -70,6 +71,30 @@ export function outcomeOf(admission: string | null, throttle: string | null, end
 export function wasServed(outcome: string, status: i64): bool {
   if (status < 200 || status > 299) return false;
   return outcome == OUTCOME_ADMITTED || outcome == OUTCOME_QUEUED || outcome == OUTCOME_REDIRECTED;
+}
+
+/** What an answer cost, as the metrics count it and the request record (and trace span) say it. */
+export class AnswerFigures {
+  /** Time from the request's start to the first streamed text, ms; -1 when none was streamed. */
+  ttftMs: i64 = -1;
+  /** Both -1 when the model did no work: it neither reported usage nor sent text. */
+  promptTokens: i64 = -1;
+  completionTokens: i64 = -1;
+  /** Whether the answer reported its usage; else llm-mesh counted it. */
+  reported: bool = false;
+}
+
+/** A finished answer's figures; `estimatedPrompt` stands for a prompt count the answer did not report. */
+export function answerFigures(tracker: UsageTracker, estimatedPrompt: i64, startMs: i64): AnswerFigures {
+  const figures = new AnswerFigures();
+  if (tracker.stream && tracker.firstContentAtMs > 0) figures.ttftMs = max<i64>(tracker.firstContentAtMs - startMs, 0);
+  figures.reported = tracker.sawUsage && tracker.promptTokens >= 0;
+  const completion = tracker.completionTokens;
+  if (tracker.sawUsage || tracker.promptTokens >= 0 || completion > 0) {
+    figures.promptTokens = tracker.promptTokens >= 0 ? tracker.promptTokens : estimatedPrompt;
+    figures.completionTokens = completion;
+  }
+  return figures;
 }
 
 /**
