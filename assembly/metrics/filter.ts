@@ -109,9 +109,6 @@ export class MetricsStream extends FactsOrBodyStream {
   private ended: bool = false;
   private status: i64 = 0;
   private outcome: string = "";
-  /** Read with the request headers: Envoy hands a filter those only until they pass, and in onLog. */
-  private tenant: string | null = null;
-  private tenantRead: bool = false;
   private figures: AnswerFigures = new AnswerFigures();
 
   constructor(contextId: u32, private root: MetricsRoot) {
@@ -122,7 +119,6 @@ export class MetricsStream extends FactsOrBodyStream {
   onRequestHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     this.classify();
     if (!this.llm) return FilterHeadersStatusValues.Continue;
-    this.readTenant();
     if (this.facts == null && !endOfStream && this.root.config.readBody) {
       const declared = requestHeader("content-length");
       this.readingBody = declared == null || declared.length == 0 || I64.parseInt(declared) <= this.root.config.maxBodyBytes;
@@ -198,8 +194,12 @@ export class MetricsStream extends FactsOrBodyStream {
     labels.route = this.shadow ? ROUTE_SHADOW : currentRoute();
     labels.statusClass = statusClass(this.status);
     labels.outcome = outcome;
-    const tenant = this.tenant;
+    // Envoy hands a filter the request headers only until they pass, and again in onLog: the tenant
+    // is read here, and its hash goes to the access log but not to the span, which ended before. Only
+    // for a label or a record: a header read in onLog is a host call of its own.
+    const tenant = config.tenantHeader.length > 0 && (config.tenantLabel || config.records) ? requestHeader(config.tenantHeader) : null;
     if (config.tenantLabel) labels.tenant = tenant != null ? root.tenants.label(tenant, served) : LABEL_NONE;
+    if (config.records && tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(tenant)));
 
     const recorded = root.labelSeries.of(labels);
     recorded.increment(Series.Requests, 1);
@@ -233,7 +233,6 @@ export class MetricsStream extends FactsOrBodyStream {
     ending.details = details != null ? details : "";
     this.status = ending.status;
     this.outcome = outcomeOf(filterState(FACT_ADMISSION), filterState(FACT_THROTTLE), ending);
-    this.readTenant();
     const config = this.root.config;
     const tracker = this.tracker;
     if (tracker != null) {
@@ -253,14 +252,6 @@ export class MetricsStream extends FactsOrBodyStream {
       setFilterState(RECORD_USAGE_SOURCE, figures.reported ? "upstream" : "estimated");
     }
     if (figures.ttftMs >= 0) setFilterState(RECORD_TTFT, figures.ttftMs.toString());
-    if (this.tenant != null) setFilterState(RECORD_TENANT, hex64(stableHash(this.tenant!)));
-  }
-
-  private readTenant(): void {
-    if (this.tenantRead) return;
-    this.tenantRead = true;
-    const header = this.root.config.tenantHeader;
-    this.tenant = header.length > 0 ? requestHeader(header) : null;
   }
 
   private classify(): void {
