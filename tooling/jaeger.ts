@@ -24,14 +24,12 @@ export interface JaegerHandle {
   pid: number;
   /** Where Envoy's OpenTelemetry tracer sends spans (OTLP over gRPC). */
   otlpPort: number;
-  queryUrl: string;
   /** The spans of the service's recent traces (up to `limit` traces), newest trace first. */
   spansOf(service: string, limit?: number): Promise<Span[]>;
   /** The spans of one trace; [] while Jaeger has none of it. */
   trace(traceId: string): Promise<Span[]>;
   /** Polls `read` until `accept` holds; throws with the last answer when it never does. */
   waitFor(read: () => Promise<Span[]>, accept: (spans: Span[]) => boolean, timeoutMs?: number): Promise<Span[]>;
-  log(): string;
   stop(): Promise<void>;
 }
 
@@ -155,7 +153,6 @@ export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddres
   const handle: JaegerHandle = {
     pid: child.pid ?? -1,
     otlpPort: otlp,
-    queryUrl,
     async spansOf(service, limit = 100) {
       return spansOfTraces(await query(`/api/traces?${new URLSearchParams({ service, limit: String(limit), lookback: "1h" })}`));
     },
@@ -171,7 +168,6 @@ export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddres
         await sleep(100);
       }
     },
-    log: () => logText,
     stop,
   };
 
