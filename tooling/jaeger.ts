@@ -1,13 +1,14 @@
 // Runs Jaeger v2 (built by scripts/setup-tracing.sh) on loopback as the tracing backend of the tests:
 // an OTLP/gRPC receiver Envoy's OpenTelemetry tracer sends to, in-memory storage, and the query HTTP
 // API the tests read spans back from, exactly as Jaeger's UI would show them.
-import { type ChildProcess, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { stringify } from "yaml";
 import { repoDir } from "./envoy-bin.ts";
 import { freePorts } from "./envoy.ts";
+import { answers, Process } from "./process.ts";
 
 /** One span as Jaeger stored it. Attribute values are Jaeger's, as text. */
 export interface Span {
@@ -115,28 +116,11 @@ export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddres
   writeFileSync(configPath, configYaml({ otlp, http, grpc }, otlpAddress));
 
   // Killed with the test process even on SIGKILL, as the Envoy harness does.
-  const child: ChildProcess = spawn("setpriv", ["--pdeathsig", "KILL", bin, "--config", `file:${configPath}`], { stdio: ["ignore", "pipe", "pipe"] });
-  let logText = "";
-  child.stdout!.on("data", (c: Buffer) => (logText += c));
-  child.stderr!.on("data", (c: Buffer) => (logText += c));
-  let exitInfo: string | undefined;
-  const exited = new Promise<void>((done) => {
-    child.once("error", (err) => ((exitInfo = `failed to spawn ${bin}: ${err.message}`), done()));
-    child.once("close", (code, signal) => ((exitInfo = signal ? `killed by ${signal}` : `exited with code ${code}`), done()));
-  });
-  const onExit = () => child.kill("SIGKILL");
-  process.on("exit", onExit);
-
+  const jaeger = new Process("jaeger", spawn("setpriv", ["--pdeathsig", "KILL", bin, "--config", `file:${configPath}`], { stdio: ["ignore", "pipe", "pipe"] }), join(dir, "jaeger.log"));
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      process.off("exit", onExit);
-      if (!exitInfo) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await jaeger.stop();
       if (!process.env.KEEP_TMP) rmSync(dir, { recursive: true, force: true });
     })());
 
@@ -151,7 +135,7 @@ export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddres
   }
 
   const handle: JaegerHandle = {
-    pid: child.pid ?? -1,
+    pid: jaeger.child.pid ?? -1,
     otlpPort: otlp,
     async spansOf(service, limit = 100) {
       return spansOfTraces(await query(`/api/traces?${new URLSearchParams({ service, limit: String(limit), lookback: "1h" })}`));
@@ -172,16 +156,11 @@ export async function startJaeger(options: { readyTimeoutMs?: number; otlpAddres
   };
 
   // Extensions (the query API) start before receivers: ready means both answer.
-  const readyTimeoutMs = options.readyTimeoutMs ?? 30_000;
-  const deadline = Date.now() + readyTimeoutMs;
-  while (true) {
-    if (exitInfo) throw new Error(`jaeger ${exitInfo} before it was ready:\n${logText}`);
-    const queryUp = await fetch(`${queryUrl}/api/services`, { signal: AbortSignal.timeout(1000) }).then((r) => (r.body?.cancel(), r.ok), () => false);
-    if (queryUp && (await accepts(otlpAddress, otlp))) return handle;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`jaeger not ready after ${readyTimeoutMs} ms:\n${logText}`);
-    }
-    await sleep(100);
+  try {
+    await jaeger.waitUntil("query API and OTLP receiver", async () => (await answers(`${queryUrl}/api/services`)) && accepts(otlpAddress, otlp), options.readyTimeoutMs ?? 30_000);
+  } catch (err) {
+    await stop();
+    throw err;
   }
+  return handle;
 }

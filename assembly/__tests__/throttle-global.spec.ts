@@ -1,4 +1,5 @@
-import { Backend, FailureMode, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
+import { Backend, FailureMode, Rule } from "../throttle/config";
+import { configOf, errorOf } from "./throttle-configs";
 import { Check, Choice, decide, Deny, F_CREDIT_INPUT, F_CREDIT_TOKENS, F_CREDIT_UNTIL, F_OVER_DENY, F_OVER_UNTIL, FIELDS, Reservation, RuleAnswer } from "../throttle/policy";
 import {
   addCredit, Ask, askFor, C_FAILURES, C_OPEN_UNTIL, CIRCUIT_FIELDS, circuitWaitMs, Credit, gate, Gate, globalKeyHex, Hits, hitsAsCredit, joinCredit, noteFailure,
@@ -9,15 +10,6 @@ import { DescriptorStatus, RateLimitCode, RateLimitResponse, RateLimitUnit } fro
 const SERVICE = '"rate_limit_service":{"cluster":"ratelimit","domain":"llm-mesh"}';
 const T0: i64 = 1_700_000_000_000;
 
-function errorOf(text: string): string {
-  return parseThrottleConfig(text).error;
-}
-
-function configOf(text: string): ThrottleConfig {
-  const result = parseThrottleConfig(text);
-  expect(result.error).toBe("");
-  return result.config!;
-}
 
 /** A global rule with these limits (JSON), under a service. */
 function globalRule(limits: string, extra: string = ""): Rule {

@@ -1,6 +1,7 @@
 import { KeyHash } from "../text/key-hash";
 import { ApiShape } from "../llm/request";
-import { Action, KeyKind, Limits, parseThrottleConfig, Rule, ThrottleConfig } from "../throttle/config";
+import { Action, KeyKind, Limits, Rule } from "../throttle/config";
+import { configOf, errorOf } from "./throttle-configs";
 import {
   addHeld, BUCKET_MS, BUCKETS, Check, Deny, evaluate, F_HOLD_EPOCH, F_REQUEST_CREDIT, F_TOTAL, F_WAITING, FIELDS, formatDuration, Hold,
   HOLD_LEASE_MS, HOLD_STEP_MS, homeSlot, IDLE_MS, inFlight, initRecord, isIdle, refresh, refreshHolds, refusalMessage,
@@ -8,15 +9,6 @@ import {
   waitOrder, takeTurn, endTurn, Turn, RECORD_LAYOUT, Choice, decide, RuleAnswer, waitedTooLong,
 } from "../throttle/policy";
 
-function errorOf(text: string): string {
-  return parseThrottleConfig(text).error;
-}
-
-function configOf(text: string): ThrottleConfig {
-  const result = parseThrottleConfig(text);
-  expect(result.error).toBe("");
-  return result.config!;
-}
 
 function limits(rps: i64, tpm: i64, inFlight: i64): Limits {
   const l = new Limits();
