@@ -3,17 +3,9 @@
 // give a tenant one budget across its two Envoys.
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { createServer } from "node:net";
 import { test } from "node:test";
 import { repoDir } from "../tooling/envoy-bin.ts";
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+import { freePort } from "../tooling/local-registry.ts";
 
 const PORT_VARS = ["LLM_MESH_PORT", "LLM_MESH_ADMIN_PORT", "LLM_MESH_PRIMARY_PORT", "LLM_MESH_CANARY_PORT", "LLM_MESH_SHADOW_PORT", "LLM_MESH_SHADOW_LISTEN_PORT", "LLM_MESH_RLS_PORT"];
 const SECOND_PORT_VARS = ["LLM_MESH_SECOND_PORT", "LLM_MESH_SECOND_ADMIN_PORT", "LLM_MESH_SECOND_SHADOW_LISTEN_PORT"];

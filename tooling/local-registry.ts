@@ -1,12 +1,13 @@
 // Runs the CNCF distribution registry (Debian's `docker-registry`) on a free loopback port with a
 // generated config: for tests and local trials of `npm run publish`, without Docker.
 import bcrypt from "bcryptjs";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Process } from "./process.ts";
 
 export type RegistryAuth = { kind: "none" } | { kind: "htpasswd"; users: Record<string, string> };
 
@@ -86,40 +87,21 @@ export async function startLocalRegistry(options: LocalRegistryOptions): Promise
   // The kernel kills the registry if this process dies without running its cleanup.
   setprivAvailable ??= spawnSync("setpriv", ["--version"], { stdio: "ignore" }).status === 0;
   const [cmd, args] = setprivAvailable ? ["setpriv", ["--pdeathsig", "KILL", bin, "serve", configPath]] : [bin, ["serve", configPath]];
-  const child: ChildProcess = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let logText = "";
-  child.stdout!.on("data", (c: Buffer) => (logText += c));
-  child.stderr!.on("data", (c: Buffer) => (logText += c));
-  let exited: string | undefined;
-  const closed = new Promise<void>((done) => {
-    child.once("error", (err) => ((exited = `failed to start: ${err.message}`), done()));
-    child.once("close", (code, signal) => ((exited = signal ? `killed by ${signal}` : `exited with ${code}`), done()));
-  });
-
-  const stop = async () => {
-    if (exited) return;
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-    await closed;
-    clearTimeout(timer);
-  };
+  const registry = new Process("docker-registry", spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }), join(workDir, `registry-${port}.log`));
+  const stop = () => registry.stop();
 
   const url = `http://${address}:${port}`;
-  const deadline = Date.now() + 10_000;
-  while (true) {
-    if (exited) throw new Error(`docker-registry ${exited}:\n${logText.slice(-3000)}`);
-    try {
-      const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200 || res.status === 401) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`docker-registry not answering on ${url} after 10 s:\n${logText.slice(-3000)}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
+  // 401 is an answer too: the registry is up and asks for credentials.
+  const answering = async () => {
+    const res = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return res.status === 200 || res.status === 401;
+  };
+  try {
+    await registry.waitUntil(`an answer on ${url}`, answering, 10_000);
+  } catch (err) {
+    await stop();
+    throw err;
   }
-  return { port, host: `${address}:${port}`, url, log: () => logText, stop };
+  return { port, host: `${address}:${port}`, url, log: () => registry.output, stop };
 }

@@ -1,11 +1,12 @@
 // Runs the real Prometheus server (Debian's `prometheus` package) on a loopback port, scraping
 // Envoy's admin /stats/prometheus, so tests can ask PromQL what an operator would ask. Also wraps
 // `promtool` for checking scrapes and queries.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { repoDir } from "./envoy-bin.ts";
+import { freePort } from "./local-registry.ts";
+import { answers, Process } from "./process.ts";
 
 export const PROMETHEUS_BIN = process.env.PROMETHEUS_BIN ?? "/usr/bin/prometheus";
 export const PROMTOOL_BIN = process.env.PROMTOOL_BIN ?? "/usr/bin/promtool";
@@ -40,17 +41,6 @@ export interface PrometheusHandle {
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => ok());
-  });
-  const port = (server.address() as { port: number }).port;
-  await new Promise((done) => server.close(done));
-  return port;
-}
 
 // Killed with the test process even on SIGKILL (as the Envoy harness does), so no server outlives it.
 function launcher(bin: string, args: string[]): [string, string[]] {
@@ -89,34 +79,11 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
     "--log.level=warn",
   ];
   const [cmd, argv] = launcher(PROMETHEUS_BIN, args);
-  const child: ChildProcess = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-  let logText = "";
-  child.stdout!.on("data", (c: Buffer) => (logText += c));
-  child.stderr!.on("data", (c: Buffer) => (logText += c));
-  let exitInfo: string | undefined;
-  const exited = new Promise<void>((done) => {
-    child.once("error", (err) => {
-      exitInfo = `failed to spawn ${PROMETHEUS_BIN}: ${err.message}`;
-      done();
-    });
-    child.once("close", (code, signal) => {
-      exitInfo = signal ? `killed by ${signal}` : `exited with code ${code}`;
-      done();
-    });
-  });
-  const onExit = () => child.kill("SIGKILL");
-  process.on("exit", onExit);
-
+  const prometheus = new Process("prometheus", spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] }), join(dir, "prometheus.log"));
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      process.off("exit", onExit);
-      if (!exitInfo) {
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await prometheus.stop();
       if (!process.env.KEEP_TMP) rmSync(dir, { recursive: true, force: true });
     })());
 
@@ -150,25 +117,15 @@ export async function startPrometheus(options: StartPrometheusOptions): Promise<
       const since = Date.now() / 1000;
       await handle.waitFor('max(timestamp(up{job="envoy"}))', (s) => s.length > 0 && s[0].value > since, timeoutMs);
     },
-    log: () => logText,
+    log: () => prometheus.output,
     stop,
   };
 
-  const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
-  while (true) {
-    if (exitInfo) throw new Error(`prometheus ${exitInfo} before it was ready:\n${logText}`);
-    try {
-      const res = await fetch(`${url}/-/ready`, { signal: AbortSignal.timeout(1000) });
-      await res.text();
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`prometheus not ready after ${options.readyTimeoutMs ?? 20_000} ms:\n${logText}`);
-    }
-    await sleep(100);
+  try {
+    await prometheus.waitUntil("ready answer", () => answers(`${url}/-/ready`), options.readyTimeoutMs ?? 20_000);
+  } catch (err) {
+    await stop();
+    throw err;
   }
   return handle;
 }
