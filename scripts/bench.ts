@@ -404,7 +404,7 @@ async function main(): Promise<void> {
     profile,
     moduleProfiles,
     sizes,
-    verdicts: verdicts(summary, scenarios, moduleFiles),
+    verdicts: verdicts(summary, scenarios, moduleFiles, kernels, hostCalls),
     tracing: tracingCost(summary, scenarios),
     tracingSpans,
     tracingMissing,
