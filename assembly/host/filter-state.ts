@@ -44,15 +44,17 @@ export function forgetStream(contextId: u32): void {
 /**
  * Stores a value in the stream's filter state; Envoy keeps it as `wasm.<name>`, readable by later
  * Wasm filters with `filterState(name)` and by access logs with %FILTER_STATE(wasm.<name>:PLAIN)%.
+ * With `toHost` false (a filter's `filter_state: false`) only this VM keeps it: the later stages of
+ * the one module still read it, and nothing outside does, for one host call less.
  */
-export function setFilterState(name: string, value: string): bool {
+export function setFilterState(name: string, value: string, toHost: bool = true): bool {
   let mine = filterStateSetHere.get(currentContext());
   if (mine == null) {
     mine = new StreamFilterState(currentContext());
     filterStateSetHere.add(mine);
   }
   mine.set(name, value);
-  if (filterStateKeptInVm.includes(name)) return true;
+  if (!toHost || filterStateKeptInVm.includes(name)) return true;
   const path = utf8(name);
   const bytes = utf8(value);
   return imports.proxy_set_property(changetype<usize>(path), path.byteLength, changetype<usize>(bytes), bytes.byteLength) == OK;

@@ -141,7 +141,7 @@ export class RouterStream extends FactsOrBodyStream {
     // choice stands, and the targets here neither serve nor answer for it.
     const earlier = filterState(FACT_ROUTE);
     if (earlier != null && earlier.length > 0) {
-      setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter");
+      setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter", config.filterState);
       return FilterHeadersStatusValues.Continue;
     }
     this.startMs = nowMillis();
@@ -158,8 +158,8 @@ export class RouterStream extends FactsOrBodyStream {
 
     if (isShadowRequest()) {
       this.shadow = true;
-      setRoute(ROUTE_SHADOW);
-      setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW);
+      setRoute(ROUTE_SHADOW, config.filterState);
+      setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW, config.filterState);
       this.rewriteTo = config.shadowRewriteModel;
       return this.afterDecision(endOfStream);
     }
@@ -286,8 +286,8 @@ export class RouterStream extends FactsOrBodyStream {
     }
     setRequestHeader(config.routeHeader, target.name);
     clearRouteCache();
-    setRoute(target.name);
-    setFilterState(FACT_ROUTER, decision.describe());
+    setRoute(target.name, config.filterState);
+    setFilterState(FACT_ROUTER, decision.describe(), config.filterState);
     if (target.index < root.requestsMetric.length) incrementMetric(unchecked(root.requestsMetric[target.index]), 1);
     this.rewriteTo = target.rewriteModel;
   }

@@ -272,7 +272,7 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
   const mesh = scenarios.find((s) => s.id === ONE_MODULE);
   if (mesh) out.push(...speedVerdicts(summary, mesh, `the same filters as one module (${ONE_MODULE}.wasm)`));
   const lean = scenarios.find((s) => s.id === ONE_MODULE_LEAN);
-  if (lean) out.push(...speedVerdicts(summary, lean, `one module without the optional x-llm-*/x-ratelimit-* headers and access-log records (${ONE_MODULE_LEAN})`));
+  if (lean) out.push(...speedVerdicts(summary, lean, `one module without the optional x-llm-*/x-ratelimit-* headers, access-log records and llm_mesh.* filter state (${ONE_MODULE_LEAN})`));
   const local = summary.find((s) => s.scenario === "throttle" && s.workload === "1k");
   const global = summary.find((s) => s.scenario === GLOBAL_THROTTLE && s.workload === "1k");
   const envoyCall = summary.find((s) => s.scenario === ENVOY_RATELIMIT && s.workload === "1k");
@@ -346,7 +346,7 @@ export function markdown(r: Report): string {
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
     "a filter name is that filter alone; `all` is every filter in the recommended order; `mesh` is the same filters with the same " +
     "configurations as one module (build/mesh.wasm), and `mesh-lean` that module without the optional `x-llm-*` and `x-ratelimit-*` " +
-    "headers and access-log records; `admission+x` pairs show the body scanned once; `throttle-global` is llm-throttle with its rule " +
+    "headers, access-log records and `llm_mesh.*` filter state (its stages still share the facts inside the module); `admission+x` pairs show the body scanned once; `throttle-global` is llm-throttle with its rule " +
     "counted by Envoy's rate limit service (envoyproxy/ratelimit and Redis on loopback, on the upstream's CPU) instead of shared data: " +
     "one gRPC call per request before it is forwarded; `envoy-ratelimit` is Envoy's own rate limit filter (no Wasm) asking the same service " +
     "once per request with one descriptor: the floor of such a call.");
