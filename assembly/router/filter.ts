@@ -12,7 +12,8 @@ import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { clearRouteCache, defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
 import { filterState, setFilterState } from "../host/filter-state";
 import { FACT_RECORD, FACT_ROUTE, FACT_ROUTER } from "../llm/filter-state-names";
-import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setRequestHeader } from "../host/callback-cache";
+import { nowMillis, nowNanos, removeRequestHeader, requestHeader, responseHeader, setRequestHeader } from "../host/callback-cache";
+import { ResponseEnding } from "../host/response-ending";
 import { apiShapeForPath, ApiShape } from "../llm/request";
 import { TaggedName } from "../telemetry/metric-names";
 import { isModelListRequest, publishRouterModels } from "../llm/models-api";
@@ -122,6 +123,8 @@ export class RouterStream extends FactsOrBodyStream {
   private startMs: i64 = 0;
   private answeredAtMs: i64 = -1;
   private tracker: AnswerTracker | null = null;
+  /** Followed only when the guard or the record judges the response (judgesResponse). */
+  private response: ResponseEnding = new ResponseEnding();
 
   constructor(contextId: u32, private root: RouterRoot) {
     super(contextId, root, root.hold);
@@ -212,9 +215,11 @@ export class RouterStream extends FactsOrBodyStream {
     return FilterDataStatusValues.Continue;
   }
 
-  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
-    if (this.decision == null && !this.shadow) return FilterHeadersStatusValues.Continue;
-    this.answeredAtMs = nowMillis();
+  onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
+    if (!this.judgesResponse()) return FilterHeadersStatusValues.Continue;
+    this.response.headersPassed(endOfStream);
+    // The guard's latency sample ends at the answer's first byte.
+    if (this.epoch >= 0) this.answeredAtMs = nowMillis();
     const record = this.root.config.record;
     if (record.enabled && this.llm) {
       this.tracker = new AnswerTracker(UsageTracker.isEventStream(responseHeader("content-type")), record.previewChars);
@@ -223,6 +228,8 @@ export class RouterStream extends FactsOrBodyStream {
   }
 
   onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
+    if (!this.judgesResponse()) return FilterDataStatusValues.Continue;
+    this.response.bodyPassed(endOfStream);
     const tracker = this.tracker;
     if (tracker == null) return FilterDataStatusValues.Continue;
     if (bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), nowMillis());
@@ -231,17 +238,22 @@ export class RouterStream extends FactsOrBodyStream {
   }
 
   onLog(): void {
-    if (this.decision == null && !this.shadow) return;
+    if (!this.judgesResponse()) return;
     const endMs = nowMillis();
-    const status = max<i64>(propertyInt(["response", "code"]), 0);
+    const status = this.response.status();
     const decision = this.decision;
     if (decision != null && this.epoch >= 0) {
-      const details = propertyString(["response", "code_details"]);
-      const verdict = verdictOf(status, details != null ? details : "");
+      const verdict = verdictOf(status, this.response.details());
       const latency = (this.answeredAtMs >= 0 ? this.answeredAtMs : endMs) - this.startMs;
       if (verdict != Verdict.Unjudged) this.guard(decision, new Sample(this.epoch, latency, verdict == Verdict.Failed));
     }
     if (this.root.config.record.enabled && this.llm) this.writeRecord(status, endMs - this.startMs);
+  }
+
+  /** Whether the response feeds the chosen target's guard or the comparison record. */
+  private judgesResponse(): bool {
+    if (this.decision == null && !this.shadow) return false;
+    return (this.decision != null && this.epoch >= 0) || (this.root.config.record.enabled && this.llm);
   }
 
   private hold(waiting: Waiting): FilterHeadersStatusValues {
