@@ -137,6 +137,34 @@ describe("the one module's stages, in memory", () => {
     assert.equal(worker.hostCalls.get("proxy_get_header_map_pairs"), 1);
   });
 
+  test("a lean request answered whole: no filter state handed over, no property read but the start, one clock read as it ends", async () => {
+    const off = { filter_state: false };
+    const lean = { admission: { ...sections.admission, ...off }, throttle: { ...sections.throttle, ...off }, metrics: { ...sections.metrics, records: false }, router: { ...sections.router, ...off } };
+    const { host, root } = await mesh(lean);
+    const worker = host.workers[0];
+    worker.hostCalls.clear();
+    const stream = root.send(chat("acme"));
+    assert.equal(stream.state, "forwarded");
+    assert.equal(stream.header("x-llm-route"), "canary");
+    stream.answer(answer(10, 5));
+    // Stages shared the facts, the decisions and the answer's status in memory: the one property
+    // read is metrics' request.time (no response.code, code_details or llm_mesh.route), and routing
+    // needs no clear_route_cache call.
+    assert.equal(worker.hostCalls.get("proxy_set_property") ?? 0, 0);
+    assert.equal(worker.hostCalls.get("proxy_get_property"), 1);
+    assert.equal(worker.hostCalls.get("proxy_call_foreign_function") ?? 0, 0);
+    assert.equal(stream.filterState.size, 0);
+    assert.equal(counted(host, "admitted"), 1);
+    assert.equal(host.metric("llm_throttle.per-tenant.tokens_used"), 15);
+    // proxy_on_done settles the throttle with the clock proxy_on_log read just before it.
+    const next = root.send(chat("other"));
+    next.sendResponseHeaders([[":status", "200"], ["content-type", "application/json"]], false);
+    next.sendResponseBody(answer(10, 5).body, true);
+    worker.hostCalls.clear();
+    next.close();
+    assert.equal(worker.hostCalls.get("proxy_get_current_time_nanoseconds"), 1);
+  });
+
   test("a request throttle queues reaches the router only when a tick releases it", async () => {
     const queueing = { rules: [{ name: "one-at-a-time", key: ["header:x-tenant"], limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000 } }], tick_ms: 20 };
     const { host, root } = await mesh({ ...sections, throttle: queueing });

@@ -66,6 +66,30 @@ describe("llm-mesh as one module", () => {
     assert.equal(await stat(envoy, "llm_throttle.per-tenant.tokens_used"), usage.total_tokens);
   });
 
+  const pluginConfig = (name: string) => JSON.parse(readFileSync(new URL(`../envoy/plugin-config/${name}.json`, import.meta.url), "utf8"));
+  const noFilterState = () => Object.fromEntries(["admission", "throttle", "router"].map((name) =>
+    [`${name.toUpperCase()}_CONFIG`, { ...pluginConfig(name), filter_state: false }]));
+
+  envoyTest("filter_state false: the stages still share the facts, and Envoy's filter state holds none of them", demo(noFilterState()), async (envoy) => {
+    resetMocks();
+    const res = await postJson(envoy.url("/v1/chat/completions"), { model: "llama-3-8b", messages: hello, max_tokens: 8 }, { "x-tenant": "acme" });
+    assert.equal(res.status, 200, res.text);
+    // Routed, and the facts forwarded upstream, from what the stages handed each other in memory.
+    const seen = mocks.primary.requests[0].headers;
+    assert.equal(seen["x-llm-route"], "primary");
+    assert.equal(seen["x-llm-model"], "llama-3-8b");
+    const [entry] = await accessLog(envoy, 1);
+    for (const field of ["api", "model_requested", "prompt_tokens_estimated", "admission", "throttle", "route", "router"]) {
+      assert.equal(entry.llm[field], null, `${field}: ${JSON.stringify(entry.llm)}`);
+    }
+    // Metrics' own record (records stays on) still names the outcome, and its series the model and route.
+    assert.equal(entry.llm.outcome, "admitted");
+    const stats = await envoy.stats();
+    const counted = [...stats].filter(([k]) => k.startsWith("wasmcustom.gen_ai_server_requests_total") &&
+      k.includes("gen_ai_request_model=.=llama-3*;.;") && k.includes("llm_route=.=primary;.;"));
+    assert.equal(counted.reduce((sum, [, v]) => sum + v, 0), 1);
+  });
+
   envoyTest("admission refuses before throttle, metrics' upstream and the router see the request", demo(), async (envoy) => {
     resetMocks();
     const res = await postJson(envoy.url("/v1/chat/completions"), { model: "gpt-9", messages: hello }, { "x-tenant": "acme" });

@@ -64,11 +64,18 @@ describe("admission config", () => {
     expect(configError('{"apis":["openai.chat","grpc"]}')).toBe('apis[1]: unknown API "grpc" (known: openai.chat, openai.completions, openai.embeddings, anthropic.messages)');
     expect(configError('{"paths":{"chat":"openai.chat"}}')).toBe("paths.chat: a path must start with /");
     expect(configError('{"unknown_model":"maybe"}')).toBe('unknown_model: must be one of reject, allow, got "maybe"');
-    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, model_list, invalid_body, forward_headers, hold_headers, hold_headers_timeout_ms)");
+    expect(configError('{"max_body_bytes":5}')).toBe("max_body_bytes: unknown key (allowed: apis, paths, models, unknown_model, model_list, invalid_body, forward_headers, hold_headers, hold_headers_timeout_ms, filter_state)");
     expect(configError('{"forward_headers":"yes"}')).toBe('forward_headers: must be true or false, got "yes"');
     expect(configError('{"hold_headers_timeout_ms":9}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 9");
     expect(configError('{"hold_headers_timeout_ms":60001}')).toBe("hold_headers_timeout_ms: must be an integer from 10 to 60000, got 60001");
     expect(configError('{"hold_headers_timeout_ms":"1s"}')).toBe('hold_headers_timeout_ms: must be an integer from 10 to 60000, got "1s"');
+  });
+
+  it("leaves its facts in Envoy's filter state unless told otherwise", () => {
+    expect(config("").filterState).toBe(true);
+    expect(config('{"filter_state":false}').filterState).toBe(false);
+    expect(configError('{"filter_state":"off"}')).toBe('filter_state: must be true or false, got "off"');
+    expect(configError('{"filter_state":0}')).toBe("filter_state: must be true or false, got 0");
   });
 
   it("waits a second for a held request's body unless told otherwise", () => {

@@ -101,6 +101,12 @@ describe("router config", () => {
     expect(canary.guard!.maxMeanLatencyMs).toBe(0);
   });
 
+  it("leaves its decision in Envoy's filter state unless told otherwise", () => {
+    expect(config("").filterState).toBe(true);
+    expect(config('{"filter_state": false}').filterState).toBe(false);
+    expect(configError('{"filter_state": "no"}')).toBe('filter_state: must be true or false, got "no"');
+  });
+
   it("turns records on with the record section and reads the shadow rewrite", () => {
     const c = config('{"record": {"preview_chars": 8}, "shadow": {"rewrite_model": "gpt-4o-mini"}, "model_header": "X-Model"}');
     expect(c.record.enabled).toBe(true);
@@ -124,7 +130,7 @@ describe("router config", () => {
 
   it("refuses bad configs naming the field and the reason", () => {
     expect(configError("{")).toBe("(config): not valid JSON: unexpected end of input at byte 1");
-    expect(configError('{"rule": []}')).toBe("rule: unknown key (allowed: route_header, model_header, primary, default_target, targets, rules, sticky_header, max_body_bytes, shadow, record, hold_headers_timeout_ms)");
+    expect(configError('{"rule": []}')).toBe("rule: unknown key (allowed: route_header, model_header, primary, default_target, targets, rules, sticky_header, max_body_bytes, shadow, record, hold_headers_timeout_ms, filter_state)");
     expect(configError('{"route_header": "x llm"}')).toBe("route_header: \"x llm\" is not a header name (letters, digits and !#$%&'*+-.^_`|~ only; no pseudo-headers)");
     expect(configError('{"route_header": ":authority"}')).toBe("route_header: \":authority\" is not a header name (letters, digits and !#$%&'*+-.^_`|~ only; no pseudo-headers)");
     expect(configError('{"route_header": "Content-Length"}')).toBe("route_header: \"content-length\" is managed by Envoy and cannot be used here");

@@ -82,6 +82,12 @@ describe("throttle config", () => {
     expect(c.rules[0].redirectValue).toBe("small");
   });
 
+  it("leaves its verdict in Envoy's filter state unless told otherwise", () => {
+    expect(configOf('{"rules":[]}').filterState).toBe(true);
+    expect(configOf('{"rules":[],"filter_state":false}').filterState).toBe(false);
+    expect(errorOf('{"filter_state":"false"}')).toBe('filter_state: must be true or false, got "false"');
+  });
+
   it("reads hold_headers_timeout_ms as admission does", () => {
     expect(configOf("{}").holdHeadersTimeoutMs).toBe(1000);
     expect(configOf('{"hold_headers_timeout_ms":10}').holdHeadersTimeoutMs).toBe(10);
@@ -126,7 +132,7 @@ describe("throttle config", () => {
       .toBe("rules[0].match.models[0]: a model may end in * (a prefix match) but contain no other *");
     expect(errorOf('{"rules":[{"key":["global"],"limits":{"max_in_flight":1,"rpm":3}}]}'))
       .toBe("rules[0].limits.rpm: unknown key (allowed: requests_per_second, tokens_per_minute, input_tokens_per_minute, output_tokens_per_minute, max_in_flight)");
-    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers, hold_headers_timeout_ms, rate_limit_service)");
+    expect(errorOf('{"rule":[]}')).toBe("rule: unknown key (allowed: rules, tokenizer, max_body_bytes, tick_ms, response_headers, hold_headers_timeout_ms, rate_limit_service, filter_state)");
   });
 });
 

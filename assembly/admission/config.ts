@@ -13,7 +13,7 @@ const TOKEN_LIMIT: i64 = 100_000_000;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
 const MODEL_KEYS: string[] = ["max_body_bytes", "max_prompt_tokens", "max_output_tokens", "output_limit_action", "tokenizer"];
-const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "model_list", "invalid_body", "forward_headers", "hold_headers", "hold_headers_timeout_ms"];
+const TOP_KEYS: string[] = ["apis", "paths", "models", "unknown_model", "model_list", "invalid_body", "forward_headers", "hold_headers", "hold_headers_timeout_ms", "filter_state"];
 
 /** What `GET /v1/models` answers (models-list.ts). */
 export enum ModelListMode {
@@ -50,6 +50,11 @@ export class AdmissionConfig {
   rejectUnknownModels: bool = true;
   rejectInvalidBodies: bool = true;
   forwardHeaders: bool = true;
+  /**
+   * Leave the facts and the verdict in Envoy's filter state (llm_mesh.*), for access logs, trace
+   * tags and later llm-mesh filters of their own; false keeps them for the one module's stages.
+   */
+  filterState: bool = true;
   /**
    * Hold the request headers until the body is read, so the verdict can add headers and fix
    * content-length before anything goes upstream. Needs Envoy's `allow_on_headers_stop_iteration`
@@ -131,6 +136,7 @@ export function readAdmissionConfig(root: ConfigObject, errors: ConfigErrors): C
   config.rejectUnknownModels = root.oneOf("unknown_model", ["reject", "allow"], "reject") == "reject";
   config.rejectInvalidBodies = root.oneOf("invalid_body", ["reject", "allow"], "reject") == "reject";
   config.forwardHeaders = root.bool("forward_headers", true);
+  config.filterState = root.bool("filter_state", true);
   config.holdHeaders = root.bool("hold_headers", false);
   config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 

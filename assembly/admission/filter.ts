@@ -162,10 +162,10 @@ export class AdmissionStream extends StreamContext {
       request = readLlmRequest(body, this.shape, rescored);
       verdict = decide(config, request, body.length);
     }
-    setFilterState(FACT_ADMISSION, unchecked(OUTCOME_NAMES[<i32>verdict.outcome]));
+    setFilterState(FACT_ADMISSION, unchecked(OUTCOME_NAMES[<i32>verdict.outcome]), config.filterState);
     if (verdict.outcome == Outcome.Rejected) {
       // Metrics and access logs still name the model a refused request asked for.
-      if (request.hasModel) RequestFacts.fromRequest(request).publish(false);
+      if (request.hasModel) RequestFacts.fromRequest(request).publish(false, config.filterState);
       this.reject(verdict.error!);
       return;
     }
@@ -177,7 +177,7 @@ export class AdmissionStream extends StreamContext {
       logger.debug(this.contextId, "clamped " + request.maxTokensField + " to " + verdict.clampTo.toString());
     }
     if (verdict.outcome != Outcome.PassedThrough) {
-      RequestFacts.fromRequest(request).publish(this.holding && config.forwardHeaders);
+      RequestFacts.fromRequest(request).publish(this.holding && config.forwardHeaders, config.filterState);
     }
   }
 
@@ -198,7 +198,7 @@ export class AdmissionStream extends StreamContext {
 
   private reject(error: ApiError): void {
     this.finished = true;
-    setFilterState(FACT_ADMISSION, "rejected:" + error.code);
+    setFilterState(FACT_ADMISSION, "rejected:" + error.code, this.root.config.filterState);
     logger.debug(this.contextId, "rejected " + error.status.toString() + " " + error.code + ": " + error.message);
     const headers = new ResponseHeaders().add("content-type", "application/json");
     sendResponse(error.status, FILTER_NAME + "_" + error.code, errorBody(this.shape, error), headers);

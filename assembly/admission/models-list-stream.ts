@@ -54,7 +54,7 @@ export class ModelsListStream {
       this.step = Step.Done;
       const refusal = retrieveRefusal(this.config, this.request);
       if (refusal == null) return FilterHeadersStatusValues.Continue;
-      setFilterState(FACT_ADMISSION, "rejected:" + refusal.code);
+      setFilterState(FACT_ADMISSION, "rejected:" + refusal.code, this.config.filterState);
       this.logger.debug(this.contextId, "refused model " + this.request.id + " without asking the model server");
       const shape = this.request.anthropic ? ApiShape.AnthropicMessages : ApiShape.Unknown;
       sendResponse(refusal.status, this.logger.filter + "_" + refusal.code, errorBody(shape, refusal), jsonHeaders());

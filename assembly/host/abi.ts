@@ -21,7 +21,7 @@ import {
 } from "./contexts";
 
 import { collectWhenDue } from "./collector";
-import { beginCallback, requestHeadersHeld } from "./callback-cache";
+import { beginCallback, logCallbackEnded, requestHeadersHeld } from "./callback-cache";
 import { forgetStream } from "./filter-state";
 
 export { malloc } from "./calls";
@@ -98,10 +98,11 @@ export function proxy_on_log(contextId: u32): void {
   const stream = streamContext(contextId);
   if (stream != null) stream.onLog();
   collectWhenDue();
+  logCallbackEnded(contextId);
 }
 
 export function proxy_on_done(contextId: u32): u32 {
-  beginCallback(contextId);
+  beginCallback(contextId, true);
   const stream = streamContext(contextId);
   const root = stream == null ? rootContext(contextId) : null;
   const done = stream != null ? stream.onDone() : root == null || root.onDone();

@@ -133,17 +133,34 @@ let currentContextId: u32 = 0;
  */
 let heldRequestHeadersOf: u32 = 0;
 
-/** abi.ts calls this as every callback begins, and setEffectiveContext when a tick turns to another stream. */
-export function beginCallback(contextId: u32): void {
+/**
+ * The stream whose proxy_on_log was the last callback, 0 for none. Envoy ends a stream with
+ * proxy_on_log and proxy_on_done back to back: the second keeps the first's clock reading.
+ */
+let loggedJustNow: u32 = 0;
+
+/**
+ * abi.ts calls this as every callback begins, and setEffectiveContext when a tick turns to another
+ * stream; `afterLog` for proxy_on_done, which reuses the clock of the same stream's proxy_on_log
+ * when that came just before it.
+ */
+export function beginCallback(contextId: u32, afterLog: bool = false): void {
+  const keepClock = afterLog && contextId == loggedJustNow;
+  loggedJustNow = 0;
   currentContextId = contextId;
   if (contextId != heldRequestHeadersOf) {
     heldRequestHeadersOf = 0;
     requestHeadersOfThisCallback.clear();
   }
   responseHeadersOfThisCallback.clear();
-  nowNanosOfThisCallback = 0;
+  if (!keepClock) nowNanosOfThisCallback = 0;
   propertiesAskedInThisCallback.length = 0;
   propertyAnswersOfThisCallback.length = 0;
+}
+
+/** abi.ts, after proxy_on_log: the stream's proxy_on_done may follow with nothing in between. */
+export function logCallbackEnded(contextId: u32): void {
+  loggedJustNow = contextId;
 }
 
 /** The stream (or root) the host calls of this callback act on. */

@@ -202,22 +202,6 @@ export function sendResponse(status: u32, details: string, body: string, headers
 
 // ---- routing and ticks ----
 
-const CLEAR_ROUTE_CACHE = String.UTF8.encode("clear_route_cache");
-const NO_ARGUMENTS = new ArrayBuffer(0);
-
-/**
- * Makes Envoy pick the route again after a filter set a header the route table matches on. Under
- * ABI 0.2.x Envoy offers this as the foreign function "clear_route_cache" (a module importing the
- * 0.1.0 proxy_clear_route_cache fails to load). Envoy 1.40 also re-picks the route by itself when a
- * Wasm filter changes a request header; asking explicitly keeps working where it does not.
- */
-export function clearRouteCache(): bool {
-  if (imports.proxy_call_foreign_function(changetype<usize>(CLEAR_ROUTE_CACHE), CLEAR_ROUTE_CACHE.byteLength,
-    changetype<usize>(NO_ARGUMENTS), 0, RETURNED_DATA, RETURNED_SIZE) != OK) return false;
-  takeReturned();
-  return true;
-}
-
 export function setTickPeriod(milliseconds: u32): void {
   imports.proxy_set_tick_period_milliseconds(milliseconds);
 }

@@ -70,11 +70,6 @@ export declare function proxy_continue_stream(stream: u32): u32;
 export declare function proxy_set_effective_context(contextId: u32): u32;
 
 // @ts-ignore: decorator
-@external("env", "proxy_call_foreign_function")
-export declare function proxy_call_foreign_function(name: usize, nameSize: usize, argument: usize, argumentSize: usize,
-  resultOut: usize, sizeOut: usize): u32;
-
-// @ts-ignore: decorator
 @external("env", "proxy_set_tick_period_milliseconds")
 export declare function proxy_set_tick_period_milliseconds(milliseconds: u32): u32;
 

@@ -70,20 +70,21 @@ export class RequestFacts {
     return facts;
   }
 
-  publish(withHeaders: bool): void {
+  /** `toHost` as setFilterState's: false keeps the facts for this module's later stages only. */
+  publish(withHeaders: bool, toHost: bool = true): void {
     const api = apiShapeName(this.shape);
     const prompt = this.promptTokens.toString();
     const maxTokens = this.maxTokens >= 0 ? this.maxTokens.toString() : "";
     const stream = this.stream ? "true" : "false";
-    setFilterState(FACT_ALL, this.toString());
-    setFilterState(FACT_API, api);
-    setFilterState(FACT_MODEL, this.model);
-    setFilterState(FACT_PROMPT_TOKENS, prompt);
-    setFilterState(FACT_MAX_TOKENS, maxTokens);
-    setFilterState(FACT_STREAM, stream);
+    setFilterState(FACT_ALL, this.toString(), toHost);
+    setFilterState(FACT_API, api, toHost);
+    setFilterState(FACT_MODEL, this.model, toHost);
+    setFilterState(FACT_PROMPT_TOKENS, prompt, toHost);
+    setFilterState(FACT_MAX_TOKENS, maxTokens, toHost);
+    setFilterState(FACT_STREAM, stream, toHost);
     // The OpenTelemetry names of the request's API: only trace spans' custom tags read them.
-    setFilterState(FACT_OPERATION, genAiOperation(this.shape));
-    setFilterState(FACT_PROVIDER, genAiProvider(this.shape));
+    setFilterState(FACT_OPERATION, genAiOperation(this.shape), toHost);
+    setFilterState(FACT_PROVIDER, genAiProvider(this.shape), toHost);
     if (!withHeaders) return;
     setRequestHeader(HEADER_API, api);
     if (this.model.length > 0) setRequestHeader(HEADER_MODEL, headerSafe(this.model));

@@ -22,8 +22,9 @@ export function isShadowRequest(): bool {
   return authority != null && isShadowAuthority(authority);
 }
 
-export function setRoute(route: string): void {
-  setFilterState(FACT_ROUTE, route);
+/** `toHost` as setFilterState's: false keeps the route for this module's later stages only. */
+export function setRoute(route: string, toHost: bool = true): void {
+  setFilterState(FACT_ROUTE, route, toHost);
 }
 
 /** The route an earlier filter chose; "primary" when none did. */

@@ -16,10 +16,14 @@ export {
   proxy_on_grpc_close,
 } from "../host/abi";
 import { registerFilter, RootContext } from "../host/contexts";
-import { keepFilterStateInVm } from "../host/filter-state";
-import { FACT_ALL, FACT_ROUTER_MODELS, FACT_USAGE, FACT_USAGE_TRACKED } from "../llm/filter-state-names";
+import { keepFilterStateInVm, readFilterStateInVm } from "../host/filter-state";
+import { FACT_ADMISSION, FACT_ALL, FACT_ROUTE, FACT_ROUTER_MODELS, FACT_THROTTLE, FACT_USAGE, FACT_USAGE_TRACKED } from "../llm/filter-state-names";
 import { FILTER_NAME, MeshRoot } from "./filter";
 
 registerFilter((contextId: u32): RootContext => new MeshRoot(contextId), FILTER_NAME);
 // What the stages hand each other and nothing else reads: no host call to store it.
 keepFilterStateInVm([FACT_ALL, FACT_USAGE_TRACKED, FACT_USAGE, FACT_ROUTER_MODELS]);
+// What the stages read of each other's decisions, left for access logs too: the module runs instead
+// of the separate filters (docs/one-module.md), so one its stages did not set was set by nobody, and
+// asking Envoy (a property read, the dearest host call) would only confirm it.
+readFilterStateInVm([FACT_ADMISSION, FACT_THROTTLE, FACT_ROUTE]);

@@ -16,7 +16,8 @@ import {
   RECORD_USAGE_COMPLETION, RECORD_USAGE_PROMPT, RECORD_USAGE_SOURCE,
 } from "../llm/filter-state-names";
 import { incrementMetric, Logger, responseBody } from "../host/calls";
-import { nowMillis, propertyInt, propertyString, requestHeader, responseHeader } from "../host/callback-cache";
+import { nowMillis, propertyInt, requestHeader, responseHeader } from "../host/callback-cache";
+import { ResponseEnding } from "../host/response-ending";
 import { ApiShape, apiShapeForPath, apiShapeName } from "../llm/request";
 import { LabelSlots } from "../telemetry/metric-labels";
 import { LABEL_NONE } from "../telemetry/metric-names";
@@ -110,6 +111,7 @@ export class MetricsStream extends FactsOrBodyStream {
   private status: i64 = 0;
   private outcome: string = "";
   private figures: AnswerFigures = new AnswerFigures();
+  private response: ResponseEnding = new ResponseEnding();
 
   constructor(contextId: u32, private root: MetricsRoot) {
     // The body is read as it passes: the headers are never held for it.
@@ -148,6 +150,7 @@ export class MetricsStream extends FactsOrBodyStream {
 
   onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
     if (!this.llm) return FilterHeadersStatusValues.Continue;
+    this.response.headersPassed(endOfStream);
     if (this.models == null) {
       const tracker = new UsageTracker(UsageTracker.isEventStream(responseHeader("content-type")));
       this.tracker = tracker;
@@ -159,6 +162,7 @@ export class MetricsStream extends FactsOrBodyStream {
   }
 
   onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
+    this.response.bodyPassed(endOfStream);
     const tracker = this.tracker;
     if (tracker == null) {
       if (endOfStream && this.llm) this.end();
@@ -228,9 +232,8 @@ export class MetricsStream extends FactsOrBodyStream {
     if (this.ended) return;
     this.ended = true;
     const ending = new Ending();
-    ending.status = max<i64>(propertyInt(["response", "code"]), 0);
-    const details = propertyString(["response", "code_details"]);
-    ending.details = details != null ? details : "";
+    ending.status = this.response.status();
+    ending.details = this.response.details();
     this.status = ending.status;
     this.outcome = outcomeOf(filterState(FACT_ADMISSION), filterState(FACT_THROTTLE), ending);
     const config = this.root.config;

@@ -26,7 +26,7 @@ export const DEFAULT_MIN_REQUESTS: i64 = 10;
 export const DEFAULT_MAX_ERROR_RATE: f64 = 0.2;
 export const DEFAULT_COOLDOWN_MS: i64 = 60000;
 
-const TOP_KEYS: string[] = ["route_header", "model_header", "primary", "default_target", "targets", "rules", "sticky_header", "max_body_bytes", "shadow", "record", "hold_headers_timeout_ms"];
+const TOP_KEYS: string[] = ["route_header", "model_header", "primary", "default_target", "targets", "rules", "sticky_header", "max_body_bytes", "shadow", "record", "hold_headers_timeout_ms", "filter_state"];
 const TARGET_KEYS: string[] = ["rewrite_model", "guard"];
 const GUARD_KEYS: string[] = ["window_ms", "min_requests", "max_error_rate", "max_mean_latency_ms", "cooldown_ms"];
 const RULE_KEYS: string[] = ["name", "match", "target", "weights", "sticky_header", "trust_client_route"];
@@ -114,6 +114,11 @@ export class RouterConfig {
   /** The model a mirrored request is rewritten to on the shadow side; "" leaves it. */
   shadowRewriteModel: string = "";
   record: RecordConfig = new RecordConfig();
+  /**
+   * Leave the decision (llm_mesh.route, llm_mesh.router) in Envoy's filter state for access logs,
+   * trace tags and a separate llm-metrics; false keeps it for the one module's stages.
+   */
+  filterState: bool = true;
   /** Whether a decision may depend on the request's model, so the body must be read first. */
   needsModel: bool = false;
   /**
@@ -401,6 +406,7 @@ export function readRouterConfig(root: ConfigObject, errors: ConfigErrors): Conf
     shadow.onlyKeys(SHADOW_KEYS);
     config.shadowRewriteModel = modelName(shadow, "rewrite_model");
   }
+  config.filterState = root.bool("filter_state", true);
   const record = root.object("record");
   if (record != null) {
     record.onlyKeys(RECORD_KEYS);

@@ -1,6 +1,6 @@
 // The router's contexts: they gather what a request says (headers, the model from the admission
 // filter's facts or from the body), ask policy.ts where it goes, and carry that out with the
-// routing header and a route-cache clear. At the end of each request they feed the target's guard
+// routing header. At the end of each request they feed the target's guard
 // and, when asked, write the comparison record.
 import { ConfigErrors, ConfigObject } from "../json/config-reader";
 import {
@@ -9,10 +9,11 @@ import {
   FilterHeadersStatusValues,
 } from "../host/contexts";
 import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
-import { clearRouteCache, defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
+import { defineCounter, incrementMetric, Logger, replaceRequestBody, requestBody, responseBody } from "../host/calls";
 import { filterState, setFilterState } from "../host/filter-state";
 import { FACT_RECORD, FACT_ROUTE, FACT_ROUTER } from "../llm/filter-state-names";
-import { nowMillis, nowNanos, propertyInt, propertyString, removeRequestHeader, requestHeader, responseHeader, setRequestHeader } from "../host/callback-cache";
+import { nowMillis, nowNanos, removeRequestHeader, requestHeader, responseHeader, setRequestHeader } from "../host/callback-cache";
+import { ResponseEnding } from "../host/response-ending";
 import { apiShapeForPath, ApiShape } from "../llm/request";
 import { TaggedName } from "../telemetry/metric-names";
 import { isModelListRequest, publishRouterModels } from "../llm/models-api";
@@ -122,6 +123,8 @@ export class RouterStream extends FactsOrBodyStream {
   private startMs: i64 = 0;
   private answeredAtMs: i64 = -1;
   private tracker: AnswerTracker | null = null;
+  /** Followed only when the guard or the record judges the response (judgesResponse). */
+  private response: ResponseEnding = new ResponseEnding();
 
   constructor(contextId: u32, private root: RouterRoot) {
     super(contextId, root, root.hold);
@@ -141,7 +144,7 @@ export class RouterStream extends FactsOrBodyStream {
     // choice stands, and the targets here neither serve nor answer for it.
     const earlier = filterState(FACT_ROUTE);
     if (earlier != null && earlier.length > 0) {
-      setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter");
+      setFilterState(FACT_ROUTER, "target=" + earlier + " by=earlier-filter", config.filterState);
       return FilterHeadersStatusValues.Continue;
     }
     this.startMs = nowMillis();
@@ -158,8 +161,8 @@ export class RouterStream extends FactsOrBodyStream {
 
     if (isShadowRequest()) {
       this.shadow = true;
-      setRoute(ROUTE_SHADOW);
-      setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW);
+      setRoute(ROUTE_SHADOW, config.filterState);
+      setFilterState(FACT_ROUTER, "target=" + ROUTE_SHADOW, config.filterState);
       this.rewriteTo = config.shadowRewriteModel;
       return this.afterDecision(endOfStream);
     }
@@ -212,9 +215,11 @@ export class RouterStream extends FactsOrBodyStream {
     return FilterDataStatusValues.Continue;
   }
 
-  onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
-    if (this.decision == null && !this.shadow) return FilterHeadersStatusValues.Continue;
-    this.answeredAtMs = nowMillis();
+  onResponseHeaders(_headers: u32, endOfStream: bool): FilterHeadersStatusValues {
+    if (!this.judgesResponse()) return FilterHeadersStatusValues.Continue;
+    this.response.headersPassed(endOfStream);
+    // The guard's latency sample ends at the answer's first byte.
+    if (this.epoch >= 0) this.answeredAtMs = nowMillis();
     const record = this.root.config.record;
     if (record.enabled && this.llm) {
       this.tracker = new AnswerTracker(UsageTracker.isEventStream(responseHeader("content-type")), record.previewChars);
@@ -223,6 +228,8 @@ export class RouterStream extends FactsOrBodyStream {
   }
 
   onResponseBody(bodyBufferLength: usize, endOfStream: bool): FilterDataStatusValues {
+    if (!this.judgesResponse()) return FilterDataStatusValues.Continue;
+    this.response.bodyPassed(endOfStream);
     const tracker = this.tracker;
     if (tracker == null) return FilterDataStatusValues.Continue;
     if (bodyBufferLength > 0) tracker.onChunk(responseBody(0, <u32>bodyBufferLength), nowMillis());
@@ -231,17 +238,22 @@ export class RouterStream extends FactsOrBodyStream {
   }
 
   onLog(): void {
-    if (this.decision == null && !this.shadow) return;
+    if (!this.judgesResponse()) return;
     const endMs = nowMillis();
-    const status = max<i64>(propertyInt(["response", "code"]), 0);
+    const status = this.response.status();
     const decision = this.decision;
     if (decision != null && this.epoch >= 0) {
-      const details = propertyString(["response", "code_details"]);
-      const verdict = verdictOf(status, details != null ? details : "");
+      const verdict = verdictOf(status, this.response.details());
       const latency = (this.answeredAtMs >= 0 ? this.answeredAtMs : endMs) - this.startMs;
       if (verdict != Verdict.Unjudged) this.guard(decision, new Sample(this.epoch, latency, verdict == Verdict.Failed));
     }
     if (this.root.config.record.enabled && this.llm) this.writeRecord(status, endMs - this.startMs);
+  }
+
+  /** Whether the response feeds the chosen target's guard or the comparison record. */
+  private judgesResponse(): bool {
+    if (this.decision == null && !this.shadow) return false;
+    return (this.decision != null && this.epoch >= 0) || (this.root.config.record.enabled && this.llm);
   }
 
   private hold(waiting: Waiting): FilterHeadersStatusValues {
@@ -284,10 +296,11 @@ export class RouterStream extends FactsOrBodyStream {
     if (health.reopened) {
       logger.info(this.contextId, "guard of target \"" + decision.chosen.name + "\": cool-down over, sending it traffic again");
     }
+    // Envoy picks the route again by itself when a Wasm filter changes a request header
+    // (test/router.test.ts routes on this header).
     setRequestHeader(config.routeHeader, target.name);
-    clearRouteCache();
-    setRoute(target.name);
-    setFilterState(FACT_ROUTER, decision.describe());
+    setRoute(target.name, config.filterState);
+    setFilterState(FACT_ROUTER, decision.describe(), config.filterState);
     if (target.index < root.requestsMetric.length) incrementMetric(unchecked(root.requestsMetric[target.index]), 1);
     this.rewriteTo = target.rewriteModel;
   }

@@ -24,7 +24,7 @@ export const DEFAULT_FAILURE_BACKOFF_MS: i64 = 5000;
 export const DEFAULT_LOCAL_SHARE: f64 = 0.5;
 
 const ALL_APIS: string[] = ["openai.chat", "openai.completions", "openai.embeddings", "anthropic.messages"];
-const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers", "hold_headers_timeout_ms", "rate_limit_service"];
+const TOP_KEYS: string[] = ["rules", "tokenizer", "max_body_bytes", "tick_ms", "response_headers", "hold_headers_timeout_ms", "rate_limit_service", "filter_state"];
 const RULE_KEYS: string[] = [
   "name", "match", "key", "limits", "action", "queue", "redirect", "default_output_tokens", "count_shadow", "key_slots", "backend", "on_service_failure", "local_share",
 ];
@@ -187,6 +187,12 @@ export class ThrottleConfig {
   maxBodyBytes: i64 = DEFAULT_MAX_BODY_BYTES;
   tickMs: i64 = DEFAULT_TICK_MS;
   responseHeaders: bool = true;
+  /**
+   * Leave the verdict (llm_mesh.throttle, llm_mesh.throttle_wait_ms) in Envoy's filter state for
+   * access logs, trace tags and a separate llm-metrics; false keeps it for the one module's stages.
+   * A redirect's llm_mesh.route is left either way: a separate llm-router acts on it.
+   */
+  filterState: bool = true;
   /**
    * How long a request whose headers this filter holds to read the body (no admission facts) waits
    * for it; without allow_on_headers_stop_iteration it never comes, and the request is decided at
@@ -461,6 +467,7 @@ export function readThrottleConfig(root: ConfigObject, errors: ConfigErrors): Co
   config.maxBodyBytes = root.int("max_body_bytes", DEFAULT_MAX_BODY_BYTES, 1, 64 * 1048576);
   config.tickMs = root.int("tick_ms", DEFAULT_TICK_MS, 10, 1000);
   config.responseHeaders = root.bool("response_headers", true);
+  config.filterState = root.bool("filter_state", true);
   config.holdHeadersTimeoutMs = readHoldHeadersTimeoutMs(root);
 
   return new ConfigResult<ThrottleConfig>(config, errors);

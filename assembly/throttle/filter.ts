@@ -738,7 +738,7 @@ export class ThrottleStream extends FactsOrBodyStream {
       incrementMetric(ticket.metrics.inFlight, 1);
       incrementMetric(ticket.metrics.reserved, ticket.reserved.total);
     }
-    setFilterState(FACT_THROTTLE, afterWait ? "admitted_after_wait" : "admitted");
+    setFilterState(FACT_THROTTLE, afterWait ? "admitted_after_wait" : "admitted", this.root.config.filterState);
   }
 
   private redirect(ticket: Ticket): Verdict {
@@ -748,7 +748,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     setRequestHeader(rule.redirectHeader, rule.redirectValue);
     setRoute(ROUTE_FALLBACK);
     incrementMetric(ticket.metrics.redirected, 1);
-    setFilterState(FACT_THROTTLE, "redirected:" + rule.name);
+    setFilterState(FACT_THROTTLE, "redirected:" + rule.name, this.root.config.filterState);
     this.phase = Phase.Done;
     return Verdict.Continue;
   }
@@ -775,7 +775,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     this.root.waiting.push(this);
     incrementMetric(ticket.metrics.queued, 1);
     incrementMetric(ticket.metrics.waiting, 1);
-    setFilterState(FACT_THROTTLE, "waiting:" + ticket.rule.name);
+    setFilterState(FACT_THROTTLE, "waiting:" + ticket.rule.name, this.root.config.filterState);
     return Verdict.Pause;
   }
 
@@ -785,7 +785,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     const error = decision.error!;
     this.phase = Phase.Done;
     incrementMetric(ticket.metrics.rejected, 1);
-    setFilterState(FACT_THROTTLE, "rejected:" + rule.name);
+    setFilterState(FACT_THROTTLE, "rejected:" + rule.name, this.root.config.filterState);
     const headers = new ResponseHeaders().add("content-type", "application/json");
     if (decision.retryAfterSeconds < 0) {
       // The openai SDKs honour this: retrying a request bigger than the budget cannot succeed.
@@ -824,7 +824,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     if (this.pendingAsks > 0) return false;
     this.admitted(true);
     // For the access log and the trace span, whose duration holds the wait but not which part it was.
-    setFilterState(FACT_THROTTLE_WAIT, (now - this.waitingSince).toString());
+    setFilterState(FACT_THROTTLE_WAIT, (now - this.waitingSince).toString(), this.root.config.filterState);
     this.leaveWaiting(now);
     this.continueRequest();
     return true;

@@ -71,7 +71,7 @@ export const PEERS: PeerRow[] = [
     what: "llm-mesh, build/mesh.wasm: admission, throttle (tokens/min, requests/s, in flight per key and model), metrics and router stages, configured as in `npm run bench`",
     lacks: "The reference. Its budgets are per proxy (shared by the proxy's workers), not cluster-wide as the Redis-backed peers' are",
   },
-  { id: ONE_MODULE_LEAN, what: `as \`${ONE_MODULE}\`, without the optional x-llm-* and x-ratelimit-* headers and access-log records`, lacks: `As \`${ONE_MODULE}\`, and tells the client nothing about its budget` },
+  { id: ONE_MODULE_LEAN, what: `as \`${ONE_MODULE}\`, without the optional x-llm-* and x-ratelimit-* headers, access-log records and llm_mesh.* filter state`, lacks: `As \`${ONE_MODULE}\`, and tells the client nothing about its budget, nor access logs and trace spans about the request` },
   {
     id: THROTTLE,
     what: "llm-mesh's throttle filter alone (build/throttle.wasm), the same job as the limiting peers: tokens/min, requests/s and in flight per key and model, reading the body itself",

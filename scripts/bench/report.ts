@@ -294,7 +294,7 @@ export function verdicts(summary: CellSummary[], scenarios: Scenario[], modules:
   const label = all ? (all.id === ALL ? `all filters (${all.chain.join(", ")})` : `${all.id} (the only filter built)`) : "all filters";
   const mesh = scenarios.find((s) => s.id === ONE_MODULE);
   const lean = scenarios.find((s) => s.id === ONE_MODULE_LEAN);
-  for (const [scenario, name] of [[all, label], [mesh, `one module (${ONE_MODULE})`], [lean, `one module without the optional per-request output (${ONE_MODULE_LEAN})`]] as const) {
+  for (const [scenario, name] of [[all, label], [mesh, `one module (${ONE_MODULE})`], [lean, `one module without the optional x-llm-*/x-ratelimit-* headers, access-log records and llm_mesh.* filter state (${ONE_MODULE_LEAN})`]] as const) {
     const verdict = cpuVerdict(summary, scenario, name);
     if (verdict) out.push(verdict);
   }
@@ -374,7 +374,7 @@ export function markdown(r: Report): string {
     "does nothing, or only holds the headers and copies the body into the VM (the floor any body-reading filter pays); " +
     "a filter name is that filter alone; `all` is every filter in the recommended order; `mesh` is the same filters with the same " +
     "configurations as one module (build/mesh.wasm), and `mesh-lean` that module without the optional `x-llm-*` and `x-ratelimit-*` " +
-    "headers and access-log records; `admission+x` pairs show the body scanned once; `throttle-global` is llm-throttle with its rule " +
+    "headers, access-log records and `llm_mesh.*` filter state (its stages still share the facts inside the module); `admission+x` pairs show the body scanned once; `throttle-global` is llm-throttle with its rule " +
     "counted by Envoy's rate limit service (envoyproxy/ratelimit and Redis on loopback, on the upstream's CPU) instead of shared data: " +
     "one gRPC call per request before it is forwarded; `envoy-ratelimit` is Envoy's own rate limit filter (no Wasm) asking the same service " +
     "once per request with one descriptor: the floor of such a call.");

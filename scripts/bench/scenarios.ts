@@ -62,11 +62,15 @@ export function envoyRateLimitReference(domain: string): FilterModule {
   };
   return { name: ENVOY_RATELIMIT, rootId: "", file: "", bytes: 0, config: "", configSource: "envoy.filters.http.ratelimit", asksRateLimitService: true, envoyFilter: filter };
 }
-/** What mesh-lean turns off, per section: the x-llm-* and x-ratelimit-* headers and the access-log records. */
+/**
+ * What mesh-lean turns off, per section: the x-llm-* and x-ratelimit-* headers, the access-log
+ * records, and the llm_mesh.* filter state (the stages still share it inside the module).
+ */
 const LEAN_OPTIONS: Record<string, object> = {
-  admission: { forward_headers: false },
-  throttle: { response_headers: false },
+  admission: { forward_headers: false, filter_state: false },
+  throttle: { response_headers: false, filter_state: false },
   metrics: { records: false },
+  router: { filter_state: false },
 };
 
 /**
