@@ -227,6 +227,7 @@ const RUN_TEXTS: string[] = [
   "Привет мир word слово Word",
   "camelCaseWord HTTPServer getID x86_64",
   "18,17,19,20,1234567,8 2024-01-31 v1.2.3, 0.5;7 1,,2 3,a 4.",
+  "Ελληνικά Բարեւ שָׁלוֹם مرحبا नमस्ते สวัสดี 한국어 カタカナ、ひらがなと漢字。ꙮж日本",
 ];
 
 describe("estimateUtf8", () => {
@@ -238,6 +239,19 @@ describe("estimateUtf8", () => {
         feed(estimator, text);
         expect(estimateUtf8(utf8(text), <TokenizerFamily>family)).toBe(estimator.tokens(), text);
       }
+    }
+  });
+
+  it("takes runs of script letters in bytes as it takes them a code point at a time", () => {
+    // addScriptRun takes whole blocks of 64 code points: the first two and last two of every
+    // block below U+D800, thirty in a row after a letter of another script. A letter given the wrong
+    // script moves the estimate by its script's weight thirty times.
+    for (let cp = 0x80; cp < 0xd800; cp++) {
+      if (<u32>((cp & 63) - 2) < 60) continue;
+      const text = "ж" + String.fromCodePoint(cp).repeat(30);
+      const estimator = new TokenEstimator(TokenizerFamily.CL100K);
+      feed(estimator, text);
+      expect(estimateUtf8(utf8(text), TokenizerFamily.CL100K)).toBe(estimator.tokens(), cp.toString(16));
     }
   });
 

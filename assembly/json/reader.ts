@@ -468,8 +468,11 @@ export class JsonReader {
           this.pos = pos;
           return this.fail("invalid UTF-8 in string");
         }
-        if (machine != null) machine.addCodePoint(cp & 0x1fffff);
         pos += cp >>> 21;
+        if (machine != null) {
+          machine.addCodePoint(cp & 0x1fffff);
+          pos = <i32>(machine.addScriptRun(base + <usize>pos, base + <usize>length) - base);
+        }
       } while (pos < length && byteAt(base, pos) >= 0x80);
     }
     this.pos = pos;
