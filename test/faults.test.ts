@@ -165,13 +165,14 @@ describe("faults: nothing stays counted, reserved or paused", () => {
   test("a client that leaves while queued: its place is freed and the next request goes at once", async () => {
     mock.reset();
     const queued = "wasmcustom.llm_throttle.queued.waiting";
-    // A holds the only slot for a while (longer than the gauge takes to show B); B queues behind it, then leaves.
-    const first = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "4000" });
+    // A holds the only slot for a while; B queues behind it, then leaves. Envoy's own count of
+    // streams says B is there: the waiting gauge may take up to a flush period, longer than A.
+    const first = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "1500" });
     while (mock.requests.length === 0) await sleep(10);
     const { socket } = await openRequest(envoy, requestBytes("/v1/chat/completions", simpleChat("gpt-4o-mini"), { "x-tenant": "q" }));
-    await waitForStat(envoy, queued, 1);
+    await waitForStat(envoy, "http.llm.downstream_rq_active", 2);
     socket.destroy();
-    await waitForStat(envoy, queued, 0);
+    await statSettlesAt(envoy, queued, 0);
     assert.equal((await first).status, 200);
     // C finds the slot free: it is neither held by A nor queued behind B's ghost.
     const started = Date.now();
@@ -270,11 +271,11 @@ describe("a filter whose VM fails fails as its failure_policy says", () => {
     let queued: Socket | undefined;
     try {
       mock.reset();
-      // Holding longer than the waiting gauge takes to show the queued request.
-      const holding = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "3000" });
+      const holding = post(envoy, simpleChat(), { "x-tenant": "q", "x-mock-latency-ms": "1000" });
       while (mock.requests.length === 0) await sleep(10);
       queued = (await openRequest(envoy, requestBytes("/v1/chat/completions", simpleChat(), { "x-tenant": "q" }))).socket;
-      await waitForStat(envoy, "wasmcustom.llm_throttle.one.waiting", 1);
+      // Envoy's own count of streams: the waiting gauge may show the queued one only after the holding one ended.
+      await waitForStat(envoy, "http.llm.downstream_rq_active", 2);
       assert.equal((await post(envoy, simpleChat(), POISON)).status, 503);
       const failedAt = Date.now();
       await holding;
