@@ -1,9 +1,9 @@
 // The proxy-wasm host calls that need no memory of the callback they run in: logging, the plugin
 // configuration, bodies, local responses, routing, ticks, shared data and metrics (counters and
-// gauges in batches, metric-batch.ts). Everything here
-// returns a result instead of throwing: a trap in a request path would fail the stream (or, under
-// FAIL_RELOAD, reload the VM). Headers, properties and the clock are read through callback-cache.ts,
-// and filter state through filter-state.ts; only this folder calls the imports.
+// gauges in batches, metric-batch.ts). Everything here returns a result instead of throwing: a trap
+// in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM). Headers,
+// properties and the clock are read through callback-cache.ts, and filter state through
+// filter-state.ts; only this folder calls the imports.
 import { noteHostBytes } from "./collector";
 import * as imports from "./imports";
 import { METRIC_FLUSH_MS, MetricBatch } from "./metric-batch";
@@ -291,7 +291,7 @@ export function metricBatchWaiting(): bool {
 
 /**
  * For a root asking for ticks: the period the held changes need, METRIC_FLUSH_MS while any are held
- * (else 0). The root that asks ticks for the batch from then on.
+ * (else 0). The root that asks then ticks for the batch, so no other needs to be told.
  */
 export function metricTicksNeeded(): u32 {
   metricBatchStarted = false;
@@ -317,7 +317,6 @@ export function flushMetrics(): void {
 }
 
 /** Histograms take every value as it comes: the ABI has no call for several at once. */
-
 export function recordMetric(id: i32, value: u64): void {
   if (id >= 0) imports.proxy_record_metric(<u32>id, value);
 }
