@@ -18,8 +18,11 @@ const isModule = (folder: string) => existsSync(join(repoDir, "assembly", folder
 const filters = assemblyFolders.filter((f) => isModule(f) && f !== "kernels");
 const layers = assemblyFolders.filter((f) => !isModule(f));
 
-/** What Envoy needs to load a module and to create, configure and delete its contexts. */
-const ALWAYS = ["memory", "malloc", "proxy_abi_version_0_2_1", "proxy_on_context_create", "proxy_on_configure", "proxy_on_delete"];
+/**
+ * What Envoy needs to load a module and to create, configure and delete its contexts, and the tick
+ * that sends the counter and gauge changes every filter holds back (assembly/host/metric-batch.ts).
+ */
+const ALWAYS = ["memory", "malloc", "proxy_abi_version_0_2_1", "proxy_on_context_create", "proxy_on_configure", "proxy_on_tick", "proxy_on_delete"];
 
 /** The hooks of assembly/host/contexts.ts and the export Envoy calls each through. */
 const HOOK_EXPORTS: Record<string, string> = {

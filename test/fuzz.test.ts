@@ -8,7 +8,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { type EnvoyHandle, startEnvoy, tail } from "../tooling/envoy.ts";
 import { type MockLlm, type RecordedRequest, startMockLlm } from "../tooling/mock-llm.ts";
-import { IN_FLIGHT_STATS, MESH_VARS, SERVED, upstreamViolations, VM_FAILURE } from "../tooling/fuzz/mesh.ts";
+import { MESH_VARS, SERVED, settledInFlight, upstreamViolations, VM_FAILURE } from "../tooling/fuzz/mesh.ts";
 import { Connection, oneShot, type Outcome, type RawResponse } from "./fuzz/raw-client.ts";
 import { loadRequestReader, type RequestReader } from "../tooling/fuzz/reader.ts";
 import { type FuzzRequest, fuzzRequest, simpleChat } from "./fuzz/requests.ts";
@@ -194,15 +194,6 @@ describe("fuzz: every llm-mesh filter in the real Envoy", () => {
     const seconds = (Date.now() - started) / 1000;
     checkUpstream();
 
-    // Settled: nothing in flight in Envoy or in any filter's gauges.
-    let busy: string[] = [];
-    for (let attempt = 0; attempt < 50; attempt++) {
-      const stats = await envoy.stats();
-      busy = [...stats].filter(([name, value]) => IN_FLIGHT_STATS.test(name) && value !== 0).map(([n, v]) => `${n}=${v}`);
-      if (!busy.length) break;
-      await new Promise((done) => setTimeout(done, 100));
-    }
-
     const details = new Map<string, number>();
     for (const line of readFileSync(`${envoy.tmpDir}/access.log`, "utf8").split("\n")) {
       if (line) count(details, line);
@@ -221,7 +212,8 @@ describe("fuzz: every llm-mesh filter in the real Envoy", () => {
     assert.deepEqual(upstreamProblems, [], `the upstream received requests the policy stops:\n  ${upstreamProblems.join("\n  ")}`);
     const odd = [...details.keys()].filter((line) => !DOCUMENTED_DETAILS.test(line.split(" ")[1] ?? ""));
     assert.deepEqual(odd, [], "every request ended with a documented response detail");
-    assert.deepEqual(busy, [], "in-flight gauges back at zero");
+    // Settled: nothing in flight in Envoy or in any filter's gauges.
+    await settledInFlight(envoy);
     if (!indexes) {
       assert.equal(done, REQUESTS);
       assert.ok(upstreamChecked > REQUESTS / 10, `a real share reached the upstream (${upstreamChecked})`);

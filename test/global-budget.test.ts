@@ -18,6 +18,7 @@ import { postJson, readSse } from "../tooling/http.ts";
 import { countPromptTokens, type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 import { asOneModule } from "../tooling/one-module.ts";
 import { type RateLimitService, type Redis, startRateLimitService, startRedis } from "../tooling/ratelimit.ts";
+import { METRIC_FLUSH_MS, settlesAt } from "../tooling/stats.ts";
 
 const DOMAIN = "llm-mesh-global";
 /** Tokens per minute for the whole cluster: a few hundred requests' worth, spent in the first seconds of a run. */
@@ -139,13 +140,9 @@ describe("one token budget across two Envoys, counted by the rate limit service"
       const upstream = mock.requests.find((r) => r.headers["x-test-id"] === id)!;
       throttleView += Number(upstream.headers["x-llm-prompt-tokens"]) + Number(upstream.headers["x-mock-completion-tokens"]);
     }
-    const deadlineSettled = Date.now() + 5000;
-    while ((await stat("llm_throttle.budget.in_flight")) !== 0) {
-      assert.ok(Date.now() < deadlineSettled, "requests settled");
-      await sleep(50);
-    }
-    // Settlement calls of over-use go out as requests end; give them a moment to land.
-    await sleep(300);
+    // Settled, and still a flush period later (tooling/stats.ts), which also gives the settlement
+    // calls of over-use, sent as requests end, a moment to land.
+    await settlesAt(() => stat("llm_throttle.budget.in_flight"), 0, "requests settled", 5000);
     const keys = await redis.keys(`${DOMAIN}_rule_budget_key_*_limit_tokens_${windowStart}`);
     assert.equal(Math.floor(Date.now() / 60_000) * 60, windowStart, "the run stayed in one window");
     const [tokensUsed, credited, spent, refusedTokens, dropped, fallbacks, failures] = await Promise.all([
@@ -211,14 +208,15 @@ describe("one token budget across two Envoys, counted by the rate limit service"
     /** Until every Envoy said `line` (once each); the load goes on meanwhile. */
     const everyEnvoySays = (line: RegExp) => Promise.all(envoys.map((e, i) => e.waitForLog(line, 20_000, logFrom[i])));
     try {
-      await sleep(1500);
+      await sleep(500 + METRIC_FLUSH_MS);
       const served = await counts();
       assert.ok(served.ok > 0 && served.over > 0, `the service counted and refused: ${JSON.stringify(served)}`);
       assert.equal(served.fallbacks, 0);
 
       await rls.stop();
       await everyEnvoySays(/rate limit service ratelimit unavailable after 3 failed calls/);
-      await sleep(1000);
+      // Counts reach Envoy up to a flush period after the requests.
+      await sleep(1000 + METRIC_FLUSH_MS);
       const down = await counts();
       assert.ok(down.fallbacks > 0, "requests went on under the local share");
 
@@ -229,12 +227,13 @@ describe("one token budget across two Envoys, counted by the rate limit service"
       const beforeRedis = envoys.map((e) => e.log().length);
       await Promise.all(envoys.map((e, i) => e.waitForLog(/rate limit service ratelimit unavailable after 3 failed calls \(last: gRPC status 2/, 20_000, beforeRedis[i])));
       const withoutRedis = await counts();
-      await sleep(1000);
+      await sleep(1000 + METRIC_FLUSH_MS);
       assert.ok((await counts()).fallbacks > withoutRedis.fallbacks, "requests went on under the local share without Redis too");
 
       redis = await startRedis({ workDir: join(scratch, "redis"), port: redis.port });
       await Promise.all(envoys.map((e, i) => e.waitForLog(/rate limit service ratelimit answers again/, 20_000, beforeRedis[i])));
-      await sleep(300);
+      // Fallbacks from before the service came back reach Envoy within a flush period.
+      await sleep(300 + METRIC_FLUSH_MS);
       const back = await counts();
       await sleep(1500);
       const after = await counts();

@@ -98,6 +98,7 @@ describe("llm-throttle's global rules, in memory", () => {
     // The 5 + 10 used leave reserved - 15 as credit: the next request asks only for what it lacks.
     const second = root.send(chat("tpm", "acme", 20));
     assert.equal(tokensOf(rls.answer(calls[0])), reserved - (reserved - 15));
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_credit_spent_tokens_total", "tpm"), reserved - 15);
     second.answer(usage(5, 10));
     // And a request the credit covers whole goes on without a call.
@@ -105,6 +106,7 @@ describe("llm-throttle's global rules, in memory", () => {
     assert.equal(third.state, "forwarded");
     assert.equal(calls.length, 0);
     third.answer(usage(5, 0));
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_calls_total", "tpm", "llm_outcome=.=ok;.;"), 2);
     // The service's counter: what was used, plus the credit this Envoy still holds.
     const credited = metric(host, "llm_throttle_global_credited_tokens_total", "tpm");
@@ -133,6 +135,7 @@ describe("llm-throttle's global rules, in memory", () => {
     assert.equal(calls.length, 0);
     assert.equal(cached.localResponse?.status, 429);
     assert.equal(Object.fromEntries(cached.localResponse!.headers)["retry-after"], "39");
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_cached_denials_total", "tpm"), 1);
     const otherTenant = root.send(chat("tpm", "other", 5));
     assert.equal(calls.length, 1, "another key asks");
@@ -157,6 +160,7 @@ describe("llm-throttle's global rules, in memory", () => {
     assert.equal(calls.length, 1);
     const settled = rls.answer(calls[0]);
     assert.equal(tokensOf(settled), 10);
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_settle_calls_total", "tpm"), 1);
     assert.equal(rls.counter("tokens"), reserved + 10);
   });
@@ -178,6 +182,7 @@ describe("llm-throttle's global rules, in memory", () => {
     assert.equal(queued.filterState.get("llm_mesh.throttle"), "admitted_after_wait");
     big.answer(usage(5, 80));
     queued.answer(usage(5, 40));
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_throttle.queue.waiting"), 0);
   });
 
@@ -186,6 +191,7 @@ describe("llm-throttle's global rules, in memory", () => {
     const gone = root.send(chat("tpm", "acme", 20));
     gone.close();
     const reserved = tokensOf(rls.answer(calls[0]))!;
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_credited_tokens_total", "tpm"), reserved);
     const next = root.send(chat("tpm", "acme", 20));
     assert.equal(calls.length, 0, "the credit covers the next request");
@@ -198,6 +204,7 @@ describe("llm-throttle's global rules, in memory", () => {
     const slow = root.send(chat("tpm", "acme", 20));
     host.advance(TIMEOUT_MS);
     assert.equal(slow.state, "forwarded");
+    host.advancePastMetricFlush();
     assert.equal(metric(host, "llm_throttle_global_fallbacks_total", "tpm", "llm_failure_mode=.=local;.;"), 1);
     // A close with an error status: on_service_failure allow.
     const allowed = root.send(chat("rps", "acme"));

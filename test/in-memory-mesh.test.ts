@@ -70,11 +70,13 @@ describe("the one module's stages, in memory", () => {
         stream.answer();
       }
       assert.deepEqual(throttleRecords(host), []);
-      assert.equal(host.metric("llm_throttle.per-tenant.admitted") + host.metric("llm_throttle.per-tenant.rejected"), 0);
       // The tenant's one request per second is still there to take, and only one.
       const first = root.send(chat("acme"));
       assert.equal(first.state, "forwarded");
       assert.equal(root.send(chat("acme")).state, "answered 429");
+      // Throttle counted only those two.
+      host.advancePastMetricFlush();
+      assert.deepEqual([host.metric("llm_throttle.per-tenant.admitted"), host.metric("llm_throttle.per-tenant.rejected")], [1, 1]);
       assert.equal(counted(host, "rejected"), 4);
     });
   }
@@ -94,6 +96,7 @@ describe("the one module's stages, in memory", () => {
     assert.match(headerValue(refused.localResponse!.headers, "retry-after") ?? "", /^[1-9]\d*$/);
     assert.equal(refused.filterState.get("llm_mesh.throttle"), "rejected:per-tenant");
     assertNotRouted(refused);
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_router_requests_totalllm_target=.=canary;.;"), 1);
     // Another tenant's budget is its own.
     assert.equal(root.send(chat("globex")).state, "forwarded");
@@ -108,6 +111,7 @@ describe("the one module's stages, in memory", () => {
     assert.equal(served.filterState.get("llm_mesh.usage_prompt_tokens"), "11");
     assert.equal(served.filterState.get("llm_mesh.usage_completion_tokens"), "4");
     assert.equal(served.filterState.get("llm_mesh.usage_source"), "upstream");
+    host.advancePastMetricFlush();
     assert.deepEqual(["admitted", "throttled", "rejected"].map((outcome) => counted(host, outcome)), [1, 1, 1]);
     // The response goes through the stages backwards: metrics reads the usage, throttle settles with it.
     assert.equal(host.metric("llm_throttle.per-tenant.tokens_used"), 15);
@@ -189,6 +193,7 @@ describe("the one module's stages, in memory", () => {
     const resumedAt = queued.events.findIndex((e) => e.kind === "continue");
     assert.ok(routedAt >= 0 && routedAt < resumedAt, `routed at event ${routedAt}, resumed at ${resumedAt}`);
     queued.answer(answer(11, 4));
+    host.advancePastMetricFlush();
     assert.equal(counted(host, "queued"), 1);
   });
 
@@ -207,6 +212,7 @@ describe("the one module's stages, in memory", () => {
     assert.equal(first.filterState.get("llm_mesh.throttle"), "admitted");
     assert.equal(first.header("x-llm-route"), "canary");
     assert.equal(root.send(chat("acme")).state, "answered 429");
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_throttle.mini.rejected"), 1);
   });
 

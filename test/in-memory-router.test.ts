@@ -44,6 +44,7 @@ describe("llm-router's sticky split, in memory", () => {
     const roots = [await host.startWorker(builtModule("router")), await host.startWorker(builtModule("router"))].map((w) => w.configure(split(10)));
     const seen = targets(roots, 3);
     assert.ok(Math.abs(share(seen, "canary") - 0.1) < 0.02, `canary share ${share(seen, "canary")}`);
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_router_requests_totalllm_target=.=canary;.;"), 3 * seen.filter((t) => t === "canary").length);
   });
 

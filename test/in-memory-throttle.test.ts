@@ -8,7 +8,8 @@ import { describe, test } from "node:test";
 import { builtModule, headerValue, InMemoryHost, jsonRequest, type Root } from "../tooling/in-memory-host.ts";
 
 const TICK_MS = 20;
-const MAX_WAIT_MS = 300;
+// Long enough to wait out the modules' metric flush (a second) while a request waits.
+const MAX_WAIT_MS = 3000;
 const config = {
   tick_ms: TICK_MS,
   rules: [{ name: "queue", key: ["header:x-tenant"], limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: MAX_WAIT_MS, max_length: 2 } }],
@@ -33,9 +34,9 @@ describe("llm-throttle's queue, in memory", () => {
     const second = root.send(chat("acme"));
     assert.equal(second.state, "held");
     assert.equal(second.filterState.get("llm_mesh.throttle"), "waiting:queue");
-    assert.equal(host.metric("llm_throttle.queue.waiting"), 1);
 
     host.advance(MAX_WAIT_MS / 2);
+    assert.equal(host.metric("llm_throttle.queue.waiting"), 1);
     assert.equal(second.state, "held", "no room while the first request is in flight");
     assert.equal(second.continues, 0);
 
@@ -47,8 +48,10 @@ describe("llm-throttle's queue, in memory", () => {
     assert.equal(second.filterState.get("llm_mesh.throttle"), "admitted_after_wait");
     // The body waited with the request and went upstream whole.
     assert.equal(JSON.parse(second.forwardedBody()).model, "gpt-4o");
+    host.advancePastMetricFlush();
     assert.deepEqual([host.metric("llm_throttle.queue.waiting"), host.metric("llm_throttle.queue.in_flight")], [0, 1]);
     second.answer();
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_throttle.queue.in_flight"), 0);
   });
 
@@ -61,10 +64,11 @@ describe("llm-throttle's queue, in memory", () => {
     host.advance(3 * TICK_MS);
     assert.equal(late.state, "answered 429");
     assert.match(headerValue(late.localResponse!.headers, "retry-after") ?? "", /^[1-9]\d*$/);
-    assert.match(JSON.parse(late.localResponse!.body).error.message, /no room under its limits after waiting \d+ms/);
+    assert.match(JSON.parse(late.localResponse!.body).error.message, /no room under its limits after waiting \d+(?:ms|s)\./);
     assert.equal(late.continues, 0);
     assert.equal(late.headersForwarded, false);
     assert.equal(late.filterState.get("llm_mesh.throttle"), "rejected:queue");
+    host.advancePastMetricFlush();
     assert.equal(host.metric("llm_throttle.queue.queue_timeouts"), 1);
     assert.equal(host.metric("llm_throttle.queue.waiting"), 0);
     late.answer();

@@ -11,6 +11,7 @@ import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
 import { postJson, readSse } from "../tooling/http.ts";
 import { useModelMocks } from "../tooling/model-mocks.ts";
 import { asOneModule } from "../tooling/one-module.ts";
+import { settlesAt, statSettlesAt } from "../tooling/stats.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -18,9 +19,6 @@ const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 /** The main listener's entries: the shadow listener logs the mirrored copies. */
 const accessLog = (envoy: EnvoyHandle, count: number) => allEntries(envoy, count, (e) => !mirrored(e));
 
-async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
-  return (await envoy.stats()).get(`wasmcustom.${name}`) ?? 0;
-}
 
 describe("llm-mesh as one module", () => {
   const mocks = useModelMocks();
@@ -56,14 +54,19 @@ describe("llm-mesh as one module", () => {
     assert.equal(entry.llm.outcome, "admitted");
     assert.equal(Number(entry.llm.completion_tokens), usage.completion_tokens);
     // Metrics stage counted it; throttle settled to the real usage metrics handed over.
-    const stats = await envoy.stats();
     // (The shadow listener's stages count the mirrored copy under their own route.)
-    const sum = (prefix: string, label: string) =>
-      [...stats].filter(([k]) => k.startsWith(`wasmcustom.${prefix}`) && k.includes(label) && k.includes("llm_route=.=primary;.;")).reduce((a, [, v]) => a + v, 0);
-    assert.equal(sum("gen_ai_server_requests_total", "gen_ai_request_model=.=llama-3*;.;"), 1);
-    assert.equal(sum("gen_ai_usage_tokens_total", "gen_ai_token_type=.=output;.;"), usage.completion_tokens);
-    for (let i = 0; i < 30 && (await stat(envoy, "llm_throttle.per-tenant.in_flight")) !== 0; i++) await sleep(100);
-    assert.equal(await stat(envoy, "llm_throttle.per-tenant.tokens_used"), usage.total_tokens);
+    const counted = async () => {
+      const stats = await envoy.stats();
+      const sum = (prefix: string, label: string) =>
+        [...stats].filter(([k]) => k.startsWith(`wasmcustom.${prefix}`) && k.includes(label) && k.includes("llm_route=.=primary;.;")).reduce((a, [, v]) => a + v, 0);
+      return {
+        requests: sum("gen_ai_server_requests_total", "gen_ai_request_model=.=llama-3*;.;"),
+        output: sum("gen_ai_usage_tokens_total", "gen_ai_token_type=.=output;.;"),
+        inFlight: stats.get("wasmcustom.llm_throttle.per-tenant.in_flight") ?? 0,
+        used: stats.get("wasmcustom.llm_throttle.per-tenant.tokens_used") ?? 0,
+      };
+    };
+    await settlesAt(counted, { requests: 1, output: usage.completion_tokens, inFlight: 0, used: usage.total_tokens }, "the stages' counts");
   });
 
   const pluginConfig = (name: string) => JSON.parse(readFileSync(new URL(`../envoy/plugin-config/${name}.json`, import.meta.url), "utf8"));
@@ -96,7 +99,7 @@ describe("llm-mesh as one module", () => {
     assert.equal(res.status, 400);
     assert.equal(JSON.parse(res.text).error.code, "model_not_found");
     assert.equal(mocks.primary.requests.length + mocks.canary.requests.length, 0);
-    assert.equal(await stat(envoy, "llm_throttle.per-tenant.admitted"), 0);
+    await statSettlesAt(envoy, "wasmcustom.llm_throttle.per-tenant.admitted", 0);
     const [entry] = await accessLog(envoy, 1);
     assert.equal(entry.llm.admission, "rejected:model_not_found");
     assert.equal(entry.llm.throttle, null);
@@ -147,7 +150,7 @@ describe("llm-mesh as one module", () => {
     assert.equal(readSse(queued.text).at(-1)!.data, "[DONE]");
     const log = await accessLog(envoy, 2);
     assert.deepEqual(log.map((e) => e.llm.throttle).sort(), ["admitted", "admitted_after_wait"]);
-    assert.equal(await stat(envoy, "llm_throttle.one-at-a-time.queued"), 1);
+    await statSettlesAt(envoy, "wasmcustom.llm_throttle.one-at-a-time.queued", 1);
   });
 
   test("a bad section is refused at start with the section and field named", async () => {

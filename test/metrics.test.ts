@@ -341,15 +341,17 @@ describe("metrics filter", () => {
   });
 
   envoyTest("time to first token waits for content, not the first bytes; in-flight counts while streaming", scenario(), async (envoy) => {
-    // The mock sends headers and a role-only chunk (empty content) at once, then one word per 300 ms.
-    const pending = postJson(envoy.url("/v1/chat/completions"), { model: "gpt-4o", messages: hello, max_tokens: 3, stream: true }, { "x-mock-chunk-delay-ms": "300" });
+    // The mock sends headers and a role-only chunk (empty content) at once, then one word per 300 ms:
+    // eight words, so that the stream outlasts the flush period of the in-flight gauge.
+    const pending = postJson(envoy.url("/v1/chat/completions"), { model: "gpt-4o", messages: hello, max_tokens: 8, stream: true }, { "x-mock-chunk-delay-ms": "300" });
     await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_active_requests", { gen_ai_request_model: "gpt-4o" }) === 1);
     const res = await pending;
     assert.equal(res.status, 200);
-    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_time_to_first_token_count") === 1);
+    // The histogram comes with Envoy's stats flush, the gauge's fall with the filter's next batch.
+    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_time_to_first_token_count") === 1 && sumOf(s, "gen_ai_server_active_requests") === 0);
     assert.equal(sumOf(samples, "gen_ai_server_time_to_first_token_bucket", { le: "250" }), 0);
     assert.equal(sumOf(samples, "gen_ai_server_time_to_first_token_bucket", { le: "+Inf" }), 1);
-    // Three words 300 ms apart: 300 ms per token after the first.
+    // Words 300 ms apart: 300 ms per token after the first.
     assert.equal(sumOf(samples, "gen_ai_server_time_per_output_token_bucket", { le: "200" }), 0);
     assert.equal(sumOf(samples, "gen_ai_server_time_per_output_token_bucket", { le: "400" }), 1);
     assert.equal(sumOf(samples, "gen_ai_server_active_requests"), 0);
@@ -366,7 +368,8 @@ describe("metrics filter", () => {
       return res.status;
     });
     assert.deepEqual([...new Set(statuses)], [200]);
-    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === sent);
+    // Histograms reach the scrape with Envoy's stats flush, counters with each worker's batch.
+    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === sent && sumOf(s, "gen_ai_server_requests_total") === sent);
     const valuesOf = (label: string) => new Set(samples.map((s) => s.labels[label]).filter((v) => v !== undefined));
     const models = valuesOf("gen_ai_request_model");
     const answered = valuesOf("gen_ai_response_model");
@@ -397,7 +400,7 @@ describe("metrics filter without the admission filter", () => {
     const list = await fetch(envoy.url("/v1/models"));
     assert.equal(list.status, 200);
     await list.text();
-    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === 2);
+    const samples = await scrapeUntil(envoy, (s) => sumOf(s, "gen_ai_server_request_duration_count") === 2 && sumOf(s, "gen_ai_server_requests_total") === 2);
     assert.equal(sumOf(samples, "gen_ai_server_requests_total", { gen_ai_request_model: "claude-3-5-sonnet-latest", llm_api: "anthropic.messages" }), 1);
     // The model list counts under its own API, with no model and no tokens, not as a chat request.
     assert.equal(sumOf(samples, "gen_ai_server_requests_total", { gen_ai_request_model: "none", llm_api: "openai.models", llm_outcome: "admitted" }), 1);

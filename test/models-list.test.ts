@@ -16,9 +16,9 @@ import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 import { useModelMocks } from "../tooling/model-mocks.ts";
 import { asOneModule } from "../tooling/one-module.ts";
+import { settlesAt } from "../tooling/stats.ts";
 
 const hello = [{ role: "user" as const, content: "Say hello to the mesh." }];
-const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 /** envoy/plugin-config/admission.json: gpt-4o-mini, claude-3-5-haiku*, llama-3*, unknown models refused. */
 const demoAdmission = JSON.parse(readFileSync(join(repoDir, "envoy", "plugin-config", "admission.json"), "utf8"));
@@ -161,13 +161,11 @@ for (const [chain, edit] of [["four filters", undefined], ["one module", asOneMo
 
       // Metrics count the list and model requests under their own API, not as chat.
       const expected = { "openai.models": 4, "anthropic.models": 2, "openai.chat": chats };
-      let counted = new Map<string, number>();
-      for (let i = 0; i < 50; i++) {
-        counted = await requestsByApi(envoy);
-        if (Object.entries(expected).every(([api, n]) => counted.get(api) === n)) break;
-        await sleep(100);
-      }
-      for (const [api, n] of Object.entries(expected)) assert.equal(counted.get(api), n, `${api}: ${JSON.stringify([...counted])}`);
+      const counted = async () => {
+        const byApi = await requestsByApi(envoy);
+        return Object.fromEntries(Object.keys(expected).map((api) => [api, byApi.get(api)]));
+      };
+      await settlesAt(counted, expected, "requests counted by API");
     });
 
     envoyTest("whatever the model server lists, the answer and its content-length are right", oneWorker, async (envoy) => {

@@ -1,8 +1,8 @@
 // A new llm-router configuration takes effect without restarting Envoy: Envoy reads its listener
 // from a file over filesystem xDS (envoy/router-reload.yaml), the test moves the canary from 0% to
 // 100% and back by replacing that file, and a client loop running all along sees traffic follow
-// with no failed request. A configuration the plugin refuses is rejected and the last good one
-// keeps serving.
+// with no failed request, and no decision missing from the router's counters. A configuration the
+// plugin refuses is rejected and the last good one keeps serving.
 import assert from "node:assert/strict";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
@@ -12,6 +12,7 @@ import { parse, stringify } from "yaml";
 import { repoDir } from "../tooling/envoy-bin.ts";
 import { type EnvoyHandle, renderScenario, startEnvoy, tail } from "../tooling/envoy.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { stat, statsSettleAt } from "../tooling/stats.ts";
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
@@ -68,9 +69,8 @@ function clientLoop(port: number, clients: number) {
   return { outcomes, stop: async () => ((running = false), await done) };
 }
 
-async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
-  return (await envoy.stats()).get(name) ?? 0;
-}
+/** The router's decisions for a target, as Envoy counts them. */
+const decisions = (target: string) => `wasmcustom.llm_router_requests_totalllm_target=.=${target};.;`;
 
 let primary: MockLlm;
 let canary: MockLlm;
@@ -138,6 +138,10 @@ test("moving the canary 0% -> 100% -> 0% through filesystem xDS: traffic follows
     // Same process, two accepted listener updates after the first.
     assert.equal(envoy.pid, pid);
     assert.equal(await stat(envoy, "listener_manager.lds.update_success"), 3);
+    // Every decision reached Envoy's counters, those held by the roots the updates replaced too
+    // (the filters send counts in batches; a root takes what is held to Envoy as it goes).
+    const served = (side: string) => outcomes.filter((o) => o.servedBy === side).length;
+    await statsSettleAt(envoy, { [decisions("primary")]: served("primary"), [decisions("canary")]: served("canary") });
   } finally {
     await loop.stop();
     await envoy.stop();

@@ -13,6 +13,7 @@ import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
 import { type HttpResult, postJson, rawHttp, readSse } from "../tooling/http.ts";
 import { type RecordedRequest } from "../tooling/mock-llm.ts";
 import { useModelMocks } from "../tooling/model-mocks.ts";
+import { statSettlesAt } from "../tooling/stats.ts";
 
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const chat = (model: string, extra: object = {}) => ({ model, messages: hello, max_tokens: 8, ...extra });
@@ -37,9 +38,9 @@ async function sendMany(url: string, count: number, parallel: number, make: (i: 
 const servedBy = (res: HttpResult) => res.headers["x-mock-served-by"];
 /** The model a mock was asked for. */
 const sentModel = (request: RecordedRequest) => (request.json as { model?: unknown } | undefined)?.model;
-/** A router counter of one target (the target travels in the name, as llm-mesh metrics carry labels). */
-async function counter(envoy: EnvoyHandle, name: string, target: string): Promise<number> {
-  return (await envoy.stats()).get(`wasmcustom.${name}llm_target=.=${target};.;`) ?? 0;
+/** Waits until a router counter of one target settles at `value` (the target travels in the name, as llm-mesh metrics carry labels). */
+function counterSettlesAt(envoy: EnvoyHandle, name: string, target: string, value: number): Promise<void> {
+  return statSettlesAt(envoy, `wasmcustom.${name}llm_target=.=${target};.;`, value);
 }
 
 describe("llm-router", () => {
@@ -97,7 +98,7 @@ describe("llm-router", () => {
       "target=canary by=outright rule=no-tenant",
     ]);
     assert.deepEqual(log.map((e) => e.route), ["primary", "canary", "primary", "primary", "canary"]);
-    assert.equal(await counter(envoy, "llm_router_requests_total", "canary"), 2);
+    await counterSettlesAt(envoy, "llm_router_requests_total", "canary", 2);
   });
 
   envoyTest("removes a client's routing header unless a rule trusts it", withAdmission(headerRules), async (envoy) => {
@@ -236,7 +237,7 @@ describe("llm-router", () => {
     const during = await sendMany(url, 40, 4, () => [chat("gpt-4o"), {}]);
     assert.deepEqual([...new Set(during.map(servedBy))], ["primary"]);
     assert.ok(during.every((r) => r.status === 200));
-    assert.equal(await counter(envoy, "llm_router_guard_trips_total", "canary"), 1);
+    await counterSettlesAt(envoy, "llm_router_guard_trips_total", "canary", 1);
 
     mocks.canary.setDefault({});
     await sleep(2100);
@@ -372,7 +373,7 @@ describe("llm-router", () => {
     assert.equal(mocks.shadow.requests[0].headers["x-llm-route"], undefined);
     const log = await accessLog(envoy, 2);
     assert.deepEqual(log.map((e) => [e.route, e.router]), [["canary", "target=canary by=outright rule=all-canary"], ["fallback", "target=fallback by=earlier-filter"]]);
-    assert.equal(await counter(envoy, "llm_router_requests_total", "canary"), 1);
+    await counterSettlesAt(envoy, "llm_router_requests_total", "canary", 1);
   });
 
   test("Envoy refuses to start with a bad config, naming the field and the reason", async () => {

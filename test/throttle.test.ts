@@ -12,6 +12,7 @@ import { repoDir } from "../tooling/envoy-bin.ts";
 import { type EnvoyHandle, envoyTest, startEnvoy } from "../tooling/envoy.ts";
 import { type HttpResult, postJson, postPartial, readSse } from "../tooling/http.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { settledStat, stat, statSettlesAt, statsSettleAt, waitForStat } from "../tooling/stats.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
 
@@ -26,9 +27,9 @@ const rules = {
     { name: "io", match: only("io"), key: perTenant, limits: { input_tokens_per_minute: 200, output_tokens_per_minute: 100 } },
     { name: "inflight", match: only("inflight"), key: perTenant, limits: { max_in_flight: 2 } },
     { name: "long", match: only("long"), key: perTenant, limits: { max_in_flight: 1 } },
-    { name: "queue", match: only("queue"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000, max_length: 5 } },
+    { name: "queue", match: only("queue"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 15000, max_length: 5 } },
     { name: "queue-short", match: only("queue-short"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 300, max_length: 1 } },
-    { name: "queue-one", match: only("queue-one"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 5000, max_length: 1 } },
+    { name: "queue-one", match: only("queue-one"), key: perTenant, limits: { max_in_flight: 1 }, action: "queue", queue: { max_wait_ms: 10000, max_length: 1 } },
     {
       name: "redirect", match: only("redirect"), key: perTenant, limits: { tokens_per_minute: 300 },
       action: "redirect", redirect: { header: "x-llm-fallback", value: "small" },
@@ -52,20 +53,12 @@ function chat(scenario: string, tenant: string, body: object, headers: Record<st
   return postJson(envoy.url("/v1/chat/completions"), { model: "gpt-4o", messages: hello, ...body }, { "x-scenario": scenario, "x-tenant": tenant, ...headers });
 }
 
-async function stat(name: string): Promise<number> {
-  return (await envoy.stats()).get(`wasmcustom.llm_throttle.${name}`) ?? 0;
-}
-
-/** Waits until a stat settles at `value`: streams settle their account when Envoy ends them. */
-async function statReaches(name: string, value: number, timeoutMs = 3000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await stat(name);
-  while (last !== value && Date.now() < deadline) {
-    await sleep(25);
-    last = await stat(name);
-  }
-  assert.equal(last, value, `stat ${name}`);
-}
+/** A throttle stat's full name: Wasm stats are wasmcustom.<name>. */
+const throttleStat = (name: string) => `wasmcustom.llm_throttle.${name}`;
+/** Waits until a stat is `value` and stays so: the filter's counts reach Envoy in batches (tooling/stats.ts). */
+const statSettles = (name: string, value: number) => statSettlesAt(envoy, throttleStat(name), value);
+/** Waits until a stat reaches a state a request holds for a while (several flush periods). */
+const statReaches = (name: string, value: number) => waitForStat(envoy, throttleStat(name), value);
 
 /** Total real usage of a completed answer, JSON or SSE with include_usage. */
 function usageOf(res: HttpResult): number {
@@ -165,7 +158,7 @@ describe("throttle filter", () => {
     assert.equal(first.headers["x-ratelimit-limit-tokens"], "400");
     assert.match(first.headers["x-ratelimit-reset-tokens"], /^1m[0-5]?\d(\.\d+)?s$|^\d+(\.\d+)?s$/);
     const used1 = usageOf(first);
-    await statReaches("tpm.in_flight", 0);
+    await statSettles("tpm.in_flight", 0);
 
     // The refund: the second reservation sees only what the first really used.
     const second = await chat("tpm", tenant, { max_tokens: 300, stream: true, stream_options: { include_usage: true } });
@@ -173,14 +166,14 @@ describe("throttle filter", () => {
     const reserve2 = estimateSent(primary) + 300;
     assert.equal(Number(second.headers["x-ratelimit-remaining-tokens"]), 400 - used1 - reserve2);
     const used2 = usageOf(second);
-    await statReaches("tpm.in_flight", 0);
+    await statSettles("tpm.in_flight", 0);
 
     // Without max_tokens the rule's default output (100) is reserved.
     const third = await chat("tpm", tenant, {});
     assert.equal(third.status, 200);
     assert.equal(Number(third.headers["x-ratelimit-remaining-tokens"]), 400 - used1 - used2 - (estimateSent(primary) + 100));
     const used3 = usageOf(third);
-    await statReaches("tpm.in_flight", 0);
+    await statSettles("tpm.in_flight", 0);
 
     const over = await chat("tpm", tenant, { max_tokens: 400 - used1 - used2 - used3 - 5, stream: true });
     assert.equal(over.status, 429);
@@ -206,7 +199,7 @@ describe("throttle filter", () => {
 
     const c = await chat("io", "io-b", { max_tokens: 90 });
     assert.equal(c.status, 200);
-    await statReaches("io.in_flight", 0);
+    await statSettles("io.in_flight", 0);
     const d = await chat("io", "io-b", { max_tokens: 90 });
     assert.equal(d.status, 429);
     assert.match(d.json.error.message, /output tokens per minute .*limit 100, requested 90/);
@@ -215,9 +208,10 @@ describe("throttle filter", () => {
   });
 
   test("max in flight: holds a slot for the whole stream and refuses a third request meanwhile", async () => {
+    // Slow enough for the gauge to show them: its changes reach Envoy up to a second late.
     const slow = [
-      chat("inflight", "if-a", { max_tokens: 5 }, { "x-mock-latency-ms": "700" }),
-      chat("inflight", "if-a", { max_tokens: 8, stream: true }, { "x-mock-chunk-delay-ms": "90" }),
+      chat("inflight", "if-a", { max_tokens: 5 }, { "x-mock-latency-ms": "2500" }),
+      chat("inflight", "if-a", { max_tokens: 8, stream: true }, { "x-mock-chunk-delay-ms": "320" }),
     ];
     await statReaches("inflight.in_flight", 2);
     const third = await chat("inflight", "if-a", { max_tokens: 5 });
@@ -226,7 +220,7 @@ describe("throttle filter", () => {
     assert.equal(third.headers["retry-after"], "1");
     const done = await Promise.all(slow);
     assert.deepEqual(done.map((r) => r.status), [200, 200]);
-    await statReaches("inflight.in_flight", 0);
+    await statSettles("inflight.in_flight", 0);
     assert.equal((await chat("inflight", "if-a", { max_tokens: 5 })).status, 200);
   });
 
@@ -243,7 +237,7 @@ describe("throttle filter", () => {
     const done = await stream;
     assert.equal(done.status, 200);
     assert.equal(readSse(done.text).at(-1)!.data, "[DONE]");
-    await statReaches("long.in_flight", 0);
+    await statSettles("long.in_flight", 0);
     assert.equal((await chat("long", "lg-a", { max_tokens: 5 })).status, 200);
   });
 
@@ -251,7 +245,8 @@ describe("throttle filter", () => {
     primary.reset();
     const tenant = "q-a";
     const label = (name: string) => ({ messages: [{ role: "user", content: `request ${name}` }], max_tokens: 4 });
-    const a = chat("queue", tenant, label("A"), { "x-mock-latency-ms": "600" });
+    // A outlasts the five waits for the gauge below, each up to a flush period (tooling/stats.ts).
+    const a = chat("queue", tenant, label("A"), { "x-mock-latency-ms": "6000" });
     await statReaches("queue.in_flight", 1);
     const waiting: Promise<HttpResult>[] = [];
     for (const name of ["B", "C", "D", "E", "F"]) {
@@ -266,22 +261,22 @@ describe("throttle filter", () => {
     assert.deepEqual(results.map((r) => r.status), Array(6).fill(200));
     const order = primary.requests.map((r) => (r.json as any).messages[0].content);
     assert.deepEqual(order, ["A", "B", "C", "D", "E", "F"].map((name) => `request ${name}`));
-    await statReaches("queue.waiting", 0);
-    await statReaches("queue.in_flight", 0);
+    await statsSettleAt(envoy, { [throttleStat("queue.waiting")]: 0, [throttleStat("queue.in_flight")]: 0 });
   });
 
   test("queue: a request that waits too long is refused; one whose client leaves frees its place", async () => {
-    const slow = chat("queue-short", "qs-a", { max_tokens: 4 }, { "x-mock-latency-ms": "1200" });
+    const slow = chat("queue-short", "qs-a", { max_tokens: 4 }, { "x-mock-latency-ms": "2500" });
     await statReaches("queue-short.in_flight", 1);
     const started = Date.now();
     const late = await chat("queue-short", "qs-a", { max_tokens: 4 });
     assert.equal(late.status, 429);
     assert.ok(Date.now() - started >= 280, "it waited before being refused");
     assert.match(late.json.error.message, /no room under its limits after waiting \d+ms/);
-    assert.equal(await stat("queue-short.queue_timeouts"), 1);
+    await statSettles("queue-short.queue_timeouts", 1);
 
     // The queue holds one: a client that gives up must not keep the place from the next one.
-    const busy = chat("queue-one", "qo-a", { max_tokens: 4 }, { "x-mock-latency-ms": "1000" });
+    // Busy while the gauge shows each of the three steps below, each up to a flush period late.
+    const busy = chat("queue-one", "qo-a", { max_tokens: 4 }, { "x-mock-latency-ms": "5000" });
     await statReaches("queue-one.in_flight", 1);
     const leaving = new AbortController();
     const gone = fetch(envoy.url("/v1/chat/completions"), {
@@ -304,14 +299,14 @@ describe("throttle filter", () => {
     const forged = await chat("redirect", "rd-a", { max_tokens: 200 }, { "x-llm-fallback": "small" });
     assert.equal(forged.status, 200);
     assert.equal(forged.headers["x-mock-served-by"], "primary");
-    await statReaches("redirect.in_flight", 0);
+    await statSettles("redirect.in_flight", 0);
     const redirected = await chat("redirect", "rd-a", { max_tokens: 270, stream: true });
     assert.equal(redirected.status, 200);
     assert.equal(redirected.headers["x-mock-served-by"], "fallback");
     assert.equal(fallback.requests.length, 1);
     assert.equal(fallback.requests[0].headers["x-llm-fallback"], "small");
     assert.equal(readSse(redirected.text).at(-1)!.data, "[DONE]");
-    assert.equal(await stat("redirect.redirected"), 1);
+    await statSettles("redirect.redirected", 1);
     assert.equal(primary.requests.length, 1);
   });
 
@@ -321,7 +316,7 @@ describe("throttle filter", () => {
     const headers = (extra: Record<string, string> = {}) => ({ "x-scenario": "recon", "x-tenant": tenant, ...extra });
     const body = (extra: object = {}) => ({ model: "gpt-4o", messages: hello, max_tokens: 12, ...extra });
     primary.reset();
-    const before = await stat("recon.tokens_used");
+    const before = await settledStat(envoy, throttleStat("recon.tokens_used"));
 
     const completed = await Promise.all([
       chat("recon", tenant, { max_tokens: 12 }),
@@ -355,9 +350,8 @@ describe("throttle filter", () => {
     ]);
     assert.deepEqual(failed.map((r) => r.status), [500, 500, 503]);
 
-    await statReaches("recon.in_flight", 0);
-    await statReaches("recon.tokens_reserved", 0);
-    const charged = (await stat("recon.tokens_used")) - before;
+    await statsSettleAt(envoy, { [throttleStat("recon.in_flight")]: 0, [throttleStat("recon.tokens_reserved")]: 0 });
+    const charged = (await stat(envoy, throttleStat("recon.tokens_used"))) - before;
     // Exact but for the estimated text of two streams, which may differ by a token or two from the words.
     assert.ok(Math.abs(charged - expected) <= 4, `charged ${charged}, really used ${expected}`);
 
@@ -423,7 +417,7 @@ describe("throttle filter", () => {
     assert.equal((await chat("slots", "slot-a", { max_tokens: 3 })).status, 200);
     const newcomer = await chat("slots", "slot-b", { max_tokens: 3 });
     assert.equal(newcomer.status, 429, "slot-b was counted in slot-a's record, not in a new one");
-    assert.equal(await stat("slots.shared_key_slots"), 1);
+    await statSettles("slots.shared_key_slots", 1);
     await envoy.waitForLog(/rule slots: every key slot this key may use is held by another active key; raise key_slots \(now 1\)/);
   });
 
@@ -458,7 +452,7 @@ describe("throttle filter", () => {
       },
       defaultHeaders: { "x-scenario": "queue", "x-tenant": "oa-q" },
     });
-    const slow = chat("queue", "oa-q", { max_tokens: 4 }, { "x-mock-latency-ms": "500" });
+    const slow = chat("queue", "oa-q", { max_tokens: 4 }, { "x-mock-latency-ms": "2500" });
     await statReaches("queue.in_flight", 1);
     const stream = await client.chat.completions.create({ model: "gpt-4o", messages: [{ role: "user", content: "queued" }], max_tokens: 6, stream: true });
     let text = "";

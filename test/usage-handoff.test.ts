@@ -10,6 +10,7 @@ import { after, before, describe } from "node:test";
 import { type EnvoyHandle, envoyTest, type EnvoyTestOptions } from "../tooling/envoy.ts";
 import { type HttpResult, postJson, postPartial, readSse } from "../tooling/http.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
+import { stat, statsSettleAt } from "../tooling/stats.ts";
 
 const admission = { hold_headers: true, unknown_model: "allow" };
 const metrics = { models: ["gpt-4o", "claude-3-5-haiku"] };
@@ -21,17 +22,11 @@ const throttle = (tokenizer: string) => ({
 const hello = [{ role: "user", content: "Say hello to the mesh." }];
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
-async function stat(envoy: EnvoyHandle, name: string): Promise<number> {
-  return (await envoy.stats()).get(`wasmcustom.llm_throttle.${name}`) ?? 0;
-}
+const throttleStat = (name: string) => `wasmcustom.llm_throttle.${name}`;
 
-/** Waits until nothing is in flight: a stream settles its account when Envoy ends it. */
-async function settled(envoy: EnvoyHandle): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while ((await stat(envoy, "all.in_flight")) !== 0 || (await stat(envoy, "all.tokens_reserved")) !== 0) {
-    assert.ok(Date.now() < deadline, "requests still in flight");
-    await sleep(25);
-  }
+/** Waits until nothing is in flight, and still nothing a flush period later: a stream settles its account when Envoy ends it. */
+function settled(envoy: EnvoyHandle): Promise<void> {
+  return statsSettleAt(envoy, { [throttleStat("all.in_flight")]: 0, [throttleStat("all.tokens_reserved")]: 0 }, 5000);
 }
 
 /** The access log's records; Envoy writes the file when it stops, so this stops it: call it last. */
@@ -99,7 +94,7 @@ describe("the answer is read once: llm-metrics hands its usage to llm-throttle",
     assert.equal(failed.status, 500);
 
     await settled(envoy);
-    const charged = await stat(envoy, "all.tokens_used");
+    const charged = await stat(envoy, throttleStat("all.tokens_used"));
     const records = await accessLog(envoy);
     assert.equal(records.length, 8);
     const [json, stream, anthropicJson, anthropicStream, noUsage, cutRecord, cutAnthropicRecord, failedRecord] = records;

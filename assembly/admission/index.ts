@@ -1,7 +1,7 @@
 // The callbacks Envoy makes into this filter, and only those (assembly/host/abi.ts says why):
 // admission reads the response only to answer the model list (models-list-stream.ts), and has
 // nothing to finish when a stream is done. The tick comes only while held requests are watched
-// (hold-rules.ts).
+// (hold-rules.ts) or counter changes wait to be sent (assembly/host/metric-batch.ts).
 export {
   malloc,
   proxy_abi_version_0_2_1,

@@ -10,6 +10,7 @@
 // An id Envoy never created here (there is none in practice) gets the answer of a missing export
 // rather than a trap: a trap fails the stream, or the whole VM.
 import {
+  askForMetricTicks,
   createRoot,
   createStream,
   deleteContext,
@@ -21,7 +22,8 @@ import {
 } from "./contexts";
 
 import { collectWhenDue } from "./collector";
-import { beginCallback, logCallbackEnded, requestHeadersHeld } from "./callback-cache";
+import { flushMetricsWhenDue, metricsHeld } from "./calls";
+import { beginCallback, logCallbackEnded, nowMillis, requestHeadersHeld } from "./callback-cache";
 import { forgetStream } from "./filter-state";
 
 export { malloc } from "./calls";
@@ -48,10 +50,14 @@ export function proxy_on_tick(rootContextId: u32): void {
   beginCallback(rootContextId);
   const root = rootContext(rootContextId);
   if (root != null) {
+    // The VM's held metric changes go before the root asks again, so that ticks kept only for
+    // them stop at the tick that sent the last (calls.ts, metric-batch.ts).
+    if (metricsHeld()) flushMetricsWhenDue(nowMillis());
     // First, while the host's current context is still the root: the tick's work turns to streams.
     root.askForTicks();
     root.onTick();
   }
+  askForMetricTicks(rootContextId);
   collectWhenDue();
 }
 
@@ -61,6 +67,7 @@ export function proxy_on_request_headers(contextId: u32, headers: u32, endOfStre
   if (stream == null) return FilterHeadersStatusValues.Continue;
   const status = stream.onRequestHeaders(headers, endOfStream != 0);
   requestHeadersHeld(status != FilterHeadersStatusValues.Continue);
+  askForMetricTicks(contextId);
   collectWhenDue();
   return status;
 }
@@ -71,6 +78,7 @@ export function proxy_on_request_body(contextId: u32, bodyBufferLength: u32, end
   if (stream == null) return FilterDataStatusValues.Continue;
   const status = stream.onRequestBody(bodyBufferLength, endOfStream != 0);
   if (status == FilterDataStatusValues.Continue) requestHeadersHeld(false);
+  askForMetricTicks(contextId);
   collectWhenDue();
   return status;
 }
@@ -80,6 +88,7 @@ export function proxy_on_response_headers(contextId: u32, headers: u32, endOfStr
   const stream = streamContext(contextId);
   if (stream == null) return FilterHeadersStatusValues.Continue;
   const status = stream.onResponseHeaders(headers, endOfStream != 0);
+  askForMetricTicks(contextId);
   collectWhenDue();
   return status;
 }
@@ -89,6 +98,7 @@ export function proxy_on_response_body(contextId: u32, bodyBufferLength: u32, en
   const stream = streamContext(contextId);
   if (stream == null) return FilterDataStatusValues.Continue;
   const status = stream.onResponseBody(bodyBufferLength, endOfStream != 0);
+  askForMetricTicks(contextId);
   collectWhenDue();
   return status;
 }
@@ -97,6 +107,7 @@ export function proxy_on_log(contextId: u32): void {
   beginCallback(contextId);
   const stream = streamContext(contextId);
   if (stream != null) stream.onLog();
+  askForMetricTicks(contextId);
   collectWhenDue();
   logCallbackEnded(contextId);
 }
@@ -106,6 +117,7 @@ export function proxy_on_done(contextId: u32): u32 {
   const stream = streamContext(contextId);
   const root = stream == null ? rootContext(contextId) : null;
   const done = stream != null ? stream.onDone() : root == null || root.onDone();
+  askForMetricTicks(contextId);
   collectWhenDue();
   return done ? 1 : 0;
 }
@@ -126,6 +138,7 @@ export function proxy_on_grpc_receive(contextId: u32, token: u32, messageSize: u
   beginCallback(contextId);
   const caller = takeGrpcCaller(token);
   if (caller != null) caller.onGrpcReceive(token, messageSize);
+  askForMetricTicks(contextId);
   collectWhenDue();
 }
 
@@ -133,5 +146,6 @@ export function proxy_on_grpc_close(contextId: u32, token: u32, status: u32): vo
   beginCallback(contextId);
   const caller = takeGrpcCaller(token);
   if (caller != null) caller.onGrpcClose(token, status);
+  askForMetricTicks(contextId);
   collectWhenDue();
 }

@@ -1,10 +1,12 @@
 // The proxy-wasm host calls that need no memory of the callback they run in: logging, the plugin
-// configuration, bodies, local responses, routing, ticks, shared data and metrics. Everything here
-// returns a result instead of throwing: a trap in a request path would fail the stream (or, under
-// FAIL_RELOAD, reload the VM). Headers, properties and the clock are read through callback-cache.ts,
-// and filter state through filter-state.ts; only this folder calls the imports.
+// configuration, bodies, local responses, routing, ticks, shared data and metrics (counters and
+// gauges in batches, metric-batch.ts). Everything here returns a result instead of throwing: a trap
+// in a request path would fail the stream (or, under FAIL_RELOAD, reload the VM). Headers,
+// properties and the clock are read through callback-cache.ts, and filter state through
+// filter-state.ts; only this folder calls the imports.
 import { noteHostBytes } from "./collector";
 import * as imports from "./imports";
+import { METRIC_FLUSH_MS, MetricBatch } from "./metric-batch";
 
 /** proxy_log's levels, as the ABI numbers them. */
 export enum LogLevelValues { trace, debug, info, warn, error, critical }
@@ -249,10 +251,56 @@ export function defineHistogram(name: string): i32 {
   return defineMetric(METRIC_HISTOGRAM, name);
 }
 
+const metricBatch = new MetricBatch();
+/** A batch started since a root last asked for ticks: the root of the callback must ask now (abi.ts). */
+let metricBatchStarted = false;
+
+/**
+ * Adds `delta` to a counter or gauge. It reaches Envoy with the VM's next batch: from a root's tick
+ * at most METRIC_FLUSH_MS later, or as a root is deleted.
+ */
 export function incrementMetric(id: i32, delta: i64): void {
-  if (id >= 0) imports.proxy_increment_metric(<u32>id, delta);
+  if (id >= 0 && metricBatch.add(<u32>id, delta)) metricBatchStarted = true;
 }
 
+/** Whether counter or gauge changes wait for their batch to be sent. */
+export function metricsHeld(): bool {
+  return !metricBatch.empty;
+}
+
+/** Whether a callback started a batch that no root ticks for yet. */
+export function metricBatchWaiting(): bool {
+  return metricBatchStarted;
+}
+
+/**
+ * For a root asking for ticks: the period the held changes need, METRIC_FLUSH_MS while any are held
+ * (else 0). The root that asks then ticks for the batch, so no other needs to be told.
+ */
+export function metricTicksNeeded(): u32 {
+  metricBatchStarted = false;
+  return metricBatch.empty ? 0 : METRIC_FLUSH_MS;
+}
+
+function sendIncrement(id: u32, delta: i64): void {
+  imports.proxy_increment_metric(id, delta);
+}
+
+/** From a root's tick: hands the held changes to Envoy when their period has passed. */
+export function flushMetricsWhenDue(now: i64): void {
+  if (metricBatch.due(now)) metricBatch.flush(sendIncrement, now);
+}
+
+/**
+ * As a root is deleted (a reload, or the VM shutting down): hands every held change to Envoy now,
+ * so that none is lost with the root that would have ticked for it. The next batch is due at the
+ * next tick of any root (time 0 started its period).
+ */
+export function flushMetrics(): void {
+  if (!metricBatch.empty) metricBatch.flush(sendIncrement, 0);
+}
+
+/** Histograms take every value as it comes: the ABI has no call for several at once. */
 export function recordMetric(id: i32, value: u64): void {
   if (id >= 0) imports.proxy_record_metric(<u32>id, value);
 }

@@ -10,7 +10,7 @@
 // because Envoy kept the draining 0% root and never configured it again).
 import { ConfigErrors, ConfigObject, readConfigRoot } from "../json/config-reader";
 import { ContextTable } from "./context-table";
-import { grpcCall, Logger, pluginConfiguration, setTickPeriod } from "./calls";
+import { flushMetrics, grpcCall, Logger, metricBatchWaiting, metricTicksNeeded, pluginConfiguration, setTickPeriod } from "./calls";
 import { currentContext, resumeRequest, setEffectiveContext } from "./callback-cache";
 
 /** What a headers callback tells Envoy (proxy-wasm ABI 0.2.1 values). */
@@ -124,12 +124,16 @@ export abstract class RootContext extends HostContext {
   private tickPeriodAsked: u32 = 0;
 
   /**
-   * Tells the host the period tickPeriodMs() answers now, when it changed. abi.ts asks after a
-   * configure is accepted and as every tick begins, so a need that ends stops the ticks at the next
-   * one; a stream whose callback starts a need asks through StreamContext.askForTicks.
+   * Tells the host the period this root needs now, when it changed: tickPeriodMs(), or the VM's
+   * held metric changes' when shorter (calls.ts metricTicksNeeded; abi.ts sends them from the tick).
+   * abi.ts asks after a configure is accepted, as every tick begins (so a need that ends stops the
+   * ticks at the next one) and after a callback that started a metric batch; a stream whose
+   * callback starts a need of the filter's asks through StreamContext.askForTicks.
    */
   askForTicks(): void {
-    const period = this.tickPeriodMs();
+    const own = this.tickPeriodMs();
+    const metrics = metricTicksNeeded();
+    const period = own == 0 || (metrics != 0 && metrics < own) ? metrics : own;
     if (period == this.tickPeriodAsked) return;
     this.tickPeriodAsked = period;
     setTickPeriod(period);
@@ -258,11 +262,16 @@ export function createStream(contextId: u32, rootContextId: u32): void {
   streams.add(root.createContext(contextId));
 }
 
-/** Forgets a root or a stream and tells it so; nothing when the id is unknown. */
+/**
+ * Forgets a root or a stream and tells it so; nothing when the id is unknown. A root takes the VM's
+ * held metric changes to Envoy with it: it may have been the one ticking for them, and a VM being
+ * shut down has no later tick.
+ */
 export function deleteContext(contextId: u32): void {
   const stream = streams.remove(contextId);
   if (stream != null) {
     stream.onDelete();
+    if (metricBatchWaiting()) askForMetricTicks(stream.rootContextId);
     return;
   }
   for (let i = 0, n = roots.length; i < n; i++) {
@@ -270,6 +279,18 @@ export function deleteContext(contextId: u32): void {
     if (root.contextId != contextId) continue;
     roots.splice(i, 1);
     root.onDelete();
+    flushMetrics();
     return;
   }
+}
+
+/**
+ * After a callback on context `contextId` (a stream's, or a root's): when it started a metric batch,
+ * the root it runs under asks for the ticks that send the batch.
+ */
+export function askForMetricTicks(contextId: u32): void {
+  if (!metricBatchWaiting()) return;
+  const stream = streams.get(contextId);
+  const root = rootContext(stream != null ? stream.rootContextId : contextId);
+  if (root != null) root.askForTicks();
 }

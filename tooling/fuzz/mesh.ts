@@ -2,6 +2,7 @@
 // (envoy/fuzz.yaml): plugin configs with known limits, and the invariant every request that reached
 // the upstream must satisfy under them.
 import type { RecordedRequest } from "../mock-llm.ts";
+import { settlesAt, type StatsSource } from "../stats.ts";
 import type { Shape } from "./bodies.ts";
 import type { RequestReader } from "./reader.ts";
 
@@ -149,3 +150,17 @@ export const VM_FAILURE = /wasm log.*abort|Function: \S+ failed|unreachable|wasm
 
 /** Stats that count what a request holds while it is in Envoy: all must be back at zero when idle. */
 export const IN_FLIGHT_STATS = /^(http\.llm\.downstream_rq_active|wasmcustom\..*(in_flight|waiting|tokens_reserved|active_requests).*)$/;
+
+/** The IN_FLIGHT_STATS not at zero, as name=value. */
+export async function heldInFlight(envoy: StatsSource): Promise<string[]> {
+  const stats = await envoy.stats();
+  return [...stats].filter(([name, value]) => IN_FLIGHT_STATS.test(name) && value !== 0).map(([n, v]) => `${n}=${v}`);
+}
+
+/**
+ * Waits until Envoy and every filter gauge hold nothing, and still nothing a flush period later:
+ * the filters' gauges reach Envoy in batches (tooling/stats.ts), so a leak shows only then.
+ */
+export function settledInFlight(envoy: StatsSource, timeoutMs = 5000): Promise<void> {
+  return settlesAt(() => heldInFlight(envoy), [], "what Envoy and the filters hold", timeoutMs);
+}
