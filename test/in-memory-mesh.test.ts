@@ -158,6 +158,7 @@ describe("the one module's stages, in memory", () => {
     assert.equal(worker.hostCalls.get("proxy_get_property"), 1);
     assert.equal(worker.hostCalls.get("proxy_call_foreign_function") ?? 0, 0);
     assert.equal(stream.filterState.size, 0);
+    host.advancePastMetricFlush();
     assert.equal(counted(host, "admitted"), 1);
     assert.equal(host.metric("llm_throttle.per-tenant.tokens_used"), 15);
     // proxy_on_done settles the throttle with the clock proxy_on_log read just before it.
