@@ -1,5 +1,6 @@
 import { JsonKind, JsonReader } from "../json/reader";
 import { parseJson } from "../json/value";
+import { numberText } from "../json/config-reader";
 import { TokenEstimator } from "../llm/tokens";
 
 function reader(text: string): JsonReader {
@@ -142,5 +143,27 @@ describe("parseJson", () => {
     const result = parseJson('{"models": {"a": 1, "a": 2}}');
     expect(result.value).toBeNull();
     expect(result.error).toBe('duplicate key "a" in models at byte 24');
+  });
+});
+
+describe("numberText", () => {
+  test("whole numbers keep a .0, fractions up to six decimals", () => {
+    expect(numberText(0)).toBe("0.0");
+    expect(numberText(1)).toBe("1.0");
+    expect(numberText(1.5)).toBe("1.5");
+    expect(numberText(0.001)).toBe("0.001");
+    expect(numberText(-2.25)).toBe("-2.25");
+    expect(numberText(90.05 + 9.5)).toBe("99.55");
+    expect(numberText(0.1 + 0.2)).toBe("0.3");
+    expect(numberText(0.9999999)).toBe("1.0");
+  });
+
+  test("an exponent beyond 1e15 and below 1e-6", () => {
+    expect(numberText(1e300)).toBe("1e+300");
+    expect(numberText(1e15)).toBe("1e+15");
+    expect(numberText(9.99999999e20)).toBe("1e+21");
+    expect(numberText(-1.5e-9)).toBe("-1.5e-9");
+    expect(numberText(Infinity)).toBe("Infinity");
+    expect(numberText(NaN)).toBe("NaN");
   });
 });

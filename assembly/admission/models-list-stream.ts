@@ -69,7 +69,7 @@ export class ModelsListStream {
   onResponseHeaders(endOfStream: bool, holdHeaders: bool): FilterHeadersStatusValues {
     if (this.step != Step.Waiting) return FilterHeadersStatusValues.Continue;
     const statusText = responseHeader(":status");
-    const status = statusText != null ? I32.parseInt(statusText) : 0;
+    const status = statusText != null ? <i32>I64.parseInt(statusText) : 0;
     const declared = responseHeader("content-length");
     const length = declared != null && declared.length > 0 ? I64.parseInt(declared) : -1;
     const plan = planList(status, responseHeader("content-encoding"), length, endOfStream, this.config.maxBufferBytes);

@@ -29,11 +29,52 @@ export class ConfigErrors {
 function describe(value: JsonValue): string {
   switch (value.kind) {
     case JsonKind.String: return "\"" + (value.text.length > 40 ? value.text.slice(0, 40) + "..." : value.text) + "\"";
-    case JsonKind.Number: return value.isInteger && Math.abs(value.number) < 1e15 ? (<i64>value.number).toString() : value.number.toString();
+    case JsonKind.Number: return value.isInteger && Math.abs(value.number) < 1e15 ? (<i64>value.number).toString() : numberText(value.number);
     case JsonKind.True: return "true";
     case JsonKind.False: return "false";
     default: return value.kindName();
   }
+}
+
+/**
+ * A number as an error message shows it: "0.0", "1.5", "0.001", up to six decimals, and "1e+300" or
+ * "1e-9" beyond that range. f64's own toString (shortest round trip) would bring the standard
+ * library's Grisu code and tables, 3 KiB of every module, for these messages alone.
+ */
+export function numberText(x: f64): string {
+  if (isNaN(x)) return "NaN";
+  const sign = x < 0 ? "-" : "";
+  let m = Math.abs(x);
+  if (m == Infinity) return sign + "Infinity";
+  if (m != 0 && (m >= 1e15 || m < 1e-6)) {
+    let exponent = 0;
+    for (; m >= 10; exponent++) m /= 10;
+    for (; m < 1; exponent--) m *= 10;
+    // What would print as "10" is the next power of ten.
+    if (m >= 9.9999995) {
+      m = 1;
+      exponent++;
+    }
+    return sign + fixedText(m, false) + (exponent < 0 ? "e-" : "e+") + abs(exponent).toString();
+  }
+  return sign + fixedText(m, true);
+}
+
+/** A non-negative number below 1e15 with up to six decimals, trailing zeros dropped (but "2.0" with `pointZero`). */
+function fixedText(x: f64, pointZero: bool): string {
+  let whole = Math.floor(x);
+  let millionths = Math.round((x - whole) * 1e6);
+  if (millionths >= 1e6) {
+    whole += 1;
+    millionths = 0;
+  }
+  const text = (<i64>whole).toString();
+  if (millionths == 0) return pointZero ? text + ".0" : text;
+  let decimals = (<i64>millionths).toString();
+  decimals = "000000".slice(decimals.length) + decimals;
+  let end = decimals.length;
+  while (decimals.charCodeAt(end - 1) == 0x30) end--;
+  return text + "." + decimals.slice(0, end);
 }
 
 function join(path: string, key: string): string {
@@ -73,7 +114,7 @@ export class ConfigObject {
     const v = this.value.get(key);
     if (v == null) return fallback;
     if (v.kind != JsonKind.Number || v.number < min || v.number > max) {
-      this.errors.add(join(this.path, key), "must be a number from " + min.toString() + " to " + max.toString() + ", got " + describe(v));
+      this.errors.add(join(this.path, key), "must be a number from " + numberText(min) + " to " + numberText(max) + ", got " + describe(v));
       return fallback;
     }
     return v.number;

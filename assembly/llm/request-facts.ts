@@ -63,7 +63,7 @@ export class RequestFacts {
     if (stream != maxTokens + 2) return null;
     const facts = new RequestFacts();
     facts.shape = apiShapeFromName(text.slice(0, api));
-    facts.promptTokens = I32.parseInt(text.slice(api + 1, prompt));
+    facts.promptTokens = <i32>I64.parseInt(text.slice(api + 1, prompt));
     facts.maxTokens = maxTokens > prompt + 1 ? I64.parseInt(text.slice(prompt + 1, maxTokens)) : -1;
     facts.stream = text.charCodeAt(maxTokens + 1) == 0x31;
     facts.model = text.slice(stream + 1);

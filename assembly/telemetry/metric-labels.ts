@@ -64,8 +64,11 @@ export class ClaimSlot extends RecordChange {
  */
 export class LabelSlots {
   private known: Set<string> = new Set<string>();
-  /** Once the record is seen full its hashes never change; kept here, lookups stay local. */
-  private final: Set<u64> | null = null;
+  /**
+   * Once the record is seen full its hashes never change; kept here, lookups stay local. A plain
+   * scan: only values not known yet are looked up, and a Set<u64> would bring its own code along.
+   */
+  private final: StaticArray<i64> | null = null;
 
   constructor(public key: string, public limit: i32) {}
 
@@ -83,7 +86,7 @@ export class LabelSlots {
     const hash = stableHash(value);
     const final = this.final;
     if (final != null) {
-      if (!final.has(hash)) return LABEL_OTHER;
+      if (!final.includes(<i64>hash)) return LABEL_OTHER;
       this.known.add(value);
       return value;
     }
@@ -100,9 +103,9 @@ export class LabelSlots {
   }
 
   private keepFinal(held: StaticArray<i64>, added: u64): void {
-    const final = new Set<u64>();
-    for (let i = 0; i < held.length; i++) final.add(<u64>unchecked(held[i]));
-    if (added != 0) final.add(added);
+    const final = new StaticArray<i64>(held.length + (added != 0 ? 1 : 0));
+    for (let i = 0; i < held.length; i++) unchecked((final[i] = held[i]));
+    if (added != 0) unchecked((final[held.length] = <i64>added));
     this.final = final;
   }
 }

@@ -419,7 +419,7 @@ export class ThrottleStream extends FactsOrBodyStream {
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
     if (this.phase != Phase.Admitted) return FilterHeadersStatusValues.Continue;
     const status = responseHeader(":status");
-    this.status = status != null ? I32.parseInt(status) : 0;
+    this.status = status != null ? <i32>I64.parseInt(status) : 0;
     if (this.root.config.responseHeaders) this.addRateLimitHeaders();
     if (this.status < 200 || this.status >= 300 || !this.countsTokens()) return FilterHeadersStatusValues.Continue;
     const encoding = responseHeader("content-encoding");
