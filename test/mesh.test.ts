@@ -53,6 +53,10 @@ describe("llm-mesh as one module", () => {
     assert.equal(entry.llm.router, "target=primary by=default");
     assert.equal(entry.llm.outcome, "admitted");
     assert.equal(Number(entry.llm.completion_tokens), usage.completion_tokens);
+    // The facts tracing puts on spans are in the demo's access log too.
+    assert.deepEqual([entry.llm.operation, entry.llm.provider, entry.llm.usage_source], ["chat", "openai", "upstream"]);
+    assert.equal(entry.llm.finish_reasons, JSON.parse(res.text).choices[0].finish_reason);
+    assert.equal(entry.llm.throttle_wait_ms, null, "not queued");
     // Metrics stage counted it; throttle settled to the real usage metrics handed over.
     // (The shadow listener's stages count the mirrored copy under their own route.)
     const counted = async () => {
@@ -149,6 +153,8 @@ describe("llm-mesh as one module", () => {
     assert.equal(readSse(queued.text).at(-1)!.data, "[DONE]");
     const log = await accessLog(envoy, 2);
     assert.deepEqual(log.map((e) => e.llm.throttle).sort(), ["admitted", "admitted_after_wait"]);
+    const wait = Number(log.find((e) => e.llm.throttle === "admitted_after_wait")!.llm.throttle_wait_ms);
+    assert.ok(wait > 0 && wait <= waited, `throttle_wait_ms ${wait}, the client waited ${waited} ms`);
     await statSettlesAt(envoy, "wasmcustom.llm_throttle.one-at-a-time.queued", 1);
   });
 
