@@ -9,7 +9,7 @@ import { errorBody } from "../llm/api-errors";
 import { ByteWriter } from "../text/byte-writer";
 import { FilterDataStatusValues, FilterHeadersStatusValues } from "../host/contexts";
 import { Logger, replaceResponseBody, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
-import { removeRequestHeader, removeResponseHeader, requestHeader, responseHeader, setResponseHeader } from "../host/callback-cache";
+import { removeRequestHeader, removeResponseHeader, requestHeader, responseHeader, responseStatus, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_ADMISSION } from "../llm/filter-state-names";
 import { ApiShape } from "../llm/request";
@@ -68,8 +68,7 @@ export class ModelsListStream {
   /** `holdHeaders`: the answer's headers may wait for the rewritten list (AdmissionRoot.holdsAnswerHeaders). */
   onResponseHeaders(endOfStream: bool, holdHeaders: bool): FilterHeadersStatusValues {
     if (this.step != Step.Waiting) return FilterHeadersStatusValues.Continue;
-    const statusText = responseHeader(":status");
-    const status = statusText != null ? <i32>I64.parseInt(statusText) : 0;
+    const status = responseStatus();
     const declared = responseHeader("content-length");
     const length = declared != null && declared.length > 0 ? I64.parseInt(declared) : -1;
     const plan = planList(status, responseHeader("content-encoding"), length, endOfStream, this.config.maxBufferBytes);

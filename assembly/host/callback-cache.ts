@@ -229,6 +229,14 @@ export function responseHeader(name: string): string | null {
   return getHeader(RESPONSE_HEADERS, name);
 }
 
+/** The response's `:status` as a number; 0 when there is none or it is not a three-digit status. */
+export function responseStatus(): i32 {
+  const text = responseHeader(":status");
+  if (text == null || text.length != 3) return 0;
+  const status = <i32>I64.parseInt(text);
+  return status >= 100 && status <= 999 ? status : 0;
+}
+
 export function setResponseHeader(name: string, value: string): bool {
   return setHeader(RESPONSE_HEADERS, name, value);
 }

@@ -4,22 +4,20 @@
 // status is read from its `:status`. Envoy's response.code_details are asked only when the response
 // did not pass here whole (a reset, a client gone), where the status alone cannot tell: a response
 // that passed whole was sent with the status it carried, and its details would say only that.
-import { propertyInt, propertyString, responseHeader } from "./callback-cache";
+import { propertyInt, propertyString, responseStatus } from "./callback-cache";
 
 const RESPONSE_CODE: string[] = ["response", "code"];
 const RESPONSE_CODE_DETAILS: string[] = ["response", "code_details"];
 
 export class ResponseEnding {
-  /** The `:status` of the response headers that passed here; -1 before them, or when unreadable. */
-  private headerStatus: i64 = -1;
+  /** The `:status` of the response headers that passed here; 0 before them, or when unreadable. */
+  private headerStatus: i32 = 0;
   /** The response's last byte passed here. */
   private whole: bool = false;
 
   /** From a response headers callback. */
   headersPassed(endOfStream: bool): void {
-    const text = responseHeader(":status");
-    const status = text != null && text.length == 3 ? I64.parseInt(text) : -1;
-    this.headerStatus = status >= 100 && status <= 999 ? status : -1;
+    this.headerStatus = responseStatus();
     this.whole = endOfStream && this.headerStatus > 0;
   }
 

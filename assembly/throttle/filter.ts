@@ -12,7 +12,9 @@ import {
 import { BodyStep, FactsOrBodyStream } from "../llm/facts-or-body";
 import { errorBody } from "../llm/api-errors";
 import { defineCounter, defineGauge, grpcReceived, grpcStatusMessage, incrementMetric, Logger, responseBody, ResponseHeaders, sendResponse } from "../host/calls";
-import { nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, setEffectiveContext, setRequestHeader, setResponseHeader } from "../host/callback-cache";
+import {
+  nowMillis, propertyString, removeRequestHeader, requestHeader, responseHeader, responseStatus, setEffectiveContext, setRequestHeader, setResponseHeader,
+} from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_THROTTLE, FACT_THROTTLE_WAIT } from "../llm/filter-state-names";
 import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../llm/request";
@@ -418,8 +420,7 @@ export class ThrottleStream extends FactsOrBodyStream {
 
   onResponseHeaders(_headers: u32, _end_of_stream: bool): FilterHeadersStatusValues {
     if (this.phase != Phase.Admitted) return FilterHeadersStatusValues.Continue;
-    const status = responseHeader(":status");
-    this.status = status != null ? <i32>I64.parseInt(status) : 0;
+    this.status = responseStatus();
     if (this.root.config.responseHeaders) this.addRateLimitHeaders();
     if (this.status < 200 || this.status >= 300 || !this.countsTokens()) return FilterHeadersStatusValues.Continue;
     const encoding = responseHeader("content-encoding");
