@@ -28,6 +28,15 @@ import { forgetStream } from "./filter-state";
 
 export { malloc } from "./calls";
 
+/**
+ * What a callback that ran a filter's hooks ends with: a root asks for the ticks that send a metric
+ * batch the hooks started, and the collector runs when its budget is spent.
+ */
+function endCallback(contextId: u32): void {
+  askForMetricTicks(contextId);
+  collectWhenDue();
+}
+
 export function proxy_abi_version_0_2_1(): void {}
 
 export function proxy_on_context_create(contextId: u32, parentContextId: u32): void {
@@ -57,8 +66,7 @@ export function proxy_on_tick(rootContextId: u32): void {
     root.askForTicks();
     root.onTick();
   }
-  askForMetricTicks(rootContextId);
-  collectWhenDue();
+  endCallback(rootContextId);
 }
 
 export function proxy_on_request_headers(contextId: u32, headers: u32, endOfStream: u32): u32 {
@@ -67,8 +75,7 @@ export function proxy_on_request_headers(contextId: u32, headers: u32, endOfStre
   if (stream == null) return FilterHeadersStatusValues.Continue;
   const status = stream.onRequestHeaders(headers, endOfStream != 0);
   requestHeadersHeld(status != FilterHeadersStatusValues.Continue);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   return status;
 }
 
@@ -78,8 +85,7 @@ export function proxy_on_request_body(contextId: u32, bodyBufferLength: u32, end
   if (stream == null) return FilterDataStatusValues.Continue;
   const status = stream.onRequestBody(bodyBufferLength, endOfStream != 0);
   if (status == FilterDataStatusValues.Continue) requestHeadersHeld(false);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   return status;
 }
 
@@ -88,8 +94,7 @@ export function proxy_on_response_headers(contextId: u32, headers: u32, endOfStr
   const stream = streamContext(contextId);
   if (stream == null) return FilterHeadersStatusValues.Continue;
   const status = stream.onResponseHeaders(headers, endOfStream != 0);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   return status;
 }
 
@@ -98,8 +103,7 @@ export function proxy_on_response_body(contextId: u32, bodyBufferLength: u32, en
   const stream = streamContext(contextId);
   if (stream == null) return FilterDataStatusValues.Continue;
   const status = stream.onResponseBody(bodyBufferLength, endOfStream != 0);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   return status;
 }
 
@@ -107,8 +111,7 @@ export function proxy_on_log(contextId: u32): void {
   beginCallback(contextId);
   const stream = streamContext(contextId);
   if (stream != null) stream.onLog();
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   logCallbackEnded(contextId);
 }
 
@@ -117,8 +120,7 @@ export function proxy_on_done(contextId: u32): u32 {
   const stream = streamContext(contextId);
   const root = stream == null ? rootContext(contextId) : null;
   const done = stream != null ? stream.onDone() : root == null || root.onDone();
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
   return done ? 1 : 0;
 }
 
@@ -138,14 +140,12 @@ export function proxy_on_grpc_receive(contextId: u32, token: u32, messageSize: u
   beginCallback(contextId);
   const caller = takeGrpcCaller(token);
   if (caller != null) caller.onGrpcReceive(token, messageSize);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
 }
 
 export function proxy_on_grpc_close(contextId: u32, token: u32, status: u32): void {
   beginCallback(contextId);
   const caller = takeGrpcCaller(token);
   if (caller != null) caller.onGrpcClose(token, status);
-  askForMetricTicks(contextId);
-  collectWhenDue();
+  endCallback(contextId);
 }

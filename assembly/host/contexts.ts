@@ -271,7 +271,7 @@ export function deleteContext(contextId: u32): void {
   const stream = streams.remove(contextId);
   if (stream != null) {
     stream.onDelete();
-    if (metricBatchWaiting()) askForMetricTicks(stream.rootContextId);
+    askForMetricTicks(stream.rootContextId);
     return;
   }
   for (let i = 0, n = roots.length; i < n; i++) {
