@@ -12,6 +12,7 @@ import { repoDir } from "../tooling/envoy-bin.ts";
 import { renderScenario, startEnvoy } from "../tooling/envoy.ts";
 import { type MockLlm, startMockLlm } from "../tooling/mock-llm.ts";
 import { MESH_VARS } from "../tooling/fuzz/mesh.ts";
+import { stat, waitForStatAtLeast } from "../tooling/stats.ts";
 import { Connection } from "./fuzz/raw-client.ts";
 import { simpleChat } from "./fuzz/requests.ts";
 
@@ -174,14 +175,7 @@ describe("over filesystem xDS an invalid configuration is rejected and the old o
     };
     await publish({});
     const envoy = await startEnvoy({ scenario: "faults-config-xds", vars: { UPSTREAM_PORT: mock.port, XDS_DIR: xdsDir }, concurrency: 2 });
-    const stat = async (name: string) => (await envoy.stats()).get(name) ?? 0;
-    const waitFor = async (name: string, value: number) => {
-      const deadline = Date.now() + 10_000;
-      while ((await stat(name)) < value) {
-        if (Date.now() > deadline) assert.fail(`${name} did not reach ${value}`);
-        await new Promise((done) => setTimeout(done, 50));
-      }
-    };
+    const waitFor = (name: string, value: number) => waitForStatAtLeast(envoy, name, value, 10_000);
     const chat = async (model: string) => {
       const connection = new Connection(listenPort);
       try {
@@ -208,7 +202,7 @@ describe("over filesystem xDS an invalid configuration is rejected and the old o
         assert.equal(await chat("gpt-4o"), 200, `after the rejected llm-${filter} update the old chain serves`);
         assert.equal(await chat("gpt-5"), 400, `after the rejected llm-${filter} update the old limits hold`);
       }
-      assert.equal(await stat("listener_manager.lds.update_success"), 1, "no invalid update was taken");
+      assert.equal(await stat(envoy, "listener_manager.lds.update_success"), 1, "no invalid update was taken");
 
       // A valid update is taken: the watch works, so the rejections above were the configs' doing.
       await publish({ ADMISSION_CONFIG: { ...MESH_VARS.ADMISSION_CONFIG, models: { ...MESH_VARS.ADMISSION_CONFIG.models, "gpt-5": {} } } });

@@ -40,12 +40,7 @@ export async function stat(envoy: StatsSource, name: string): Promise<number> {
  * `timeoutMs`, then reads it once more a flush period later: it must not have moved on.
  */
 export async function settlesAt<T>(read: () => Promise<T>, expected: T, what: string, timeoutMs = SETTLE_TIMEOUT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = await read();
-  while (!isDeepStrictEqual(last, expected) && Date.now() < deadline) {
-    await sleep(25);
-    last = await read();
-  }
+  const last = await pollUntil(read, (value) => isDeepStrictEqual(value, expected), timeoutMs);
   assert.deepEqual(last, expected, `${what}: not the expected value after ${timeoutMs} ms`);
   await sleep(METRIC_FLUSH_MS + LATE_MS);
   assert.deepEqual(await read(), expected, `${what}: went past the expected value within a flush period`);
@@ -65,13 +60,19 @@ export function waitForStatAtLeast(envoy: StatsSource, name: string, value: numb
   return statUntil(envoy, name, (v) => v >= value, `at least ${value}`, timeoutMs);
 }
 
-async function statUntil(envoy: StatsSource, name: string, accept: (value: number) => boolean, wanted: string, timeoutMs: number): Promise<void> {
+/** Reads until `accept` holds or `timeoutMs` has passed: the last value read. */
+async function pollUntil<T>(read: () => Promise<T>, accept: (value: T) => boolean, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let last = await stat(envoy, name);
+  let last = await read();
   while (!accept(last) && Date.now() < deadline) {
     await sleep(25);
-    last = await stat(envoy, name);
+    last = await read();
   }
+  return last;
+}
+
+async function statUntil(envoy: StatsSource, name: string, accept: (value: number) => boolean, wanted: string, timeoutMs: number): Promise<void> {
+  const last = await pollUntil(() => stat(envoy, name), accept, timeoutMs);
   assert.ok(accept(last), `${name}: ${last}, not ${wanted}, after ${timeoutMs} ms`);
 }
 
