@@ -52,8 +52,17 @@ test("the demo prints a curl line that works, a refused unknown model, and the m
   const canary = await fetch(beta[1], { method: "POST", headers: { [beta[2]]: beta[3] }, body: beta[4] });
   assert.equal(canary.status, 200);
   assert.equal(canary.headers.get("x-mock-served-by"), "canary");
-  // The shadow report the demo points to pairs the requests above with their mirrored copies
-  // (envoy/demo.yaml groups the records under `llm` in the access log).
+  // The shadow report the demo points to pairs primary requests with their mirrored copies
+  // (envoy/demo.yaml mirrors the primary route only, and groups the records under `llm` in the
+  // access log). The first curl line's model is in a 90/10 rollout, so one in ten goes to the
+  // canary and has no copy: send it until the primary has served one.
+  let servedBy = ok.headers.get("x-mock-served-by");
+  for (let tries = 0; servedBy !== "primary" && tries < 30; tries++) {
+    const again = await fetch(first[1], { method: "POST", headers: { "content-type": "application/json" }, body: first[3] });
+    await again.arrayBuffer();
+    servedBy = again.headers.get("x-mock-served-by");
+  }
+  assert.equal(servedBy, "primary", "the rollout sent 30 requests in a row to the canary");
   const reportLine = output.match(/npx tsx (scripts\/shadow-report\.ts) (\S+)/);
   assert.ok(reportLine, output);
   let report = "";
