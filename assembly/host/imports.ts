@@ -33,6 +33,10 @@ export declare function proxy_get_header_map_value(map: u32, key: usize, keySize
 export declare function proxy_get_header_map_pairs(map: u32, dataOut: usize, sizeOut: usize): u32;
 
 // @ts-ignore: decorator
+@external("env", "proxy_set_header_map_pairs")
+export declare function proxy_set_header_map_pairs(map: u32, data: usize, size: usize): u32;
+
+// @ts-ignore: decorator
 @external("env", "proxy_get_header_map_size")
 export declare function proxy_get_header_map_size(map: u32, sizeOut: usize): u32;
 

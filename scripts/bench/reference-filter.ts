@@ -66,6 +66,48 @@ function dropReturned(): void {
   __unpin(data);
 }
 
+/**
+ * The request's headers plus six probe headers, serialized as proxy_set_header_map_pairs takes
+ * them: what one call that writes a callback's headers at once would hand Envoy.
+ */
+function headersWithProbes(): ArrayBuffer {
+  if (imports.proxy_get_header_map_pairs(0, OUT_DATA, OUT_SIZE) != 0) return new ArrayBuffer(0);
+  const data = load<usize>(OUT_DATA);
+  const count = load<u32>(data);
+  const keys = new Array<ArrayBuffer>();
+  const values = new Array<ArrayBuffer>();
+  let at = data + 4 + count * 8;
+  for (let i: u32 = 0; i < count; i++) {
+    const keySize = load<u32>(data + 4 + i * 8);
+    const valueSize = load<u32>(data + 8 + i * 8);
+    keys.push(String.UTF8.encode(String.UTF8.decodeUnsafe(at, keySize)));
+    values.push(String.UTF8.encode(String.UTF8.decodeUnsafe(at + keySize + 1, valueSize)));
+    at += keySize + valueSize + 2;
+  }
+  dropReturned();
+  for (let i = 0; i < 6; i++) {
+    keys.push(String.UTF8.encode("x-llm-reference-probe-" + i.toString()));
+    values.push(PROBE_VALUE);
+  }
+  let size = 4 + keys.length * 8;
+  for (let i = 0; i < keys.length; i++) size += keys[i].byteLength + values[i].byteLength + 2;
+  const out = new ArrayBuffer(size);
+  const base = changetype<usize>(out);
+  store<u32>(base, keys.length);
+  let write = base + 4 + keys.length * 8;
+  for (let i = 0; i < keys.length; i++) {
+    store<u32>(base + 4 + i * 8, keys[i].byteLength);
+    store<u32>(base + 8 + i * 8, values[i].byteLength);
+    memory.copy(write, ptr(keys[i]), keys[i].byteLength);
+    write += keys[i].byteLength;
+    store<u8>(write++, 0);
+    memory.copy(write, ptr(values[i]), values[i].byteLength);
+    write += values[i].byteLength;
+    store<u8>(write++, 0);
+  }
+  return out;
+}
+
 function setShared(): void {
   imports.proxy_set_shared_data(ptr(SHARED_KEY), SHARED_KEY.byteLength, ptr(SHARED_VALUE), SHARED_VALUE.byteLength, 0);
 }
@@ -79,6 +121,7 @@ function makeCalls(root: ReferenceRoot): void {
   const kind = root.callKind;
   const n = root.callCount;
   if (kind == "state-get") setState();
+  const pairs = kind == "header-set-pairs" ? headersWithProbes() : SHARED_VALUE;
   for (let i = 0; i < n; i++) {
     if (kind == "header-get") {
       if (imports.proxy_get_header_map_value(0, ptr(PATH_HEADER), PATH_HEADER.byteLength, OUT_DATA, OUT_SIZE) == 0) dropReturned();
@@ -86,6 +129,7 @@ function makeCalls(root: ReferenceRoot): void {
     else if (kind == "header-pairs") {
       if (imports.proxy_get_header_map_pairs(0, OUT_DATA, OUT_SIZE) == 0) dropReturned();
     } else if (kind == "header-set") imports.proxy_replace_header_map_value(0, ptr(PROBE_HEADER), PROBE_HEADER.byteLength, ptr(PROBE_VALUE), PROBE_VALUE.byteLength);
+    else if (kind == "header-set-pairs") imports.proxy_set_header_map_pairs(0, ptr(pairs), pairs.byteLength);
     else if (kind == "header-remove") imports.proxy_remove_header_map_value(0, ptr(ABSENT_HEADER), ABSENT_HEADER.byteLength);
     else if (kind == "state-set") setState();
     else if (kind == "state-get") {

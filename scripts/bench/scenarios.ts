@@ -220,7 +220,7 @@ export function buildReferenceFilters(dir: string, callKinds: string[] = []): { 
 
 /** The host calls `--host-call-costs` times, each repeated HOST_CALL_REPEAT times per request (reference-filter.ts). */
 export const HOST_CALL_KINDS = [
-  "header-get", "header-get-absent", "header-pairs", "header-set", "header-remove", "state-set", "state-get", "property-get",
+  "header-get", "header-get-absent", "header-pairs", "header-set", "header-set-pairs", "header-remove", "state-set", "state-get", "property-get",
   "shared-get", "shared-set", "metric-increment", "metric-record", "time",
 ];
 export const HOST_CALL_REPEAT = 20;
