@@ -66,6 +66,8 @@ describe("the one module's stages, in memory", () => {
         assert.match(stream.localResponse!.details, /^llm-admission_/);
         assert.equal(stream.headersForwarded, false);
         assert.equal(stream.filterState.get("llm_mesh.throttle"), undefined);
+        // Set as admission answers: the trace span ends before metrics' onLog could set it.
+        assert.equal(stream.filterState.get("llm_mesh.outcome"), "rejected");
         assertNotRouted(stream);
         stream.answer();
       }
@@ -95,6 +97,7 @@ describe("the one module's stages, in memory", () => {
     assert.equal(refused.state, "answered 429");
     assert.match(headerValue(refused.localResponse!.headers, "retry-after") ?? "", /^[1-9]\d*$/);
     assert.equal(refused.filterState.get("llm_mesh.throttle"), "rejected:per-tenant");
+    assert.equal(refused.filterState.get("llm_mesh.outcome"), "throttled", "set as throttle answers, before the stream ends");
     assertNotRouted(refused);
     host.advancePastMetricFlush();
     assert.equal(host.metric("llm_router_requests_totalllm_target=.=canary;.;"), 1);
@@ -158,6 +161,10 @@ describe("the one module's stages, in memory", () => {
     assert.equal(worker.hostCalls.get("proxy_get_property"), 1);
     assert.equal(worker.hostCalls.get("proxy_call_foreign_function") ?? 0, 0);
     assert.equal(stream.filterState.size, 0);
+    const refused = root.send(chat("acme", { model: "gpt-9" }));
+    assert.equal(refused.state, "answered 400");
+    assert.equal(refused.filterState.size, 0, "no outcome handed over for a refusal either");
+    refused.answer();
     host.advancePastMetricFlush();
     assert.equal(counted(host, "admitted"), 1);
     assert.equal(host.metric("llm_throttle.per-tenant.tokens_used"), 15);

@@ -208,6 +208,7 @@ describe("tracing with Envoy's OpenTelemetry tracer", () => {
         assert.equal(span413.attributes["http.status_code"], "413");
         const attributes413 = llmAttributes(span413);
         assert.equal(attributes413["llm_mesh.admission"], "rejected:context_length_exceeded");
+        assert.equal(attributes413["llm_mesh.outcome"], "rejected");
         assert.equal(attributes413["gen_ai.request.model"], "llama-3-8b");
         assert.ok(Number(attributes413["llm_mesh.prompt_tokens_estimated"]) > 4000, "the estimate that was refused");
         for (const absent of ["llm_mesh.throttle", "llm_mesh.route", "gen_ai.response.model", "gen_ai.usage.output_tokens"]) assert.equal(attributes413[absent], undefined, absent);
@@ -216,6 +217,7 @@ describe("tracing with Envoy's OpenTelemetry tracer", () => {
         const span400 = gatewaySpan(await traceOf(unknown.traceId, 1));
         assert.equal(span400.attributes["http.status_code"], "400");
         assert.equal(llmAttributes(span400)["llm_mesh.admission"], "rejected:model_not_found");
+        assert.equal(llmAttributes(span400)["llm_mesh.outcome"], "rejected");
         cases.set("413", attributes413);
         cases.set("400", llmAttributes(span400));
       });
@@ -233,6 +235,7 @@ describe("tracing with Envoy's OpenTelemetry tracer", () => {
         assert.equal(span.attributes["http.status_code"], "429");
         const attributes = llmAttributes(span);
         assert.equal(attributes["llm_mesh.throttle"], "rejected:per-tenant");
+        assert.equal(attributes["llm_mesh.outcome"], "throttled");
         assert.equal(attributes["llm_mesh.admission"], "admitted");
         assert.equal(attributes["llm_mesh.route"], undefined, "the router never saw it");
         cases.set("429", attributes);

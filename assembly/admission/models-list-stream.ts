@@ -12,6 +12,7 @@ import { Logger, replaceResponseBody, responseBody, ResponseHeaders, sendRespons
 import { removeRequestHeader, removeResponseHeader, requestHeader, responseHeader, responseStatus, setResponseHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_ADMISSION } from "../llm/filter-state-names";
+import { OUTCOME_REJECTED, setRefusalOutcome } from "../llm/outcome";
 import { ApiShape } from "../llm/request";
 import { ModelsCall, ModelsRequest, readModelsRequest, routerModels } from "../llm/models-api";
 import { AdmissionConfig, ModelListMode } from "./config";
@@ -55,6 +56,7 @@ export class ModelsListStream {
       const refusal = retrieveRefusal(this.config, this.request);
       if (refusal == null) return FilterHeadersStatusValues.Continue;
       setFilterState(FACT_ADMISSION, "rejected:" + refusal.code, this.config.filterState);
+      setRefusalOutcome(OUTCOME_REJECTED, this.config.filterState);
       this.logger.debug(this.contextId, "refused model " + this.request.id + " without asking the model server");
       const shape = this.request.anthropic ? ApiShape.AnthropicMessages : ApiShape.Unknown;
       sendResponse(refusal.status, this.logger.filter + "_" + refusal.code, errorBody(shape, refusal), jsonHeaders());

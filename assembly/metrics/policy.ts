@@ -8,16 +8,9 @@ import {
 import { KeyHash } from "../text/key-hash";
 import { MetricKind } from "../telemetry/metric-table";
 import { UsageTracker } from "../llm/usage-tracker";
-
-export const OUTCOME_ADMITTED = "admitted";
-export const OUTCOME_REJECTED = "rejected";
-export const OUTCOME_THROTTLED = "throttled";
-export const OUTCOME_QUEUED = "queued";
-export const OUTCOME_REDIRECTED = "redirected";
-export const OUTCOME_UPSTREAM_ERROR = "upstream_error";
-export const OUTCOME_CANCELLED = "cancelled";
-
-export const OUTCOMES: string[] = [OUTCOME_ADMITTED, OUTCOME_REJECTED, OUTCOME_THROTTLED, OUTCOME_QUEUED, OUTCOME_REDIRECTED, OUTCOME_UPSTREAM_ERROR, OUTCOME_CANCELLED];
+import {
+  OUTCOME_ADMITTED, OUTCOME_CANCELLED, OUTCOME_QUEUED, OUTCOME_REDIRECTED, OUTCOME_REJECTED, OUTCOME_THROTTLED, OUTCOME_UPSTREAM_ERROR,
+} from "../llm/outcome";
 
 export const STATUS_CLASS_NONE = "none";
 const STATUS_CLASSES: string[] = ["1xx", "2xx", "3xx", "4xx", "5xx"];

@@ -1,0 +1,21 @@
+// A request's outcome: the `llm_outcome` label of llm-metrics' series and the `llm_mesh.outcome`
+// filter state that access logs and trace spans print.
+import { setFilterState } from "../host/filter-state";
+import { RECORD_OUTCOME } from "./filter-state-names";
+
+export const OUTCOME_ADMITTED = "admitted";
+export const OUTCOME_REJECTED = "rejected";
+export const OUTCOME_THROTTLED = "throttled";
+export const OUTCOME_QUEUED = "queued";
+export const OUTCOME_REDIRECTED = "redirected";
+export const OUTCOME_UPSTREAM_ERROR = "upstream_error";
+export const OUTCOME_CANCELLED = "cancelled";
+
+/**
+ * Sets the outcome of a request a filter refuses, as it sends the refusal. llm-metrics sets the
+ * outcome of every request, but one a filter before it answers it learns of only in onLog, and
+ * Envoy ends the trace span, whose tags read the outcome, before any filter's onLog.
+ */
+export function setRefusalOutcome(outcome: string, toHost: bool): void {
+  setFilterState(RECORD_OUTCOME, outcome, toHost);
+}
