@@ -10,7 +10,7 @@ import { Logger, replaceRequestBody, requestBody, ResponseHeaders, sendResponse 
 import { removeRequestHeader, requestHeader, setEffectiveContext, setRequestHeader } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_ADMISSION } from "../llm/filter-state-names";
-import { OUTCOME_REJECTED, setRefusalOutcome } from "../llm/outcome";
+import { OUTCOME_REJECTED, setRefusal } from "../llm/outcome";
 import { ApiShape, readLlmRequest } from "../llm/request";
 import { RequestFacts, stripInternalHeaders } from "../llm/request-facts";
 import { TokenEstimator } from "../llm/tokens";
@@ -199,8 +199,7 @@ export class AdmissionStream extends StreamContext {
 
   private reject(error: ApiError): void {
     this.finished = true;
-    setFilterState(FACT_ADMISSION, "rejected:" + error.code, this.root.config.filterState);
-    setRefusalOutcome(OUTCOME_REJECTED, this.root.config.filterState);
+    setRefusal(FACT_ADMISSION, "rejected:" + error.code, OUTCOME_REJECTED, this.root.config.filterState);
     logger.debug(this.contextId, "rejected " + error.status.toString() + " " + error.code + ": " + error.message);
     const headers = new ResponseHeaders().add("content-type", "application/json");
     sendResponse(error.status, FILTER_NAME + "_" + error.code, errorBody(this.shape, error), headers);

@@ -12,10 +12,12 @@ export const OUTCOME_UPSTREAM_ERROR = "upstream_error";
 export const OUTCOME_CANCELLED = "cancelled";
 
 /**
- * Sets the outcome of a request a filter refuses, as it sends the refusal. llm-metrics sets the
- * outcome of every request, but one a filter before it answers it learns of only in onLog, and
- * Envoy ends the trace span, whose tags read the outcome, before any filter's onLog.
+ * Sets a refusing filter's decision (`fact`, e.g. llm_mesh.admission) and the request's outcome
+ * together, as the filter sends the refusal. llm-metrics sets the outcome of every request, but one
+ * a filter before it answers it learns of only in onLog, and Envoy ends the trace span, whose tags
+ * read the outcome, before any filter's onLog.
  */
-export function setRefusalOutcome(outcome: string, toHost: bool): void {
+export function setRefusal(fact: string, decision: string, outcome: string, toHost: bool): void {
+  setFilterState(fact, decision, toHost);
   setFilterState(RECORD_OUTCOME, outcome, toHost);
 }

@@ -17,7 +17,7 @@ import {
 } from "../host/callback-cache";
 import { setFilterState } from "../host/filter-state";
 import { FACT_THROTTLE, FACT_THROTTLE_WAIT } from "../llm/filter-state-names";
-import { OUTCOME_THROTTLED, setRefusalOutcome } from "../llm/outcome";
+import { OUTCOME_THROTTLED, setRefusal } from "../llm/outcome";
 import { ApiShape, apiShapeForPath, LlmRequest, readLlmRequest, routedPath } from "../llm/request";
 import { RequestFacts } from "../llm/request-facts";
 import { UsageTracker } from "../llm/usage-tracker";
@@ -787,8 +787,7 @@ export class ThrottleStream extends FactsOrBodyStream {
     const error = decision.error!;
     this.phase = Phase.Done;
     incrementMetric(ticket.metrics.rejected, 1);
-    setFilterState(FACT_THROTTLE, "rejected:" + rule.name, this.root.config.filterState);
-    setRefusalOutcome(OUTCOME_THROTTLED, this.root.config.filterState);
+    setRefusal(FACT_THROTTLE, "rejected:" + rule.name, OUTCOME_THROTTLED, this.root.config.filterState);
     const headers = new ResponseHeaders().add("content-type", "application/json");
     if (decision.retryAfterSeconds < 0) {
       // The openai SDKs honour this: retrying a request bigger than the budget cannot succeed.
