@@ -12,7 +12,7 @@
 // into both and the difference between wasm-raw and wasm-pass is the layer's own cost.
 export * from "../../assembly/host/abi";
 import { StreamContext, FilterDataStatusValues, FilterHeadersStatusValues, registerFilter, RootContext } from "../../assembly/host/contexts";
-import { defineCounter, defineHistogram, pluginConfiguration, requestBody } from "../../assembly/host/calls";
+import { defineCounter, defineHistogram, pluginConfiguration, requestBody, ResponseHeaders } from "../../assembly/host/calls";
 import * as imports from "../../assembly/host/imports";
 
 // The calls go to the host functions directly, not through host.ts, whose per-callback caches would
@@ -29,6 +29,7 @@ const STATE_NAME = String.UTF8.encode("llm_reference.probe");
 const REQUEST_TIME = String.UTF8.encode("request\0time");
 const SHARED_KEY = String.UTF8.encode("llm-reference:probe");
 const SHARED_VALUE = new ArrayBuffer(220);
+const NO_PAIRS = new ArrayBuffer(0);
 
 class ReferenceRoot extends RootContext {
   readBody: bool = false;
@@ -68,44 +69,25 @@ function dropReturned(): void {
 
 /**
  * The request's headers plus six probe headers, serialized as proxy_set_header_map_pairs takes
- * them: what one call that writes a callback's headers at once would hand Envoy.
+ * them (the layout ResponseHeaders writes for local responses): what one call that writes a
+ * callback's headers at once would hand Envoy.
  */
 function headersWithProbes(): ArrayBuffer {
-  if (imports.proxy_get_header_map_pairs(0, OUT_DATA, OUT_SIZE) != 0) return new ArrayBuffer(0);
-  const data = load<usize>(OUT_DATA);
-  const count = load<u32>(data);
-  const keys = new Array<ArrayBuffer>();
-  const values = new Array<ArrayBuffer>();
-  let at = data + 4 + count * 8;
-  for (let i: u32 = 0; i < count; i++) {
-    const keySize = load<u32>(data + 4 + i * 8);
-    const valueSize = load<u32>(data + 8 + i * 8);
-    keys.push(String.UTF8.encode(String.UTF8.decodeUnsafe(at, keySize)));
-    values.push(String.UTF8.encode(String.UTF8.decodeUnsafe(at + keySize + 1, valueSize)));
-    at += keySize + valueSize + 2;
+  const headers = new ResponseHeaders();
+  if (imports.proxy_get_header_map_pairs(0, OUT_DATA, OUT_SIZE) == 0) {
+    const data = load<usize>(OUT_DATA);
+    const count = load<u32>(data);
+    let at = data + 4 + count * 8;
+    for (let i: u32 = 0; i < count; i++) {
+      const nameSize = load<u32>(data + 4 + i * 8);
+      const valueSize = load<u32>(data + 8 + i * 8);
+      headers.add(String.UTF8.decodeUnsafe(at, nameSize), String.UTF8.decodeUnsafe(at + nameSize + 1, valueSize));
+      at += nameSize + valueSize + 2;
+    }
+    dropReturned();
   }
-  dropReturned();
-  for (let i = 0; i < 6; i++) {
-    keys.push(String.UTF8.encode("x-llm-reference-probe-" + i.toString()));
-    values.push(PROBE_VALUE);
-  }
-  let size = 4 + keys.length * 8;
-  for (let i = 0; i < keys.length; i++) size += keys[i].byteLength + values[i].byteLength + 2;
-  const out = new ArrayBuffer(size);
-  const base = changetype<usize>(out);
-  store<u32>(base, keys.length);
-  let write = base + 4 + keys.length * 8;
-  for (let i = 0; i < keys.length; i++) {
-    store<u32>(base + 4 + i * 8, keys[i].byteLength);
-    store<u32>(base + 8 + i * 8, values[i].byteLength);
-    memory.copy(write, ptr(keys[i]), keys[i].byteLength);
-    write += keys[i].byteLength;
-    store<u8>(write++, 0);
-    memory.copy(write, ptr(values[i]), values[i].byteLength);
-    write += values[i].byteLength;
-    store<u8>(write++, 0);
-  }
-  return out;
+  for (let i = 0; i < 6; i++) headers.add("x-llm-reference-probe-" + i.toString(), "value");
+  return headers.serialize();
 }
 
 function setShared(): void {
@@ -121,7 +103,7 @@ function makeCalls(root: ReferenceRoot): void {
   const kind = root.callKind;
   const n = root.callCount;
   if (kind == "state-get") setState();
-  const pairs = kind == "header-set-pairs" ? headersWithProbes() : SHARED_VALUE;
+  const pairs = kind == "header-set-pairs" ? headersWithProbes() : NO_PAIRS;
   for (let i = 0; i < n; i++) {
     if (kind == "header-get") {
       if (imports.proxy_get_header_map_value(0, ptr(PATH_HEADER), PATH_HEADER.byteLength, OUT_DATA, OUT_SIZE) == 0) dropReturned();
